@@ -1,0 +1,229 @@
+"""``python -m detector <command>``: run, train, evaluate, reproduce, plot, tail, demo, config.
+
+Heavy imports (TensorFlow, Kafka) happen inside the command that needs them, so ``--help``,
+``tail`` and ``config`` start at once. Every expected failure (a wrong setting, a missing
+model, an unreachable broker) prints one line and exits non-zero; 2 for usage, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+from detector.config import DetectorSettings, ProducerSettings, add_options, build
+from detector.errors import DetectorError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN reorders float sums (results differ in the last bits between batch sizes) and prints
+# a banner at import; plain kernels are as fast for these small LSTMs and exactly repeatable.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+MODEL_HELP = "seed, pair, raw or the path of a .keras file"
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
+    return value
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # kafka-python logs every reconnect attempt; our own lines say what matters.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = build(DetectorSettings, args, "DETECTOR")
+    _logging()
+    log = logging.getLogger("detector")
+    from detector.metrics import Metrics, MetricsServer
+    from detector.pipeline import Pipeline
+    from detector.serving import ModelStep
+
+    step = ModelStep.load(settings.model)
+    metrics = Metrics()
+    stop = _stop_on_signals()
+    pipeline = Pipeline(settings, step, metrics, stop)
+    server = MetricsServer(metrics, settings.metrics_host, settings.metrics_port,
+                           lambda: pipeline.ready).start()
+    try:
+        pipeline.connect()
+        log.info("model %s (%s features, %d state floats per stream); metrics on %s",
+                 step.name, step.features, step.state_size, server.url)
+        log.info("consuming %s as group %s; flags to %s, alerts to %s, dead letters to %s",
+                 settings.input_topic, settings.group_id, settings.output_topic,
+                 settings.alert_topic, settings.dlq_topic)
+        pipeline.run()
+    finally:
+        server.stop()
+    log.info("stopped cleanly")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from detector.training import train
+
+    card = train(args.features, out_dir=args.out, epochs=args.epochs, events=args.events,
+                 seed=args.seed)
+    print(json.dumps(card, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from detector.evaluation import evaluate
+    from detector.serving import ModelStep
+
+    result = evaluate(ModelStep.load(args.model), args.events, args.streams, args.seed)
+    if args.json:
+        print(json.dumps(result.as_dict()))
+        return 0
+    r = result
+    print(f"model {r.model} ({r.features} features): {r.events:,} fresh events over "
+          f"{r.streams} streams (seed {r.seed})")
+    print(f"  accuracy against the exact rule: {r.accuracy:.4%}  ({r.errors} errors: "
+          f"{r.false_alerts} false alerts, {r.missed_alerts} missed)")
+    print(f"  errors on near-ties (|x3-x2| or |x2-x1| < 1e-3): {r.errors_near_tie}")
+    print(f"  through the serving step at {r.events_per_second:,.0f} events/s")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from detector.training import reproduce
+
+    print(reproduce(seeds=args.seeds, epochs=args.epochs))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from detector.evaluation import plot_stream
+    from detector.serving import ModelStep
+
+    info = plot_stream(ModelStep.load(args.model), args.events, args.seed, args.out)
+    print(f"wrote {info['out']}: {info['events']} events, {info['disagreements']} "
+          f"disagreement(s) with the exact rule")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    settings = build(DetectorSettings, args, "DETECTOR")
+    from detector.tail import tail
+
+    tail(settings.kafka, args.topic, args.from_beginning, _stop_on_signals(), limit=args.limit)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from detector.demo import demo
+
+    return demo(duration=args.duration, streams=args.streams, rate=args.rate, model=args.model,
+                metrics_port=args.metrics_port)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from detector.config import markdown_table
+
+    print("### Detector (`python -m detector run`)\n")
+    print(markdown_table(DetectorSettings, "DETECTOR"))
+    print("\n### Producer (`python -m producer`)\n")
+    print(markdown_table(ProducerSettings, "PRODUCER"))
+    return 0
+
+
+# --- the parser ----------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="detector",
+        description="Streaming detector of three-value monotonic runs with a Keras LSTM.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, fn: Callable[[argparse.Namespace], int], help: str  # noqa: A002
+                ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    run = command("run", cmd_run, "Consume values, publish flags and alerts. Every option "
+                  "--x-y is also the environment variable DETECTOR_X_Y.")
+    add_options(run, DetectorSettings, "DETECTOR")
+
+    train = command("train", cmd_train, "Train a model; write .keras, model card and curves.")
+    train.add_argument("--features", choices=("seed", "pair", "raw"), required=True)
+    train.add_argument("--epochs", type=_count, help="default: the feature set's recipe")
+    train.add_argument("--events", type=_count,
+                       help="training events (default: the feature set's recipe)")
+    train.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    train.add_argument("--out", default="models", help="output directory (default ./models)")
+
+    ev = command("evaluate", cmd_evaluate, "Accuracy on fresh streams through the serving step.")
+    ev.add_argument("--model", default="seed", help=MODEL_HELP)
+    ev.add_argument("--events", type=_count, default=100_000)
+    ev.add_argument("--streams", type=_count, default=10)
+    ev.add_argument("--seed", type=_seed, default=12345)
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+
+    rep = command("reproduce", cmd_reproduce, "The seed's own experiment, reproduced.")
+    rep.add_argument("--seeds", type=_count, default=3, help="random seeds per feature set")
+    rep.add_argument("--epochs", type=_count, default=200, help="the seed's 200 by default")
+
+    plot = command("plot", cmd_plot, "Draw a fresh stream with model and rule flags.")
+    plot.add_argument("--model", default="seed", help=MODEL_HELP)
+    plot.add_argument("--events", type=_count, default=120)
+    plot.add_argument("--seed", type=_seed, default=7)
+    plot.add_argument("--out", default="stream.png")
+
+    tail = command("tail", cmd_tail, "Print one readable line per record of a topic.")
+    tail.add_argument("--topic", default="trend-alerts")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--limit", type=_count, help="stop after this many records")
+    add_options(tail, DetectorSettings, "DETECTOR")
+
+    demo = command("demo", cmd_demo, "Local broker + producer + detector, alerts on screen.")
+    demo.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
+    demo.add_argument("--streams", type=_count, default=30)
+    demo.add_argument("--rate", type=float, default=300.0, help="events/s over all streams")
+    demo.add_argument("--model", default="seed", help=MODEL_HELP)
+    demo.add_argument("--metrics-port", type=int, default=9108)
+
+    command("config", cmd_config, "Print the configuration tables (Markdown).")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except DetectorError as exc:
+        print(f"detector: error: {exc}", file=sys.stderr)
+        return exc.exit_code

@@ -1,0 +1,146 @@
+"""``python -m detector demo``: the whole pipeline on this machine, readable by a person.
+
+Starts the bundled local broker, the producer and the detector (with its metrics endpoint),
+then shows alerts as they come, a few a second at most, and a stats line every few seconds.
+Everything it starts stops with it: Ctrl-C or ``--duration``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+from kafka import TopicPartition
+
+from detector import kafka_io
+from detector.config import DetectorSettings, KafkaSettings, ProducerSettings
+from detector.errors import DetectorError
+from detector.local_broker import LocalBroker, free_port
+from detector.tail import describe
+
+ALERT_LINES_PER_SECOND = 3
+STATS_EVERY_S = 5.0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+class _Thread(threading.Thread):
+    """A worker thread that keeps its exception for the main thread to report."""
+
+    def __init__(self, name: str, target: Callable[[], object]):
+        super().__init__(name=name, daemon=True)
+        self._target_fn = target
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._target_fn()
+        except BaseException as exc:  # reported by the main thread, which decides to stop
+            self.error = exc
+
+
+def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str = "seed",
+         metrics_port: int = 9108, out: Callable[[str], None] = _say) -> int:
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    out("demo: starting the local Kafka-compatible broker (Tansu) on 127.0.0.1 ...")
+    broker = LocalBroker().start()
+    workers: list[_Thread] = []
+    try:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+        out(f"demo: broker ready at {broker.bootstrap}; loading model {model!r} (TensorFlow) ...")
+        from detector.metrics import Metrics, MetricsServer
+        from detector.pipeline import Pipeline
+        from detector.serving import ModelStep
+        from producer.publish import publish
+
+        step = ModelStep.load(model)
+        settings = DetectorSettings(kafka=kafka, model=model, session_timeout_ms=6000,
+                                    heartbeat_interval_ms=2000, checkpoint_interval_ms=500)
+        metrics = Metrics()
+        pipeline = Pipeline(settings, step, metrics, stop)
+        try:
+            server = MetricsServer(metrics, "127.0.0.1", metrics_port, lambda: pipeline.ready)
+        except DetectorError:
+            server = MetricsServer(metrics, "127.0.0.1", free_port(), lambda: pipeline.ready)
+        server.start()
+        pipeline.connect()
+        producer_settings = ProducerSettings(kafka=kafka, streams=streams, rate=rate,
+                                             topic=settings.input_topic)
+        workers = [
+            _Thread("detector", pipeline.run),
+            _Thread("producer", lambda: publish(producer_settings, stop, progress=lambda _: None)),
+        ]
+        for w in workers:
+            w.start()
+        out(f"demo: producer sends {streams} streams at {rate:g} events/s; detector model "
+            f"{step.name}; metrics at {server.url} (health: /healthz)")
+        out("demo: alerts (flag 1: the last three values moved the same way) as they come; "
+            "Ctrl-C to stop")
+        _show(kafka, settings.alert_topic, metrics, server.url, stop, workers, duration, out)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(30)
+        if "server" in locals():
+            server.stop()
+        broker.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    failed = [w for w in workers if w.error is not None]
+    for w in failed:
+        out(f"demo: {w.name} failed: {type(w.error).__name__}: {w.error}")
+    out("demo: stopped; broker, producer and detector are gone")
+    return 1 if failed else 0
+
+
+def _show(kafka: KafkaSettings, topic: str, metrics: object, url: str, stop: threading.Event,
+          workers: list[_Thread], duration: float, out: Callable[[str], None]) -> None:
+    """Print paced alerts and periodic stats until stop, a worker failure or the duration."""
+    n = kafka_io.partition_count(kafka, topic) or 1
+    consumer = kafka_io.consumer(kafka, group_id=None, enable_auto_commit=False)
+    consumer.assign([TopicPartition(topic, p) for p in range(n)])
+    started = last_stats = last_line = time.monotonic()
+    held = 0
+    latencies: list[float] = []
+    processed_before = 0.0
+    try:
+        while not stop.is_set():
+            now = time.monotonic()
+            if duration and now - started >= duration:
+                break
+            if any(not w.is_alive() for w in workers):
+                break
+            for recs in consumer.poll(timeout_ms=100).values():
+                for r in recs:
+                    rec = json.loads(r.value)
+                    if rec.get("ts") is not None:
+                        latencies.append(rec["detected_at"] - rec["ts"])
+                    if time.monotonic() - last_line >= 1 / ALERT_LINES_PER_SECOND:
+                        suffix = f"   (+{held} more alerts)" if held else ""
+                        out(describe(r.value) + suffix)
+                        held, last_line = 0, time.monotonic()
+                    else:
+                        held += 1
+            if now - last_stats >= STATS_EVERY_S:
+                processed = metrics.value("detector_events_processed_total")
+                rate = (processed - processed_before) / (now - last_stats)
+                wrong = metrics.value("detector_rule_disagreements_total")
+                agree = 1 - wrong / processed if processed else 1.0
+                p99 = f"{np.percentile(latencies, 99) * 1000:.0f} ms" if latencies else "n/a"
+                ready = "ready" if metrics.value("detector_ready") else "NOT READY"
+                out(f"[stats] {rate:,.0f} events/s | {processed:,.0f} events | "
+                    f"{metrics.value('detector_alerts_total'):,.0f} alerts | agreement with "
+                    f"exact rule {agree:.2%} | p99 latency {p99} | {ready} | {url}")
+                processed_before, last_stats, latencies = processed, now, []
+    finally:
+        consumer.close(autocommit=False)
+    sys.stdout.flush()

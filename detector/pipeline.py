@@ -1,0 +1,405 @@
+"""The Kafka loop: poll, decode, detect, publish, checkpoint. Thin; the work is elsewhere.
+
+Checkpoint protocol (what makes a crash at any moment safe):
+  1. flush the producer: every output and dead letter so far is acknowledged;
+  2. write each changed stream's state (with the input offset it has applied) to the state
+     topic, in the partition number of its input partition, and flush;
+  3. commit the input offsets.
+A crash before 3 replays input from the last commit: events at or below a restored stream's
+applied offset are skipped (their outputs were flushed in 1), later ones are processed again
+from the restored state and give identical outputs. Any failure in the loop (broker gone, a
+send that failed, a restore that could not finish) drops the in-memory state and does what a
+restart does: restore, seek to the committed offsets, go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from detector import kafka_io
+from detector.codec import BadInput, Event, dead_letter, decode_event, encode_flag
+from detector.config import DetectorSettings
+from detector.engine import Batch, Engine, Result
+from detector.metrics import Metrics
+from detector.serving import ModelStep
+from detector.state import StateRecordError, StreamState
+
+log = logging.getLogger(__name__)
+
+#: Producer settings: acknowledged by all replicas, and a send may wait out a short outage.
+PRODUCER_OPTIONS = {
+    "acks": "all",
+    "linger_ms": 5,
+    "batch_size": 256 * 1024,
+    "max_request_size": 4 << 20,
+    "request_timeout_ms": 10_000,
+    "delivery_timeout_ms": 30_000,
+    "max_block_ms": 10_000,
+}
+STATE_RESTORE_TIMEOUT_S = 60.0
+
+
+class OutputFailed(RuntimeError):
+    """Some output, dead letter or state record was not acknowledged: nothing is committed."""
+
+
+class Pipeline(ConsumerRebalanceListener):
+    """One detector process: a consumer group member with its streams' state."""
+
+    def __init__(
+        self,
+        settings: DetectorSettings,
+        step: ModelStep,
+        metrics: Metrics,
+        stop: threading.Event | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ):
+        self.s = settings
+        self.step = step
+        self.metrics = metrics
+        self.engine = Engine(step)
+        self.store = self.engine.store
+        self.stop_event = stop if stop is not None else threading.Event()
+        self._now = wall_clock
+        self._model_json = json.dumps(step.name)
+        self._positions: dict[TopicPartition, int] = {}
+        self._futures: list = []
+        self._needs_recovery = False
+        self._backoff = 0.5
+        self._last_checkpoint = time.monotonic()
+        self._last_ok: float | None = None  # when a checkpoint last succeeded
+        self._closed = False
+        self._joined = False  # a member of the group with an assignment (maybe empty)
+        self._partitions: dict[str, int] = {}
+        metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
+
+    # --- set-up and tear-down -------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Create missing topics and the clients. Raises KafkaUnavailable with one line."""
+        s, kafka = self.s, self.s.kafka
+        n_in = kafka_io.partition_count(kafka, s.input_topic) or s.partitions
+        specs = [
+            kafka_io.TopicSpec(s.input_topic, n_in),
+            kafka_io.TopicSpec(s.output_topic, n_in),
+            kafka_io.TopicSpec(s.alert_topic, n_in),
+            kafka_io.TopicSpec(s.dlq_topic, n_in),
+            kafka_io.TopicSpec(s.state_topic, n_in, {"cleanup.policy": "compact"}),
+        ]
+        self._partitions = kafka_io.ensure_topics(kafka, specs)
+        if self._partitions[s.state_topic] < self._partitions[s.input_topic]:
+            raise kafka_io.KafkaUnavailable(
+                f"state topic {s.state_topic} has {self._partitions[s.state_topic]} partitions, "
+                f"fewer than input topic {s.input_topic} ({self._partitions[s.input_topic]})"
+            )
+        self.producer = kafka_io.producer(kafka, **PRODUCER_OPTIONS)
+        self.consumer = kafka_io.consumer(
+            kafka,
+            group_id=s.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=s.max_poll_records,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_partition_fetch_bytes=8 << 20,
+            request_timeout_ms=max(30_000, s.session_timeout_ms + 5_000),
+        )
+        self.restorer = kafka_io.consumer(kafka, group_id=None, enable_auto_commit=False)
+        self.consumer.subscribe([s.input_topic], listener=self)
+
+    def close(self) -> None:
+        """Finish cleanly: checkpoint, commit, leave the group."""
+        try:
+            if not self._needs_recovery:
+                self.checkpoint()
+        except (KafkaError, OutputFailed) as exc:
+            log.warning("final checkpoint failed (%s); the next owner replays from the last one",
+                        exc)
+        self.consumer.close(autocommit=False)
+        self.restorer.close()
+        self.producer.close(timeout=5)
+        self._closed = True
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Poll and process until the stop event is set; then close."""
+        interval = self.s.checkpoint_interval_ms / 1000
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    if self._needs_recovery:
+                        self._recover()
+                    records = self.consumer.poll(timeout_ms=self.s.poll_timeout_ms)
+                    if self._needs_recovery:
+                        continue  # a rebalance callback failed: these records wait for recovery
+                    if records:
+                        self._handle(records)
+                    if time.monotonic() - self._last_checkpoint >= interval:
+                        self.checkpoint()
+                except (KafkaError, OutputFailed) as exc:
+                    self._failed(exc)
+        finally:
+            self.close()
+
+    def _failed(self, exc: BaseException) -> None:
+        self._needs_recovery = True
+        self.metrics.broker_errors.labels(type(exc).__name__).inc()
+        log.warning("Kafka operation failed (%s: %s); retrying in %.1f s",
+                    type(exc).__name__, exc, self._backoff)
+        self.stop_event.wait(self._backoff)
+        self._backoff = min(self._backoff * 2, self.s.retry_backoff_max_s)
+
+    @property
+    def ready(self) -> bool:
+        """Connected and keeping up: a checkpoint (which needs the broker) succeeded lately.
+
+        Derived rather than set, so a flush stuck on a vanished broker turns it false too.
+        """
+        if self._closed or self._needs_recovery or not self._joined or self._last_ok is None:
+            return False
+        limit = max(5.0, 5 * self.s.checkpoint_interval_ms / 1000)
+        return time.monotonic() - self._last_ok < limit
+
+    # --- one poll's records -----------------------------------------------------------------
+
+    def _handle(self, records: dict) -> None:
+        streams: list[str] = []
+        keys: list[bytes] = []
+        seqs: list[int] = []
+        values: list[float] = []
+        tss: list[float | None] = []
+        parts: list[int] = []
+        offsets: list[int] = []
+        consumed = 0
+        for tp, recs in records.items():
+            partition = tp.partition
+            for r in recs:
+                event = decode_event(r.key, r.value)
+                if type(event) is Event:
+                    streams.append(event.stream)
+                    keys.append(r.key)
+                    seqs.append(event.seq)
+                    values.append(event.value)
+                    tss.append(event.ts)
+                    parts.append(partition)
+                    offsets.append(r.offset)
+                else:
+                    self._dead_letter(event, r)
+            consumed += len(recs)
+            self._positions[tp] = recs[-1].offset + 1
+        self.metrics.events_consumed.inc(consumed)
+        if not streams:
+            return
+        batch = Batch(streams, np.array(seqs, np.int64), np.array(values, np.float64),
+                      np.array(parts, np.int32), np.array(offsets, np.int64))
+        result = self.engine.process(batch)
+        self._publish(batch, keys, tss, result)
+
+    def _dead_letter(self, bad: BadInput, record) -> None:  # noqa: ANN001 - kafka record
+        value, headers = dead_letter(bad, record.key, record.value, record.topic,
+                                     record.partition, record.offset)
+        n = self._partitions[self.s.dlq_topic]
+        key = record.key if record.key is None or len(record.key) <= 1024 else record.key[:1024]
+        self._futures.append(self.producer.send(
+            self.s.dlq_topic, key=key, value=value, headers=headers,
+            partition=record.partition % n,
+        ))
+        self.metrics.dlq.labels(bad.reason).inc()
+
+    def _publish(self, batch: Batch, keys: list[bytes], tss: list[float | None],
+                 res: Result) -> None:
+        m = self.metrics
+        for seconds, size in zip(res.inference_seconds, res.call_sizes, strict=True):
+            m.inference_seconds.observe(seconds)
+            m.batch_size.observe(size)
+        m.duplicates.inc(int(res.duplicate.sum()))
+        m.replayed.inc(int(res.replayed.sum()))
+        done = np.nonzero(res.processed)[0]
+        if len(done) == 0:
+            return
+        send, futures = self.producer.send, self._futures
+        out_topic, alert_topic = self.s.output_topic, self.s.alert_topic
+        n_out, n_alert = self._partitions[out_topic], self._partitions[alert_topic]
+        detected_at = self._now()
+        model_json = self._model_json
+        flags = res.flag
+        for i in done.tolist():
+            p = int(batch.partition[i])
+            flag = int(flags[i])
+            value = encode_flag(
+                json.dumps(batch.streams[i]), int(batch.seq[i]), float(batch.value[i]), flag,
+                float(res.probability[i]), bool(res.up[i]), int(res.rule_flag[i]), model_json,
+                p, int(batch.offset[i]), tss[i], detected_at,
+            )
+            futures.append(send(out_topic, key=keys[i], value=value, partition=p % n_out))
+            if flag:
+                futures.append(send(alert_topic, key=keys[i], value=value, partition=p % n_alert))
+        n_flag1 = int(flags[done].sum())
+        m.events_processed.inc(len(done))
+        m.flags.labels("1").inc(n_flag1)
+        m.flags.labels("0").inc(len(done) - n_flag1)
+        m.alerts.inc(n_flag1)
+        m.seq_gaps.inc(int(res.gap.sum()))
+        m.rule_disagreements.inc(int((flags[done] != res.rule_flag[done]).sum()))
+        for i in done.tolist():
+            if tss[i] is not None:
+                m.latency.observe(max(0.0, detected_at - tss[i]))
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self.producer.flush(timeout=PRODUCER_OPTIONS["delivery_timeout_ms"] / 1000 + 5)
+        failed = [f for f in self._futures if not f.is_done or f.failed()]
+        self._futures = []
+        if failed:
+            first = failed[0].exception if failed[0].is_done else "not acknowledged in time"
+            raise OutputFailed(f"{len(failed)} record(s) not acknowledged: {first}")
+
+    def _persist(self, partitions: set[int] | None = None) -> None:
+        """Steps 1 and 2: outputs acknowledged, then changed state written and acknowledged."""
+        self._flush()
+        slots = self.store.dirty_slots(partitions)
+        fingerprint = self.step.fingerprint
+        state_topic = self.s.state_topic
+        for slot in slots.tolist():
+            state = self.store.state_at(slot)
+            self._futures.append(self.producer.send(
+                state_topic, key=self.store.keys[slot].encode(),
+                value=state.encode(fingerprint), partition=state.partition,
+            ))
+        self._flush()
+        self.store.dirty[slots] = False
+
+    def checkpoint(self) -> None:
+        """Flush outputs, write changed state, commit offsets."""
+        started = time.perf_counter()
+        self._persist()
+        offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in self._positions.items()}
+        if offsets:
+            self.consumer.commit(offsets, timeout_ms=10_000)
+        self._last_checkpoint = time.monotonic()
+        self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+        self._update_gauges()
+        self._backoff = 0.5
+        self._last_ok = self._last_checkpoint
+
+    def _update_gauges(self) -> None:
+        self.metrics.active_streams.set(len(self.store))
+        lags = []
+        for tp, pos in self._positions.items():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                lags.append((tp.partition, max(0, high - pos)))
+        self.metrics.set_lag(lags)
+
+    # --- rebalances and recovery ------------------------------------------------------------
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Hand the partitions over: their state is written, then their streams forgotten.
+
+        kafka-python runs this on the consumer's IO thread, where a commit cannot be made;
+        none is needed: the next owner restores the state with the offsets it has applied
+        and skips what it covers.
+        """
+        try:
+            if not self._needs_recovery:
+                self._persist({tp.partition for tp in revoked})
+        except (KafkaError, OutputFailed) as exc:
+            log.warning("state write on revoke failed (%s); the next owner replays", exc)
+        self._drop(revoked)
+
+    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        """Evicted: another member may own these already, so write nothing for them."""
+        self._drop(lost)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._joined = True
+        try:
+            self._restore({tp.partition for tp in assigned})
+        except (KafkaError, OutputFailed) as exc:
+            log.warning("state restore failed (%s); recovering", exc)
+            self._needs_recovery = True
+        log.info("assigned partitions %s (%d streams in memory)",
+                 sorted(tp.partition for tp in assigned), len(self.store))
+
+    def _drop(self, tps: set[TopicPartition]) -> None:
+        self._joined = False
+        parts = {tp.partition for tp in tps}
+        self.store.drop_partitions(parts)
+        for tp in tps:
+            self._positions.pop(tp, None)
+        self.metrics.forget_partitions(parts)
+        self.metrics.active_streams.set(len(self.store))
+
+    def _restore(self, partitions: set[int]) -> None:
+        """Read the state topic's partitions back; per stream the highest applied offset wins.
+
+        Taking the highest offset rather than the last record makes a stale checkpoint from
+        an evicted member (a zombie that did not know it had lost the partition) harmless.
+        """
+        if not partitions:
+            return
+        started = time.perf_counter()
+        tps = [TopicPartition(self.s.state_topic, p) for p in sorted(partitions)]
+        self.restorer.assign(tps)
+        end = self.restorer.end_offsets(tps)
+        self.restorer.seek_to_beginning(*tps)
+        remaining = {tp for tp in tps if self.restorer.position(tp) < end[tp]}
+        best: dict[bytes, StreamState] = {}
+        rejected = 0
+        deadline = time.monotonic() + STATE_RESTORE_TIMEOUT_S
+        while remaining:
+            if time.monotonic() > deadline:
+                raise OutputFailed(f"state restore did not finish in {STATE_RESTORE_TIMEOUT_S} s")
+            for tp, recs in self.restorer.poll(timeout_ms=200, max_records=50_000).items():
+                for r in recs:
+                    try:
+                        state, fingerprint = StreamState.decode(r.value)
+                    except StateRecordError as exc:
+                        rejected += 1
+                        log.debug("skipping state record at %s:%d: %s", tp, r.offset, exc)
+                        continue
+                    if fingerprint != self.step.fingerprint:
+                        state = state.without_lstm()
+                    old = best.get(r.key)
+                    if old is None or state.last_offset >= old.last_offset:
+                        best[r.key] = state
+                if self.restorer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+        for key, state in best.items():
+            if key is not None:
+                self.store.put(key.decode("utf-8", "replace"), state)
+        self.restorer.unsubscribe()
+        if rejected:
+            log.warning("skipped %d state records that are not ours or are damaged", rejected)
+        self.metrics.restore_seconds.observe(time.perf_counter() - started)
+        self.metrics.active_streams.set(len(self.store))
+
+    def _recover(self) -> None:
+        """Do what a restart does: forget memory, restore state, seek to the committed offsets."""
+        self._futures = []
+        self.producer.close(timeout=0)
+        self.producer = kafka_io.producer(self.s.kafka, **PRODUCER_OPTIONS)
+        self.store.clear()
+        self._positions.clear()
+        assigned = self.consumer.assignment()
+        self._restore({tp.partition for tp in assigned})
+        for tp in assigned:
+            committed = self.consumer.committed(tp, timeout_ms=10_000)
+            if committed is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
+        self._needs_recovery = False
+        log.info("recovered: %d streams restored, resuming from committed offsets",
+                 len(self.store))

@@ -1,0 +1,62 @@
+"""``python -m detector tail``: one readable line per flag, alert or dead-letter record."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+
+from kafka import TopicPartition
+
+from detector import kafka_io
+from detector.config import KafkaSettings
+
+
+def describe(value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> str:
+    """A flag record as a sentence; a dead letter by its reason; anything else as text."""
+    meta = dict(headers or [])
+    if "dlq.reason" in meta:
+        where = f"{meta.get('dlq.source.topic', b'?').decode()}:" \
+                f"{meta.get('dlq.source.partition', b'?').decode()}@" \
+                f"{meta.get('dlq.source.offset', b'?').decode()}"
+        text = (value or b"")[:80].decode("utf-8", "replace")
+        return f"DEAD LETTER {meta['dlq.reason'].decode()} from {where}: {text!r}"
+    try:
+        r = json.loads(value or b"")
+        ts = r.get("ts") or r["detected_at"]
+        clock = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
+        arrow = "↑" if r["direction"] == "up" else "↓"
+        mark = "ALERT" if r["flag"] else "     "
+        rule = "" if r["flag"] == r["rule_flag"] else "  (exact rule disagrees)"
+        return (f"{clock} {mark} {r['stream']:>10} seq {r['seq']:<7} value {r['value']:.4f} "
+                f"{arrow} p={r['probability']:.3f}{rule}")
+    except (ValueError, KeyError, TypeError):
+        return (value or b"").decode("utf-8", "replace")
+
+
+def tail(kafka: KafkaSettings, topic: str, from_beginning: bool, stop: threading.Event,
+         limit: int | None = None, out: Callable[[str], None] = print) -> int:
+    """Print records of every partition of ``topic`` until ``stop`` (or ``limit`` records)."""
+    n = kafka_io.partition_count(kafka, topic)
+    if n is None:
+        raise kafka_io.KafkaUnavailable(f"topic {topic} does not exist on {kafka.bootstrap_servers}")
+    consumer = kafka_io.consumer(kafka, group_id=None, enable_auto_commit=False)
+    tps = [TopicPartition(topic, p) for p in range(n)]
+    consumer.assign(tps)
+    if from_beginning:
+        consumer.seek_to_beginning(*tps)
+    else:
+        consumer.seek_to_end(*tps)
+    shown = 0
+    try:
+        while not stop.is_set() and (limit is None or shown < limit):
+            for recs in consumer.poll(timeout_ms=200).values():
+                for r in recs:
+                    out(describe(r.value, r.headers))
+                    shown += 1
+                    if limit is not None and shown >= limit:
+                        return shown
+    finally:
+        consumer.close(autocommit=False)
+    return shown

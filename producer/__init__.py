@@ -1,0 +1,1 @@
+"""The producer: random values for many streams, keyed by stream id, into Kafka."""

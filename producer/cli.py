@@ -1,0 +1,42 @@
+"""``python -m producer``: random values for many streams into Kafka. Never imports TensorFlow."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from kafka.errors import KafkaError
+
+from detector.config import ProducerSettings, add_options, build
+from detector.errors import DetectorError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="producer",
+        description="Emit random values for many independent streams to a Kafka topic. Every "
+        "option --x-y is also the environment variable PRODUCER_X_Y.",
+    )
+    add_options(p, ProducerSettings, "PRODUCER")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        settings = build(ProducerSettings, args, "PRODUCER")
+        from producer.publish import publish  # after parsing: --help stays instant
+
+        publish(settings, stop)
+    except DetectorError as exc:
+        print(f"producer: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KafkaError as exc:
+        print(f"producer: error: Kafka: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,71 @@
+"""The producer's Kafka loop: paced sends, a progress line, a clean flush on stop."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from kafka.partitioner.default import murmur2
+
+from detector import kafka_io
+from detector.config import ProducerSettings
+from producer.source import StreamSource
+
+PROGRESS_EVERY_S = 2.0
+
+
+def java_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for a key (murmur2, as Java does)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def publish(
+    settings: ProducerSettings,
+    stop: threading.Event,
+    progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> int:
+    """Send events until ``count`` is reached or ``stop`` is set; returns how many were sent."""
+    counts = kafka_io.ensure_topics(
+        settings.kafka, [kafka_io.TopicSpec(settings.topic, settings.partitions)]
+    )
+    partitions = counts[settings.topic]
+    client = kafka_io.producer(settings.kafka, acks="all", linger_ms=5, batch_size=256 * 1024)
+    source = StreamSource(settings.streams, settings.pattern, settings.seed, settings.stream_prefix)
+    # Computing each key's partition once saves the pure-Python murmur2 on every send.
+    targets = [java_partition(k, partitions) for k in source.keys]
+    total = settings.count or float("inf")
+    sent = 0
+    started = last_report = time.monotonic()
+    reported = 0
+    chunk = max(1, min(len(source.ids), int(settings.rate / 50) or len(source.ids)))
+    try:
+        while sent < total and not stop.is_set():
+            values = source.next_round()
+            for start in range(0, len(values), chunk):
+                if settings.rate:
+                    wait = started + sent / settings.rate - time.monotonic()
+                    if wait > 0 and stop.wait(wait):
+                        break
+                end = min(len(values), start + chunk)
+                if settings.count:
+                    end = min(end, start + settings.count - sent)
+                now = time.time()
+                for i in range(start, end):
+                    client.send(settings.topic, key=source.keys[i],
+                                value=source.record(i, float(values[i]), now),
+                                partition=targets[i])
+                sent += end - start
+                if sent >= total:
+                    break
+            mono = time.monotonic()
+            if mono - last_report >= PROGRESS_EVERY_S:
+                rate = (sent - reported) / (mono - last_report)
+                progress(f"producer: {sent:,} events sent ({rate:,.0f}/s) to {settings.topic}")
+                last_report, reported = mono, sent
+    finally:
+        client.flush(timeout=30)
+        client.close(timeout=5)
+    progress(f"producer: done, {sent:,} events sent in {time.monotonic() - started:.1f} s")
+    return sent

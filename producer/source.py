@@ -1,0 +1,48 @@
+"""Where the values come from: many independent streams, one value per stream per round."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from detector.rule import walk_step
+
+
+class StreamSource:
+    """``n`` streams ``<prefix>0 .. <prefix>n-1``, each with its own ``seq`` counting from 0.
+
+    ``uniform`` is the seed's generator (iid values in [0, 1)); ``walk`` a random walk kept in
+    [0, 1], whose smoother runs make longer alert streaks.
+    """
+
+    def __init__(self, streams: int, pattern: str, seed: int | None, prefix: str = "s-"):
+        if pattern not in ("uniform", "walk"):
+            raise ValueError(f"unknown pattern {pattern!r}")
+        self.pattern = pattern
+        self.rng = np.random.default_rng(seed)
+        self.ids = [f"{prefix}{i}" for i in range(streams)]
+        self.keys = [s.encode() for s in self.ids]
+        self._json_ids = [json.dumps(s) for s in self.ids]
+        self.seq = np.zeros(streams, np.int64)
+        self._cur = self.rng.random(streams)
+
+    def next_round(self) -> np.ndarray:
+        """One new value for every stream."""
+        if self.pattern == "uniform":
+            self._cur = self.rng.random(len(self.ids))
+        else:
+            self._cur = walk_step(self._cur, self.rng)
+        return self._cur
+
+    def record(self, i: int, value: float, ts: float) -> bytes:
+        """The record value for stream ``i``'s next event (advances its seq).
+
+        The same JSON that ``detector.codec.encode_event`` writes, formatted directly: the
+        producer's speed bounds every benchmark.
+        """
+        seq = int(self.seq[i])
+        self.seq[i] = seq + 1
+        return (
+            f'{{"stream":{self._json_ids[i]},"seq":{seq},"value":{value!r},"ts":{ts!r}}}'
+        ).encode()

@@ -1,0 +1,40 @@
+"""Fixtures: the real local broker (one per test), settings pointing at it, loaded models."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+from detector.config import KafkaSettings  # noqa: E402
+from detector.local_broker import LocalBroker  # noqa: E402
+
+
+@pytest.fixture
+def broker():
+    """A fresh Tansu broker on a free port, in its own temporary directory."""
+    with LocalBroker() as b:
+        yield b
+
+
+@pytest.fixture
+def kafka(broker) -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=broker.bootstrap, connect_timeout_s=10)
+
+
+@pytest.fixture(scope="session")
+def steps():
+    """Shipped models, loaded once per session: ``steps('seed')``."""
+    from detector.serving import ModelStep
+
+    cache: dict[str, ModelStep] = {}
+
+    def get(name: str) -> ModelStep:
+        if name not in cache:
+            cache[name] = ModelStep.load(name)
+        return cache[name]
+
+    return get

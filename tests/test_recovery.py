@@ -1,0 +1,186 @@
+"""Crashes, restarts, rebalances, shutdown and broker outages, against the real local broker."""
+
+import random
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from detector.config import KafkaSettings
+from tests.support import (
+    ROOT,
+    DetectorProcess,
+    DetectorThread,
+    read_all,
+    send,
+    settings,
+    uniform_events,
+    wait_for,
+    expected_flags,
+)
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def check_outputs(kafka: KafkaSettings, step, records, at_least: int) -> dict:
+    """Every valid event has an output; duplicates agree; flags equal an uninterrupted run."""
+    want = expected_flags(step, records)
+    outputs = read_all(kafka, "trend-flags", expect=None, settle=2.0, timeout=60)
+    assert len(outputs) >= at_least
+    seen: dict[tuple[str, int], list[dict]] = {}
+    for r in outputs:
+        rec = r.json()
+        seen.setdefault((rec["stream"], rec["seq"]), []).append(rec)
+    assert set(seen) == set(want), f"missing {len(set(want) - set(seen))} outputs"
+    duplicates = 0
+    for key, recs in seen.items():
+        assert {(r["stream"], r["seq"], r["flag"]) for r in recs} == {(*key, recs[0]["flag"])}
+        assert recs[0]["flag"] == want[key], key
+        duplicates += len(recs) - 1
+    return {"outputs": len(outputs), "duplicates": duplicates}
+
+
+def test_sigkill_at_random_moments_loses_nothing(kafka, steps):
+    """The stateful ``pair`` model: its LSTM state must survive the kills, not restart."""
+    records = uniform_events(streams=40, per_stream=300, seed=21)  # 12,000 events
+    send(kafka, "values", records)
+    rng = random.Random(4)
+    env = {"DETECTOR_MAX_POLL_RECORDS": "200"}
+    processed_at_kill = []
+    for _ in range(3):
+        det = DetectorProcess(kafka, model="pair", **env).start()
+        try:
+            target = rng.uniform(300, 2500)
+            wait_for(lambda: (det.metric("detector_events_processed_total") or 0) >= target,
+                     90, every=0.02, what="some progress")
+            det.kill()
+            processed_at_kill.append(target)
+        finally:
+            det.close()
+    det = DetectorProcess(kafka, model="pair", **env).start()
+    try:
+        check_until = time.monotonic() + 120
+        while time.monotonic() < check_until:
+            if len(read_all(kafka, "trend-flags", settle=0.5)) >= len(records):
+                break
+            time.sleep(1)
+        assert det.terminate() == 0
+    finally:
+        det.close()
+    stats = check_outputs(kafka, steps("pair"), records, at_least=len(records))
+    assert stats["outputs"] >= len(records)
+
+
+def test_sigterm_finishes_commits_and_leaves(kafka, steps):
+    records = uniform_events(streams=10, per_stream=200, seed=3)
+    send(kafka, "values", records)
+    det = DetectorProcess(kafka).start()
+    try:
+        wait_for(lambda: (det.metric("detector_events_processed_total") or 0) >= len(records), 90)
+        assert det.terminate() == 0
+        assert "stopped cleanly" in det.output()
+    finally:
+        det.close()
+    first = len(read_all(kafka, "trend-flags", expect=len(records)))
+    assert first == len(records)
+    # A new member starts from the committed offsets: nothing is processed twice.
+    again = DetectorThread(settings(kafka), steps("seed")).start()
+    try:
+        wait_for(lambda: again.pipeline.ready, 60, what="the restarted detector to be ready")
+        time.sleep(1)
+        assert again.value("detector_events_processed_total") == 0
+        assert again.value("detector_active_streams") == 10  # state restored
+    finally:
+        again.stop()
+    assert len(read_all(kafka, "trend-flags")) == first
+
+
+def _feed(kafka: KafkaSettings, records, rate: float, done: threading.Event) -> None:
+    from detector import kafka_io
+
+    producer = kafka_io.producer(kafka, linger_ms=5)
+    started = time.monotonic()
+    for i, (key, value) in enumerate(records):
+        wait = started + i / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        producer.send("values", key=key, value=value)
+    producer.flush()
+    producer.close()
+    done.set()
+
+
+def test_two_detectors_split_partitions_and_hand_over(kafka, steps):
+    records = uniform_events(streams=24, per_stream=300, seed=8)  # 7,200 events
+    send(kafka, "values", [])  # the topic, with 6 partitions
+    a = DetectorProcess(kafka).start()
+    b = DetectorProcess(kafka).start()
+    done = threading.Event()
+    feeder = threading.Thread(target=_feed, args=(kafka, records, 600.0, done), daemon=True)
+    try:
+        wait_for(lambda: a.healthz() == 200 and b.healthz() == 200, 90, what="both ready")
+        feeder.start()
+        wait_for(lambda: (a.metric("detector_events_processed_total") or 0) > 200
+                 and (b.metric("detector_events_processed_total") or 0) > 200, 60,
+                 what="both detectors processing")
+        streams_a = a.metric("detector_active_streams")
+        streams_b = b.metric("detector_active_streams")
+        assert streams_a and streams_b and streams_a + streams_b == 24  # the work is split
+        assert a.terminate() == 0  # a leaves; b takes its partitions and their state
+        done.wait(60)
+        wait_for(lambda: b.metric("detector_active_streams") == 24, 60, what="b owns all")
+        wait_for(lambda: len(read_all(kafka, "trend-flags", settle=0.5)) >= len(records), 60,
+                 what="every event to have an output")
+        assert b.terminate() == 0
+    finally:
+        a.close()
+        b.close()
+    check_outputs(kafka, steps("seed"), records, at_least=len(records))
+
+
+def test_broker_pause_turns_not_ready_then_resumes_losing_nothing(broker, kafka, steps):
+    records = uniform_events(streams=12, per_stream=300, seed=13)
+    send(kafka, "values", [])
+    det = DetectorThread(settings(kafka), steps("seed"), serve_metrics=True).start()
+    done = threading.Event()
+    feeder = threading.Thread(target=_feed, args=(kafka, records, 400.0, done), daemon=True)
+    try:
+        wait_for(lambda: det.pipeline.ready, 60, what="ready")
+        feeder.start()
+        wait_for(lambda: det.value("detector_events_processed_total") > 500, 60)
+        broker.pause()
+        try:
+            wait_for(lambda: not det.pipeline.ready, 30, what="not ready while paused")
+            assert det.value("detector_ready") == 0
+        finally:
+            broker.resume()
+        wait_for(lambda: det.pipeline.ready, 90, what="ready again after the broker is back")
+        done.wait(60)
+        wait_for(lambda: len(read_all(kafka, "trend-flags", settle=0.5)) >= len(records), 90)
+    finally:
+        det.stop()
+    check_outputs(kafka, steps("seed"), records, at_least=len(records))
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 60):
+    import os
+
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "detector", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+    return proc, time.monotonic() - started
+
+
+def test_unreachable_broker_is_one_line_and_non_zero():
+    from detector.local_broker import free_port
+
+    port = free_port()  # nothing listens there
+    proc, seconds = run_cli("run", "--bootstrap-servers", f"127.0.0.1:{port}",
+                            "--connect-timeout-s", "3", "--metrics-port", "0")
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if "detector: error" in line]
+    assert len(lines) == 1 and "cannot reach Kafka" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert seconds < 45
