@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from detector.config import DetectorSettings, ProducerSettings, add_options, build
+from detector.config import DetectorSettings, Parser, ProducerSettings, add_options, build
 from detector.errors import DetectorError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -162,13 +162,14 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="detector",
         description="Streaming detector of three-value monotonic runs with a Keras LSTM.",
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           parser_class=Parser)
 
-    def command(name: str, fn: Callable[[argparse.Namespace], int], help: str  # noqa: A002
+    def command(name: str, fn: Callable[[argparse.Namespace], int], help: str
                 ) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.set_defaults(fn=fn)

@@ -27,7 +27,14 @@ class ConfigError(UsageError):
     """A wrong setting; the message is one readable line naming the option."""
 
 
-def opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:  # noqa: A002
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a wrong argument in one line (no usage dump) and exits 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
     """A settings field with its documentation (and allowed values) attached."""
     return field(default=default, metadata={"help": help, "choices": choices})
 
@@ -140,7 +147,8 @@ class ProducerSettings:
     rate: float = opt(200.0, "Events per second over all streams; 0 = as fast as possible.")
     count: int = opt(0, "Events to send in all, then exit; 0 = run until stopped.")
     seed: int | None = opt(None, "Random seed; set it for a reproducible sequence.")
-    pattern: str = opt("uniform", "Values: uniform (the seed's generator) or walk.", ("uniform", "walk"))
+    pattern: str = opt("uniform", "Values: uniform (the seed's generator) or walk.",
+                       ("uniform", "walk"))
     stream_prefix: str = opt("s-", "Prefix of stream ids.")
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
@@ -243,12 +251,13 @@ def markdown_table(cls: type, prefix: str) -> str:
             rows += markdown_table(hint, prefix).splitlines()[2:]
             continue
         default = "" if f.default is None else f"`{f.default}`"
+        if isinstance(f.default, bool):
+            default = f"`{str(f.default).lower()}`"
         if f.name == "state_topic":
             default = "`<group-id>.state`"
         choices = f.metadata.get("choices")
         extra = f" One of {', '.join(choices)}." if choices else ""
         flag = f.name.replace("_", "-")
-        rows.append(
-            f"| `--{flag}` | `{_env_name(prefix, f.name)}` | {default} | {f.metadata['help']}{extra} |"
-        )
+        env = _env_name(prefix, f.name)
+        rows.append(f"| `--{flag}` | `{env}` | {default} | {f.metadata['help']}{extra} |")
     return "\n".join(rows)

@@ -7,20 +7,19 @@ Everything it starts stops with it: Ctrl-C or ``--duration``.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
 from kafka import TopicPartition
 
 from detector import kafka_io
 from detector.config import DetectorSettings, KafkaSettings, ProducerSettings
 from detector.errors import DetectorError
 from detector.local_broker import LocalBroker, free_port
+from detector.metrics import Metrics, histogram_quantile
 from detector.tail import describe
 
 ALERT_LINES_PER_SECOND = 3
@@ -57,7 +56,7 @@ def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str
     try:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
         out(f"demo: broker ready at {broker.bootstrap}; loading model {model!r} (TensorFlow) ...")
-        from detector.metrics import Metrics, MetricsServer
+        from detector.metrics import MetricsServer
         from detector.pipeline import Pipeline
         from detector.serving import ModelStep
         from producer.publish import publish
@@ -102,7 +101,7 @@ def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str
     return 1 if failed else 0
 
 
-def _show(kafka: KafkaSettings, topic: str, metrics: object, url: str, stop: threading.Event,
+def _show(kafka: KafkaSettings, topic: str, metrics: Metrics, url: str, stop: threading.Event,
           workers: list[_Thread], duration: float, out: Callable[[str], None]) -> None:
     """Print paced alerts and periodic stats until stop, a worker failure or the duration."""
     n = kafka_io.partition_count(kafka, topic) or 1
@@ -110,7 +109,8 @@ def _show(kafka: KafkaSettings, topic: str, metrics: object, url: str, stop: thr
     consumer.assign([TopicPartition(topic, p) for p in range(n)])
     started = last_stats = last_line = time.monotonic()
     held = 0
-    latencies: list[float] = []
+    latency_name = "detector_end_to_end_latency_seconds"
+    buckets_before = metrics.buckets(latency_name)
     processed_before = 0.0
     try:
         while not stop.is_set():
@@ -121,9 +121,6 @@ def _show(kafka: KafkaSettings, topic: str, metrics: object, url: str, stop: thr
                 break
             for recs in consumer.poll(timeout_ms=100).values():
                 for r in recs:
-                    rec = json.loads(r.value)
-                    if rec.get("ts") is not None:
-                        latencies.append(rec["detected_at"] - rec["ts"])
                     if time.monotonic() - last_line >= 1 / ALERT_LINES_PER_SECOND:
                         suffix = f"   (+{held} more alerts)" if held else ""
                         out(describe(r.value) + suffix)
@@ -135,12 +132,14 @@ def _show(kafka: KafkaSettings, topic: str, metrics: object, url: str, stop: thr
                 rate = (processed - processed_before) / (now - last_stats)
                 wrong = metrics.value("detector_rule_disagreements_total")
                 agree = 1 - wrong / processed if processed else 1.0
-                p99 = f"{np.percentile(latencies, 99) * 1000:.0f} ms" if latencies else "n/a"
+                buckets_now = metrics.buckets(latency_name)
+                p99 = histogram_quantile(0.99, buckets_before, buckets_now)
+                p99_text = "n/a" if p99 is None else f"{p99 * 1000:.0f} ms"
                 ready = "ready" if metrics.value("detector_ready") else "NOT READY"
                 out(f"[stats] {rate:,.0f} events/s | {processed:,.0f} events | "
                     f"{metrics.value('detector_alerts_total'):,.0f} alerts | agreement with "
-                    f"exact rule {agree:.2%} | p99 latency {p99} | {ready} | {url}")
-                processed_before, last_stats, latencies = processed, now, []
+                    f"exact rule {agree:.2%} | p99 latency {p99_text} | {ready} | {url}")
+                processed_before, last_stats, buckets_before = processed, now, buckets_now
     finally:
         consumer.close(autocommit=False)
     sys.stdout.flush()

@@ -39,7 +39,8 @@ class Evaluation:
         return asdict(self)
 
 
-def interleave(n_streams: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def interleave(n_streams: int, length: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray]:
     """A random arrival order of every stream's events that keeps each stream in order.
 
     Returns ``(stream_index, position)`` per arrival.

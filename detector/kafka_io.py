@@ -7,6 +7,7 @@ many exception types, sometimes after a long retry loop; everything here turns t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from dataclasses import dataclass, field
@@ -89,10 +90,8 @@ def ensure_topics(kafka: KafkaSettings, specs: list[TopicSpec]) -> dict[str, int
                          "configs": s.configs}
                 for s in missing
             }
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another member was first
                 client.create_topics(new, wait_for_metadata=True)
-            except TopicAlreadyExistsError:
-                pass  # another detector created it meanwhile
             for s in missing:
                 log.info("created topic %s (%d partitions)", s.name, s.partitions)
         described = client.describe_topics([s.name for s in specs])

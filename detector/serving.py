@@ -2,7 +2,7 @@
 
 Everything that runs a model (the pipeline, ``evaluate``, ``plot``, the benchmarks) goes through
 ``ModelStep``, so the accuracy we report is the accuracy the pipeline has. Never
-``model.predict`` per event: that costs ~37 ms a call here, the compiled batched step ~1 µs an event.
+``model.predict`` per event: that costs ~37 ms a call here, the batched step a few µs an event.
 
 The stateless ``seed`` model takes ``[x3, x2, x2 > x1]`` as a length-3 sequence and carries no
 LSTM state between events (the stream state carries x2 and the direction). The stateful models
@@ -20,12 +20,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from detector.errors import UsageError  # noqa: E402
-from detector.rule import FEATURE_SETS, FEATURE_WIDTH, FeatureSet  # noqa: E402
+from detector.errors import UsageError
+from detector.rule import FEATURE_SETS, FEATURE_WIDTH, FeatureSet
 
 MODELS_DIR = Path(__file__).parent / "models"
 

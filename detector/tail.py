@@ -40,7 +40,8 @@ def tail(kafka: KafkaSettings, topic: str, from_beginning: bool, stop: threading
     """Print records of every partition of ``topic`` until ``stop`` (or ``limit`` records)."""
     n = kafka_io.partition_count(kafka, topic)
     if n is None:
-        raise kafka_io.KafkaUnavailable(f"topic {topic} does not exist on {kafka.bootstrap_servers}")
+        raise kafka_io.KafkaUnavailable(
+            f"topic {topic} does not exist on {kafka.bootstrap_servers}")
     consumer = kafka_io.consumer(kafka, group_id=None, enable_auto_commit=False)
     tps = [TopicPartition(topic, p) for p in range(n)]
     consumer.assign(tps)

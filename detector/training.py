@@ -23,7 +23,7 @@ from detector.rule import FEATURE_WIDTH, FeatureSet, exact_flags, seed_generator
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-import keras  # noqa: E402
+import keras
 
 
 @dataclass(frozen=True)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import threading
 
 from kafka.errors import KafkaError
 
-from detector.config import ProducerSettings, add_options, build
+from detector.config import Parser, ProducerSettings, add_options, build
 from detector.errors import DetectorError
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> Parser:
+    p = Parser(
         prog="producer",
         description="Emit random values for many independent streams to a Kafka topic. Every "
         "option --x-y is also the environment variable PRODUCER_X_Y.",

@@ -9,8 +9,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-from detector.config import KafkaSettings  # noqa: E402
-from detector.local_broker import LocalBroker  # noqa: E402
+from detector.config import KafkaSettings
+from detector.local_broker import LocalBroker
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ from tests.support import (
     ROOT,
     DetectorProcess,
     DetectorThread,
+    expected_flags,
     read_all,
     send,
     settings,
     uniform_events,
     wait_for,
-    expected_flags,
 )
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -53,8 +53,8 @@ def test_sigkill_at_random_moments_loses_nothing(kafka, steps):
         det = DetectorProcess(kafka, model="pair", **env).start()
         try:
             target = rng.uniform(300, 2500)
-            wait_for(lambda: (det.metric("detector_events_processed_total") or 0) >= target,
-                     90, every=0.02, what="some progress")
+            wait_for(lambda d=det, t=target: (d.metric("detector_events_processed_total") or 0)
+                     >= t, 90, every=0.02, what="some progress")
             det.kill()
             processed_at_kill.append(target)
         finally:

@@ -1,0 +1,54 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_ENABLE_ONEDNN_OPTS ?= 0
+
+.PHONY: demo test lint system-tools bench-inference bench-pipeline bench-chaos models clean
+
+$(STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+demo: $(STAMP)
+	$(BIN)/python -m detector demo $(DEMO_ARGS)
+
+# Prometheus (server and promtool) and docker-compose serve the deployment tests; where they
+# cannot be installed those tests skip and say what is missing.
+system-tools:
+	@missing=""; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    (apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $$missing >/dev/null 2>&1)) || \
+	    echo "could not install$$missing; the tests that need them will skip"; \
+	  else echo "not installing$$missing (needs root and apt-get); those tests will skip"; fi; \
+	fi
+
+test: $(STAMP) system-tools
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench-inference: $(STAMP)
+	$(BIN)/python bench/inference.py
+
+bench-pipeline: $(STAMP)
+	$(BIN)/python bench/pipeline.py
+
+bench-chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py
+
+# Retrain the shipped models (each at most ~20 minutes on 2 cores); writes detector/models/.
+models: $(STAMP)
+	for f in seed pair raw; do $(BIN)/python -m detector train --features $$f --out detector/models || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

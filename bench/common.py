@@ -1,0 +1,62 @@
+"""Shared by the benchmark scripts: machine description, tables, JSON results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results"
+
+
+def machine() -> dict:
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            mem = f.readline().split()[1]
+    except OSError:
+        pass
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu": cpu,
+            "memory_gb": round(int(mem) / 1024 / 1024, 1) if mem else None,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    """A Markdown table (it reads in a terminal and pastes into the README)."""
+    cells = [[str(c) for c in row] for row in rows]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def save(name: str, payload: dict, command: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {"command": command, "machine": machine(), **payload}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {path.relative_to(ROOT)}; rerun with: {command}")
+    return path
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def fmt_rate(x: float) -> str:
+    return f"{x:,.0f}"

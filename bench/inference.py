@@ -1,0 +1,85 @@
+"""Events/s of the serving step against per-event model calls, for every shipped model.
+
+    python bench/inference.py [--models seed pair raw] [--seconds 1.5]
+
+For each model, in one run: ``model.predict`` on one event (what the seed's code does), one
+compiled step call per event, and the serving step (``Engine.process``: features, state
+gather and scatter, the compiled call) on batches of 1, 64, 1024 and 4096 events from as many
+streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from common import fmt_rate, save, say, table
+
+from detector.engine import Batch, Engine  # noqa: E402
+from detector.serving import ModelStep  # noqa: E402
+
+BATCHES = (1, 64, 1024, 4096)
+
+
+def rate(fn, events_per_call: int, seconds: float, min_calls: int = 3) -> float:
+    fn()  # warm-up: traces the compiled function for this shape
+    calls, started = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - started < seconds:
+        fn()
+        calls += 1
+    return calls * events_per_call / (time.perf_counter() - started)
+
+
+def bench_model(name: str, seconds: float) -> dict:
+    step = ModelStep.load(name)
+    rng = np.random.default_rng(0)
+    x1 = rng.random((1, 3 if step.features == "seed" else step.model.inputs[0].shape[-1]),
+                    ).astype(np.float32)
+    state1 = step.zero_state(1)
+    predict_input = x1[:, :, None] if step.features == "seed" else x1[:, None, :]
+    out: dict[str, float] = {}
+    say(f"{name}: model.predict, one event per call ...")
+    out["predict_per_event"] = rate(lambda: step.model.predict(predict_input, verbose=0), 1,
+                                    seconds, min_calls=20)
+    say(f"{name}: one compiled step call per event ...")
+    out["compiled_per_event"] = rate(lambda: step(x1, state1), 1, seconds)
+    for b in BATCHES:
+        say(f"{name}: serving step, batch {b} ...")
+        engine = Engine(step)
+        names = [f"s-{i}" for i in range(b)]
+        seq = np.zeros(b, np.int64)
+
+        def one_batch() -> None:
+            seq[:] += 1
+            engine.process(Batch.of(names, rng.random(b), seq=seq))
+
+        out[f"batch_{b}"] = rate(one_batch, b, seconds)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["seed", "pair", "raw"])
+    p.add_argument("--seconds", type=float, default=1.5, help="time per measurement")
+    args = p.parse_args()
+    results = {name: bench_model(name, args.seconds) for name in args.models}
+    headers = ["model", "predict/event", "compiled call/event",
+               *[f"step batch {b}" for b in BATCHES], "4096 vs compiled/event",
+               "4096 vs predict"]
+    rows = []
+    for name, r in results.items():
+        rows.append([name, fmt_rate(r["predict_per_event"]), fmt_rate(r["compiled_per_event"]),
+                     *[fmt_rate(r[f"batch_{b}"]) for b in BATCHES],
+                     f"{r['batch_4096'] / r['compiled_per_event']:,.0f}x",
+                     f"{r['batch_4096'] / r['predict_per_event']:,.0f}x"])
+    say("\nevents/s (higher is better)\n")
+    say(table(headers, rows))
+    command = "python bench/inference.py " + " ".join(
+        ["--models", *args.models, "--seconds", str(args.seconds)])
+    save("inference", {"events_per_second": results}, command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""The detector end to end against the local broker, beside the Kafka client's own ceiling.
+
+    python bench/pipeline.py [--events 100000] [--streams 1000] [--skip-memory]
+
+In one run, on the same input topic:
+  (a) ceiling: kafka-python consuming the input in a group and producing one record per event,
+      with no decoding and no model;
+  (b) the detector (``python -m detector run``, a real process);
+  (c) a naive detector that calls ``model.predict`` once per message, as the seed's code would
+      (on a prefix of the input: it runs at tens of events per second).
+Then: p50/p99 end-to-end latency at half of (b)'s rate, detector RSS per 1,000 streams at
+1,000,000 streams, time to restore 100,000 streams' state, and time from start to first flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import numpy as np
+
+from common import ROOT, fmt_rate, save, say, table
+
+from detector import kafka_io  # noqa: E402
+from detector.config import KafkaSettings, ProducerSettings  # noqa: E402
+from detector.local_broker import LocalBroker, free_port  # noqa: E402
+from producer.publish import publish  # noqa: E402
+
+GROUP_TIMINGS = {"DETECTOR_SESSION_TIMEOUT_MS": "6000", "DETECTOR_HEARTBEAT_INTERVAL_MS": "2000"}
+
+
+class Detector:
+    """``python -m detector run`` in its own process, read through its metrics endpoint."""
+
+    def __init__(self, kafka: KafkaSettings, group: str, **env: str):
+        self.port = free_port()
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "detector", "run"], cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, **GROUP_TIMINGS, "DETECTOR_BOOTSTRAP_SERVERS":
+                 kafka.bootstrap_servers, "DETECTOR_GROUP_ID": group,
+                 "DETECTOR_OUTPUT_TOPIC": f"{group}.flags", "DETECTOR_ALERT_TOPIC":
+                 f"{group}.alerts", "DETECTOR_DLQ_TOPIC": f"{group}.dlq",
+                 "DETECTOR_METRICS_PORT": str(self.port), **env})
+
+    def metrics(self) -> dict[str, float]:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
+                                          timeout=5).read().decode()
+        except OSError:
+            return {}
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def processed(self) -> float:
+        return self.metrics().get("detector_events_processed_total", 0.0)
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def wait_processed(self, n: int, timeout: float = 600) -> tuple[float, float]:
+        """(time of the first processed event, time of the n-th), polled every 50 ms."""
+        first = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = self.processed()
+            now = time.monotonic()
+            if done > 0 and first is None:
+                first = now
+            if done >= n:
+                return first or now, now
+            time.sleep(0.05)
+        raise RuntimeError(f"detector processed {self.processed():.0f} of {n} in {timeout} s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def fill(kafka: KafkaSettings, topic: str, events: int, streams: int, rate: float = 0) -> None:
+    say(f"  producing {events:,} events over {streams:,} streams to {topic} ...")
+    publish(ProducerSettings(kafka=kafka, topic=topic, streams=streams, count=events, rate=rate,
+                             seed=1), threading.Event(), progress=lambda _: None)
+
+
+def ceiling(kafka: KafkaSettings, topic: str, events: int) -> float:
+    """(a): consume in a group and produce one record per event, nothing else."""
+    out_topic = "ceiling.out"
+    n = kafka_io.partition_count(kafka, topic)
+    kafka_io.ensure_topics(kafka, [kafka_io.TopicSpec(out_topic, n)])
+    consumer = kafka_io.consumer(kafka, group_id="ceiling", enable_auto_commit=False,
+                                 auto_offset_reset="earliest", max_poll_records=2000,
+                                 session_timeout_ms=6000, heartbeat_interval_ms=2000)
+    producer = kafka_io.producer(kafka, acks="all", linger_ms=5, batch_size=256 * 1024)
+    consumer.subscribe([topic])
+    seen, first = 0, None
+    while seen < events:
+        for tp, recs in consumer.poll(timeout_ms=100).items():
+            first = first or time.monotonic()
+            for r in recs:
+                producer.send(out_topic, key=r.key, value=r.value, partition=tp.partition)
+            seen += len(recs)
+    producer.flush()
+    consumer.commit()
+    elapsed = time.monotonic() - first
+    consumer.close()
+    producer.close()
+    return events / elapsed
+
+
+def naive(kafka: KafkaSettings, topic: str, events: int) -> float:
+    """(c): the seed's way, one ``model.predict`` per message."""
+    from detector.codec import decode_event
+    from detector.serving import ModelStep
+
+    model = ModelStep.load("seed").model
+    consumer = kafka_io.consumer(kafka, group_id="naive", enable_auto_commit=False,
+                                 auto_offset_reset="earliest", max_poll_records=200,
+                                 session_timeout_ms=6000, heartbeat_interval_ms=2000)
+    producer = kafka_io.producer(kafka, acks="all", linger_ms=5)
+    consumer.subscribe([topic])
+    state: dict[str, tuple[float, float]] = {}
+    seen, first = 0, None
+    while seen < events:
+        for tp, recs in consumer.poll(timeout_ms=100).items():
+            first = first or time.monotonic()
+            for r in recs[: events - seen]:
+                e = decode_event(r.key, r.value)
+                prev, prev_up = state.get(e.stream, (0.0, 0.0))
+                x = np.array([[[e.value], [prev], [prev_up]]], np.float32)
+                p = float(model.predict(x, verbose=0)[0, 0])
+                state[e.stream] = (e.value, float(e.value > prev))
+                producer.send("naive.out", key=r.key, value=json.dumps(
+                    {"stream": e.stream, "seq": e.seq, "flag": int(p > 0.5)}).encode(),
+                    partition=tp.partition)
+                seen += 1
+    producer.flush()
+    elapsed = time.monotonic() - first
+    consumer.close()
+    producer.close()
+    return seen / elapsed
+
+
+def latency(kafka: KafkaSettings, rate: float, seconds: float, streams: int) -> dict:
+    """p50/p99 of detected_at - ts over every output at a steady producer rate."""
+    topic, group = "latency.in", "latency"
+    kafka_io.ensure_topics(kafka, [kafka_io.TopicSpec(topic, 6)])
+    det = Detector(kafka, group, DETECTOR_INPUT_TOPIC=topic)
+    try:
+        deadline = time.monotonic() + 120
+        while det.metrics().get("detector_ready", 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        events = int(rate * seconds)
+        say(f"  steady {rate:,.0f} events/s for {seconds:.0f} s ({events:,} events) ...")
+        fill(kafka, topic, events, streams, rate=rate)
+        det.wait_processed(events, timeout=seconds + 120)
+    finally:
+        det.stop()
+    from kafka import TopicPartition
+
+    consumer = kafka_io.consumer(kafka, group_id=None, enable_auto_commit=False)
+    tps = [TopicPartition(f"{group}.flags", p) for p in range(6)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    lat = []
+    quiet = time.monotonic()
+    while time.monotonic() - quiet < 2:
+        for recs in consumer.poll(timeout_ms=200).values():
+            quiet = time.monotonic()
+            for r in recs:
+                rec = json.loads(r.value)
+                lat.append(rec["detected_at"] - rec["ts"])
+    consumer.close()
+    lat_ms = np.array(lat) * 1000
+    return {"rate": rate, "events": len(lat), "p50_ms": float(np.percentile(lat_ms, 50)),
+            "p99_ms": float(np.percentile(lat_ms, 99)), "max_ms": float(lat_ms.max())}
+
+
+def memory(kafka: KafkaSettings, streams: int) -> dict:
+    """RSS growth of a detector from empty to ``streams`` streams (one event each)."""
+    topic, group = "memory.in", "memory"
+    kafka_io.ensure_topics(kafka, [kafka_io.TopicSpec(topic, 6)])
+    det = Detector(kafka, group, DETECTOR_INPUT_TOPIC=topic)
+    try:
+        while det.metrics().get("detector_ready", 0) < 1:
+            time.sleep(0.2)
+        time.sleep(2)
+        empty = det.rss_bytes()
+        fill(kafka, topic, streams, streams)
+        say(f"  waiting for {streams:,} streams to be processed ...")
+        det.wait_processed(streams, timeout=1800)
+        time.sleep(5)  # a checkpoint or two: state written, buffers drained
+        full = det.rss_bytes()
+        active = det.metrics().get("detector_active_streams", 0)
+    finally:
+        det.stop()
+    per_stream = (full - empty) / streams
+    return {"streams": streams, "active_streams": active, "rss_empty_mb": empty / 2**20,
+            "rss_full_mb": full / 2**20, "bytes_per_stream": per_stream,
+            "kb_per_1000_streams": per_stream * 1000 / 1024}
+
+
+def restore(kafka: KafkaSettings, streams: int) -> dict:
+    """A fresh detector restoring ``streams`` streams' state from the state topic."""
+    from detector.serving import ModelStep
+    from detector.state import StreamState
+
+    group = "restore"
+    state_topic = f"{group}.state"
+    kafka_io.ensure_topics(kafka, [kafka_io.TopicSpec("restore.in", 6),
+                                   kafka_io.TopicSpec(state_topic, 6,
+                                                      {"cleanup.policy": "compact"})])
+    fingerprint = ModelStep.load("seed").fingerprint
+    producer = kafka_io.producer(kafka, linger_ms=5, batch_size=256 * 1024)
+    say(f"  writing {streams:,} state records ...")
+    lstm = np.zeros(0, np.float32)
+    for i in range(streams):
+        p = i % 6
+        state = StreamState(0.5, True, 10, 9, 9, p, lstm)
+        producer.send(state_topic, key=f"r-{i}".encode(), value=state.encode(fingerprint),
+                      partition=p)
+    producer.flush()
+    producer.close()
+    det = Detector(kafka, group, DETECTOR_INPUT_TOPIC="restore.in")
+    try:
+        deadline = time.monotonic() + 180
+        m = {}
+        while time.monotonic() < deadline:
+            m = det.metrics()
+            if m.get("detector_state_restore_seconds_count", 0) >= 1 and \
+                    m.get("detector_active_streams", 0) >= streams:
+                break
+            time.sleep(0.2)
+    finally:
+        det.stop()
+    return {"streams": int(m.get("detector_active_streams", 0)),
+            "seconds": m.get("detector_state_restore_seconds_sum", float("nan"))}
+
+
+def first_flag(kafka: KafkaSettings) -> float:
+    """Seconds from starting the detector process to its first processed event."""
+    topic = "first.in"
+    fill(kafka, topic, 1000, 10)
+    det = Detector(kafka, "first", DETECTOR_INPUT_TOPIC=topic)
+    try:
+        first, _ = det.wait_processed(1, timeout=120)
+        return first - det.started
+    finally:
+        det.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--streams", type=int, default=1000)
+    p.add_argument("--naive-events", type=int, default=300)
+    p.add_argument("--latency-seconds", type=float, default=30)
+    p.add_argument("--memory-streams", type=int, default=1_000_000)
+    p.add_argument("--restore-streams", type=int, default=100_000)
+    p.add_argument("--skip-memory", action="store_true")
+    args = p.parse_args()
+    results: dict = {"events": args.events, "streams": args.streams}
+    with LocalBroker() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+        say("(a) ceiling: consume + produce one record per event, no decoding, no model")
+        fill(kafka, "values", args.events, args.streams)
+        results["ceiling_eps"] = ceiling(kafka, "values", args.events)
+        say(f"  {fmt_rate(results['ceiling_eps'])} events/s")
+        say("(b) the detector (python -m detector run)")
+        det = Detector(kafka, "bench")
+        try:
+            first, last = det.wait_processed(args.events)
+            results["detector_eps"] = args.events / (last - first)
+            results["detector_rss_mb"] = det.rss_bytes() / 2**20
+        finally:
+            det.stop()
+        say(f"  {fmt_rate(results['detector_eps'])} events/s")
+        say(f"(c) naive: model.predict per message, on the first {args.naive_events} events")
+        results["naive_eps"] = naive(kafka, "values", args.naive_events)
+        say(f"  {results['naive_eps']:,.1f} events/s")
+        say("latency at half of (b)'s rate")
+        results["latency"] = latency(kafka, results["detector_eps"] / 2, args.latency_seconds,
+                                     args.streams)
+        say(f"  p50 {results['latency']['p50_ms']:.1f} ms, p99 {results['latency']['p99_ms']:.1f}"
+            " ms")
+        say(f"restore of {args.restore_streams:,} streams")
+        results["restore"] = restore(kafka, args.restore_streams)
+        say(f"  {results['restore']['seconds']:.2f} s")
+        say("start to first flag")
+        results["first_flag_s"] = first_flag(kafka)
+        say(f"  {results['first_flag_s']:.1f} s")
+        if not args.skip_memory:
+            say(f"memory at {args.memory_streams:,} streams")
+            results["memory"] = memory(kafka, args.memory_streams)
+            say(f"  {results['memory']['bytes_per_stream']:.0f} bytes per stream")
+    r = results
+    rows = [
+        ["(a) ceiling: consume + produce, no decode, no model", fmt_rate(r["ceiling_eps"]), ""],
+        ["(b) detector", fmt_rate(r["detector_eps"]), ""],
+        ["(c) naive: model.predict per message", f"{r['naive_eps']:,.1f}", ""],
+        ["b/a", f"{r['detector_eps'] / r['ceiling_eps']:.2f}", ">= 0.8"],
+        ["b/c", f"{r['detector_eps'] / r['naive_eps']:,.0f}", ">= 15"],
+        [f"latency p50 / p99 at {r['latency']['rate']:,.0f} events/s (half of b)",
+         f"{r['latency']['p50_ms']:.1f} / {r['latency']['p99_ms']:.1f} ms", "p99 <= 100 ms"],
+        [f"restore {r['restore']['streams']:,} streams", f"{r['restore']['seconds']:.2f} s",
+         "<= 5 s"],
+        ["start to first flag", f"{r['first_flag_s']:.1f} s", "<= 15 s"],
+    ]
+    if "memory" in r:
+        m = r["memory"]
+        rows.append([f"RSS growth per stream at {m['streams']:,} streams (seed model)",
+                     f"{m['bytes_per_stream']:.0f} bytes ({m['kb_per_1000_streams']:.0f} KiB "
+                     "per 1,000)", "<= 256 bytes"])
+    say("\n" + table(["measure", "value", "target"], rows))
+    command = "python bench/pipeline.py " + " ".join(sys.argv[1:])
+    save("pipeline", results, command.strip())
+
+
+if __name__ == "__main__":
+    main()

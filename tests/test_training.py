@@ -1,0 +1,36 @@
+"""A training smoke run writes the model, its card and its curves; evaluate speaks JSON."""
+
+import json
+
+import pytest
+
+from detector.cli import main
+from detector.serving import ModelStep
+
+
+@pytest.mark.parametrize("features", ["seed", "raw"])
+def test_training_smoke_run_writes_model_card_and_png(tmp_path, features, capsys):
+    assert main(["train", "--features", features, "--epochs", "1", "--events", "2000",
+                 "--out", str(tmp_path)]) == 0
+    for suffix in (".keras", ".card.json", ".curves.png"):
+        assert (tmp_path / f"{features}{suffix}").stat().st_size > 0
+    card = json.loads((tmp_path / f"{features}.card.json").read_text())
+    assert card["features"] == features and card["recipe"]["epochs"] == 1
+    assert 0 <= card["fresh_evaluation"]["accuracy"] <= 1
+    assert (tmp_path / f"{features}.curves.png").read_bytes()[:4] == b"\x89PNG"
+    step = ModelStep.load(str(tmp_path / f"{features}.keras"))
+    assert step.features == features
+
+
+def test_evaluate_json(capsys):
+    assert main(["evaluate", "--model", "seed", "--events", "3000", "--streams", "3",
+                 "--seed", "9", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"model", "features", "events", "accuracy"} <= set(result)
+    assert result["events"] == 3000 and result["model"] == "seed"
+
+
+def test_plot_writes_a_png(tmp_path, capsys):
+    out = tmp_path / "stream.png"
+    assert main(["plot", "--model", "seed", "--events", "80", "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
