@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 
-from common import fmt_rate, save, say, table
+from detector.engine import Batch, Engine
+from detector.serving import ModelStep
 
-from detector.engine import Batch, Engine  # noqa: E402
-from detector.serving import ModelStep  # noqa: E402
+from common import fmt_rate, save, say, table
 
 BATCHES = (1, 64, 1024, 4096)
 
@@ -47,16 +47,21 @@ def bench_model(name: str, seconds: float) -> dict:
     out["compiled_per_event"] = rate(lambda: step(x1, state1), 1, seconds)
     for b in BATCHES:
         say(f"{name}: serving step, batch {b} ...")
-        engine = Engine(step)
-        names = [f"s-{i}" for i in range(b)]
-        seq = np.zeros(b, np.int64)
-
-        def one_batch() -> None:
-            seq[:] += 1
-            engine.process(Batch.of(names, rng.random(b), seq=seq))
-
-        out[f"batch_{b}"] = rate(one_batch, b, seconds)
+        out[f"batch_{b}"] = serving_rate(step, b, seconds, rng)
     return out
+
+
+def serving_rate(step: ModelStep, batch: int, seconds: float, rng: np.random.Generator) -> float:
+    """The whole per-batch path: one event from each of ``batch`` streams."""
+    engine = Engine(step)
+    names = [f"s-{i}" for i in range(batch)]
+    seq = np.zeros(batch, np.int64)
+
+    def one_batch() -> None:
+        seq[:] += 1
+        engine.process(Batch.of(names, rng.random(batch), seq=seq))
+
+    return rate(one_batch, batch, seconds)
 
 
 def main() -> None:

@@ -16,83 +16,46 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import numpy as np
 
-from common import ROOT, fmt_rate, save, say, table
+from detector import kafka_io
+from detector.config import KafkaSettings, ProducerSettings
+from detector.harness import DetectorProcess, wait_for
+from detector.local_broker import LocalBroker
+from producer.publish import publish
 
-from detector import kafka_io  # noqa: E402
-from detector.config import KafkaSettings, ProducerSettings  # noqa: E402
-from detector.local_broker import LocalBroker, free_port  # noqa: E402
-from producer.publish import publish  # noqa: E402
-
-GROUP_TIMINGS = {"DETECTOR_SESSION_TIMEOUT_MS": "6000", "DETECTOR_HEARTBEAT_INTERVAL_MS": "2000"}
+from common import fmt_rate, save, say, table
 
 
-class Detector:
-    """``python -m detector run`` in its own process, read through its metrics endpoint."""
+def start_detector(kafka: KafkaSettings, group: str, **env: str) -> DetectorProcess:
+    """A detector process with its own group and output topics."""
+    return DetectorProcess(
+        kafka, DETECTOR_GROUP_ID=group, DETECTOR_OUTPUT_TOPIC=f"{group}.flags",
+        DETECTOR_ALERT_TOPIC=f"{group}.alerts", DETECTOR_DLQ_TOPIC=f"{group}.dlq", **env,
+    ).start()
 
-    def __init__(self, kafka: KafkaSettings, group: str, **env: str):
-        self.port = free_port()
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "detector", "run"], cwd=ROOT,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, **GROUP_TIMINGS, "DETECTOR_BOOTSTRAP_SERVERS":
-                 kafka.bootstrap_servers, "DETECTOR_GROUP_ID": group,
-                 "DETECTOR_OUTPUT_TOPIC": f"{group}.flags", "DETECTOR_ALERT_TOPIC":
-                 f"{group}.alerts", "DETECTOR_DLQ_TOPIC": f"{group}.dlq",
-                 "DETECTOR_METRICS_PORT": str(self.port), **env})
 
-    def metrics(self) -> dict[str, float]:
-        try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
-                                          timeout=5).read().decode()
-        except OSError:
-            return {}
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
+def wait_processed(det: DetectorProcess, n: int, timeout: float = 600) -> tuple[float, float]:
+    """(time of the first processed event, time of the n-th), polled every 50 ms."""
+    first = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = det.processed()
+        now = time.monotonic()
+        if done > 0 and first is None:
+            first = now
+        if done >= n:
+            return first or now, now
+        time.sleep(0.05)
+    raise RuntimeError(f"detector processed {det.processed():.0f} of {n} in {timeout} s")
 
-    def processed(self) -> float:
-        return self.metrics().get("detector_events_processed_total", 0.0)
 
-    def rss_bytes(self) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
-
-    def wait_processed(self, n: int, timeout: float = 600) -> tuple[float, float]:
-        """(time of the first processed event, time of the n-th), polled every 50 ms."""
-        first = None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            done = self.processed()
-            now = time.monotonic()
-            if done > 0 and first is None:
-                first = now
-            if done >= n:
-                return first or now, now
-            time.sleep(0.05)
-        raise RuntimeError(f"detector processed {self.processed():.0f} of {n} in {timeout} s")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+def wait_ready(det: DetectorProcess, timeout: float = 120) -> None:
+    wait_for(lambda: det.metrics().get("detector_ready", 0) >= 1, timeout, what="ready")
 
 
 def fill(kafka: KafkaSettings, topic: str, events: int, streams: int, rate: float = 0) -> None:
@@ -163,17 +126,16 @@ def latency(kafka: KafkaSettings, rate: float, seconds: float, streams: int) -> 
     """p50/p99 of detected_at - ts over every output at a steady producer rate."""
     topic, group = "latency.in", "latency"
     kafka_io.ensure_topics(kafka, [kafka_io.TopicSpec(topic, 6)])
-    det = Detector(kafka, group, DETECTOR_INPUT_TOPIC=topic)
+    det = start_detector(kafka, group, DETECTOR_INPUT_TOPIC=topic)
     try:
-        deadline = time.monotonic() + 120
-        while det.metrics().get("detector_ready", 0) < 1 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_ready(det)
         events = int(rate * seconds)
         say(f"  steady {rate:,.0f} events/s for {seconds:.0f} s ({events:,} events) ...")
         fill(kafka, topic, events, streams, rate=rate)
-        det.wait_processed(events, timeout=seconds + 120)
+        wait_processed(det, events, timeout=seconds + 120)
     finally:
-        det.stop()
+        det.terminate()
+        det.close()
     from kafka import TopicPartition
 
     consumer = kafka_io.consumer(kafka, group_id=None, enable_auto_commit=False)
@@ -198,20 +160,20 @@ def memory(kafka: KafkaSettings, streams: int) -> dict:
     """RSS growth of a detector from empty to ``streams`` streams (one event each)."""
     topic, group = "memory.in", "memory"
     kafka_io.ensure_topics(kafka, [kafka_io.TopicSpec(topic, 6)])
-    det = Detector(kafka, group, DETECTOR_INPUT_TOPIC=topic)
+    det = start_detector(kafka, group, DETECTOR_INPUT_TOPIC=topic)
     try:
-        while det.metrics().get("detector_ready", 0) < 1:
-            time.sleep(0.2)
+        wait_ready(det)
         time.sleep(2)
         empty = det.rss_bytes()
         fill(kafka, topic, streams, streams)
         say(f"  waiting for {streams:,} streams to be processed ...")
-        det.wait_processed(streams, timeout=1800)
+        wait_processed(det, streams, timeout=1800)
         time.sleep(5)  # a checkpoint or two: state written, buffers drained
         full = det.rss_bytes()
         active = det.metrics().get("detector_active_streams", 0)
     finally:
-        det.stop()
+        det.terminate()
+        det.close()
     per_stream = (full - empty) / streams
     return {"streams": streams, "active_streams": active, "rss_empty_mb": empty / 2**20,
             "rss_full_mb": full / 2**20, "bytes_per_stream": per_stream,
@@ -239,18 +201,14 @@ def restore(kafka: KafkaSettings, streams: int) -> dict:
                       partition=p)
     producer.flush()
     producer.close()
-    det = Detector(kafka, group, DETECTOR_INPUT_TOPIC="restore.in")
+    det = start_detector(kafka, group, DETECTOR_INPUT_TOPIC="restore.in")
     try:
-        deadline = time.monotonic() + 180
-        m = {}
-        while time.monotonic() < deadline:
-            m = det.metrics()
-            if m.get("detector_state_restore_seconds_count", 0) >= 1 and \
-                    m.get("detector_active_streams", 0) >= streams:
-                break
-            time.sleep(0.2)
+        wait_for(lambda: det.metrics().get("detector_active_streams", 0) >= streams, 180,
+                 what="the restore")
+        m = det.metrics()
     finally:
-        det.stop()
+        det.terminate()
+        det.close()
     return {"streams": int(m.get("detector_active_streams", 0)),
             "seconds": m.get("detector_state_restore_seconds_sum", float("nan"))}
 
@@ -259,12 +217,13 @@ def first_flag(kafka: KafkaSettings) -> float:
     """Seconds from starting the detector process to its first processed event."""
     topic = "first.in"
     fill(kafka, topic, 1000, 10)
-    det = Detector(kafka, "first", DETECTOR_INPUT_TOPIC=topic)
+    det = start_detector(kafka, "first", DETECTOR_INPUT_TOPIC=topic)
     try:
-        first, _ = det.wait_processed(1, timeout=120)
+        first, _ = wait_processed(det, 1, timeout=120)
         return first - det.started
     finally:
-        det.stop()
+        det.terminate()
+        det.close()
 
 
 def main() -> None:
@@ -285,13 +244,14 @@ def main() -> None:
         results["ceiling_eps"] = ceiling(kafka, "values", args.events)
         say(f"  {fmt_rate(results['ceiling_eps'])} events/s")
         say("(b) the detector (python -m detector run)")
-        det = Detector(kafka, "bench")
+        det = start_detector(kafka, "bench")
         try:
-            first, last = det.wait_processed(args.events)
+            first, last = wait_processed(det, args.events)
             results["detector_eps"] = args.events / (last - first)
             results["detector_rss_mb"] = det.rss_bytes() / 2**20
         finally:
-            det.stop()
+            det.terminate()
+            det.close()
         say(f"  {fmt_rate(results['detector_eps'])} events/s")
         say(f"(c) naive: model.predict per message, on the first {args.naive_events} events")
         results["naive_eps"] = naive(kafka, "values", args.naive_events)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -18,11 +17,6 @@ from collections.abc import Callable
 
 from detector.config import DetectorSettings, Parser, ProducerSettings, add_options, build
 from detector.errors import DetectorError
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# oneDNN reorders float sums (results differ in the last bits between batch sizes) and prints
-# a banner at import; plain kernels are as fast for these small LSTMs and exactly repeatable.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 MODEL_HELP = "seed, pair, raw or the path of a .keras file"
 

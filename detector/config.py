@@ -111,6 +111,10 @@ class DetectorSettings:
     metrics_port: int = opt(9108, "Port of the metrics and /healthz endpoint (0 picks a free one).")
     max_poll_records: int = opt(2000, "Most records taken per poll: the largest batch.")
     poll_timeout_ms: int = opt(100, "How long a poll waits for records.")
+    fetch_max_wait_ms: int = opt(
+        20, "How long the broker may hold a fetch for more data; the local broker always "
+        "waits this long, so it bounds latency there."
+    )
     checkpoint_interval_ms: int = opt(
         1000, "Flush outputs, write state, commit offsets this often (and on revoke/shutdown)."
     )
@@ -130,7 +134,8 @@ class DetectorSettings:
             raise ConfigError("input, output, alert, dead-letter and state topics must differ")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"--metrics-port {self.metrics_port} is not a port number")
-        for name in ("partitions", "max_poll_records", "poll_timeout_ms", "checkpoint_interval_ms",
+        for name in ("partitions", "max_poll_records", "poll_timeout_ms", "fetch_max_wait_ms",
+                     "checkpoint_interval_ms",
                      "session_timeout_ms", "heartbeat_interval_ms", "retry_backoff_max_s"):
             _positive(name, getattr(self, name))
         if self.heartbeat_interval_ms >= self.session_timeout_ms:

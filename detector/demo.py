@@ -74,12 +74,15 @@ def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str
         pipeline.connect()
         producer_settings = ProducerSettings(kafka=kafka, streams=streams, rate=rate,
                                              topic=settings.input_topic)
-        workers = [
-            _Thread("detector", pipeline.run),
-            _Thread("producer", lambda: publish(producer_settings, stop, progress=lambda _: None)),
-        ]
-        for w in workers:
-            w.start()
+        workers = [_Thread("detector", pipeline.run)]
+        workers[0].start()
+        out("demo: detector joining its consumer group ...")
+        deadline = time.monotonic() + 60
+        while not pipeline.ready and workers[0].is_alive() and time.monotonic() < deadline:
+            stop.wait(0.1)
+        workers.append(_Thread("producer",
+                               lambda: publish(producer_settings, stop, progress=lambda _: None)))
+        workers[1].start()
         out(f"demo: producer sends {streams} streams at {rate:g} events/s; detector model "
             f"{step.name}; metrics at {server.url} (health: /healthz)")
         out("demo: alerts (flag 1: the last three values moved the same way) as they come; "

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -101,7 +101,7 @@ class Pipeline(ConsumerRebalanceListener):
                 f"state topic {s.state_topic} has {self._partitions[s.state_topic]} partitions, "
                 f"fewer than input topic {s.input_topic} ({self._partitions[s.input_topic]})"
             )
-        self.producer = kafka_io.producer(kafka, **PRODUCER_OPTIONS)
+        self.producer = self._new_producer()
         self.consumer = kafka_io.consumer(
             kafka,
             group_id=s.group_id,
@@ -111,10 +111,19 @@ class Pipeline(ConsumerRebalanceListener):
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             max_partition_fetch_bytes=8 << 20,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
             request_timeout_ms=max(30_000, s.session_timeout_ms + 5_000),
         )
         self.restorer = kafka_io.consumer(kafka, group_id=None, enable_auto_commit=False)
         self.consumer.subscribe([s.input_topic], listener=self)
+
+    def _new_producer(self) -> KafkaProducer:
+        """A producer that already knows the output topics (no metadata wait on first send)."""
+        producer = kafka_io.producer(self.s.kafka, **PRODUCER_OPTIONS)
+        for topic in (self.s.output_topic, self.s.alert_topic, self.s.dlq_topic,
+                      self.s.state_topic):
+            producer.partitions_for(topic)
+        return producer
 
     def close(self) -> None:
         """Finish cleanly: checkpoint, commit, leave the group."""
@@ -389,7 +398,7 @@ class Pipeline(ConsumerRebalanceListener):
         """Do what a restart does: forget memory, restore state, seek to the committed offsets."""
         self._futures = []
         self.producer.close(timeout=0)
-        self.producer = kafka_io.producer(self.s.kafka, **PRODUCER_OPTIONS)
+        self.producer = self._new_producer()
         self.store.clear()
         self._positions.clear()
         assigned = self.consumer.assignment()

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN reorders float sums (results differ in the last bits between batch sizes) and prints
+# a banner at import; plain kernels are as fast for these small LSTMs and exactly repeatable.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import keras
 import numpy as np
@@ -138,7 +141,13 @@ class ModelStep:
             raise ModelError(f"cannot load model {path}: {str(exc).splitlines()[0]}") from exc
         fingerprint = hashlib.sha256(path.read_bytes()).digest()[:8]
         name = model if model in FEATURE_SETS else path.stem
-        return cls(loaded, _infer_features(loaded, path), name, fingerprint)
+        step = cls(loaded, _infer_features(loaded, path), name, fingerprint)
+        step.warm_up()
+        return step
+
+    def warm_up(self) -> None:
+        """Trace the compiled step now (about a second) rather than on the first events."""
+        self(np.zeros((1, FEATURE_WIDTH[self.features]), np.float32), self.zero_state(1))
 
     def _stateless(self, x: tf.Tensor) -> tf.Tensor:
         return tf.reshape(self.model(tf.expand_dims(x, -1), training=False), (-1,))

@@ -8,7 +8,7 @@ from tests.support import (
     DetectorThread,
     event,
     expected_flags,
-    read_all,
+    read_topic,
     send,
     settings,
     uniform_events,
@@ -58,7 +58,7 @@ def test_garbage_goes_to_the_dead_letter_topic_and_flags_are_unchanged(kafka, st
         wait_for(lambda: det.value("detector_events_consumed_total") >= len(records), 90)
     finally:
         det.stop()
-    dlq = read_all(kafka, "values.dlq", expect=len(GARBAGE))
+    dlq = read_topic(kafka, "values.dlq", expect=len(GARBAGE))
     assert len(dlq) == len(GARBAGE)
     got = sorted((dict(r.headers)["dlq.reason"].decode(), r.key, r.value[:64] if r.value else None)
                  for r in dlq)
@@ -79,7 +79,7 @@ def test_garbage_goes_to_the_dead_letter_topic_and_flags_are_unchanged(kafka, st
         want_n = sum(1 for g in GARBAGE if g[2] == reason)
         assert det.value("detector_dlq_messages_total", {"reason": reason}) == want_n
     outputs = {(r.json()["stream"], r.json()["seq"]): r.json()["flag"]
-               for r in read_all(kafka, "trend-flags", expect=len(valid))}
+               for r in read_topic(kafka, "trend-flags", expect=len(valid))}
     assert outputs == expected_flags(steps("seed"), valid)
 
 
@@ -95,7 +95,7 @@ def test_duplicates_are_skipped_and_gaps_counted(kafka, steps):
     finally:
         det.stop()
     outputs = sorted((r.json()["seq"], r.json()["value"], r.json()["rule_flag"])
-                     for r in read_all(kafka, "trend-flags", expect=5))
+                     for r in read_topic(kafka, "trend-flags", expect=5))
     # The duplicates never touched the state: the rule sees 0.1 0.2 0.3 0.4 0.6, all up.
     assert outputs == [(0, 0.1, 0), (1, 0.2, 0), (2, 0.3, 1), (5, 0.4, 1), (6, 0.6, 1)]
     assert det.value("detector_duplicates_total") == 2

@@ -6,7 +6,7 @@ import urllib.request
 import pytest
 
 from detector.rule import exact_flags
-from tests.support import DetectorThread, read_all, send, settings, uniform_events, wait_for
+from tests.support import DetectorThread, read_topic, send, settings, uniform_events, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -26,8 +26,8 @@ def test_end_to_end_flags_alerts_and_metrics(kafka, steps):
         assert 'detector_consumer_lag{partition="0"} 0.0' in text
     finally:
         det.stop()
-    outputs = [r.json() for r in read_all(kafka, "trend-flags", expect=5000)]
-    alerts = read_all(kafka, "trend-alerts")
+    outputs = [r.json() for r in read_topic(kafka, "trend-flags", expect=5000)]
+    alerts = read_topic(kafka, "trend-alerts")
     assert len(outputs) == 5000
     by_stream: dict[str, list[dict]] = {}
     for rec in outputs:
@@ -78,7 +78,7 @@ def test_output_json_is_what_the_issue_says(kafka, steps):
         wait_for(lambda: det.value("detector_events_processed_total") >= 4, 60)
     finally:
         det.stop()
-    recs = sorted((r.json() for r in read_all(kafka, "trend-flags", expect=4)),
+    recs = sorted((r.json() for r in read_topic(kafka, "trend-flags", expect=4)),
                   key=lambda r: r["seq"])
     assert [r["rule_flag"] for r in recs] == [0, 0, 1, 1]
     assert [r["direction"] for r in recs] == ["up", "up", "up", "up"]

@@ -9,12 +9,13 @@ import time
 import pytest
 
 from detector.config import KafkaSettings
+from detector.harness import Audit, audit
 from tests.support import (
     ROOT,
     DetectorProcess,
     DetectorThread,
     expected_flags,
-    read_all,
+    read_topic,
     send,
     settings,
     uniform_events,
@@ -24,22 +25,13 @@ from tests.support import (
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
-def check_outputs(kafka: KafkaSettings, step, records, at_least: int) -> dict:
+def check_outputs(kafka: KafkaSettings, step, records, at_least: int) -> Audit:
     """Every valid event has an output; duplicates agree; flags equal an uninterrupted run."""
-    want = expected_flags(step, records)
-    outputs = read_all(kafka, "trend-flags", expect=None, settle=2.0, timeout=60)
-    assert len(outputs) >= at_least
-    seen: dict[tuple[str, int], list[dict]] = {}
-    for r in outputs:
-        rec = r.json()
-        seen.setdefault((rec["stream"], rec["seq"]), []).append(rec)
-    assert set(seen) == set(want), f"missing {len(set(want) - set(seen))} outputs"
-    duplicates = 0
-    for key, recs in seen.items():
-        assert {(r["stream"], r["seq"], r["flag"]) for r in recs} == {(*key, recs[0]["flag"])}
-        assert recs[0]["flag"] == want[key], key
-        duplicates += len(recs) - 1
-    return {"outputs": len(outputs), "duplicates": duplicates}
+    result = audit(read_topic(kafka, "trend-flags", settle=2.0, timeout=60),
+                   expected_flags(step, records))
+    assert result.outputs >= at_least
+    assert result.clean, result
+    return result
 
 
 def test_sigkill_at_random_moments_loses_nothing(kafka, steps):
@@ -48,7 +40,6 @@ def test_sigkill_at_random_moments_loses_nothing(kafka, steps):
     send(kafka, "values", records)
     rng = random.Random(4)
     env = {"DETECTOR_MAX_POLL_RECORDS": "200"}
-    processed_at_kill = []
     for _ in range(3):
         det = DetectorProcess(kafka, model="pair", **env).start()
         try:
@@ -56,21 +47,16 @@ def test_sigkill_at_random_moments_loses_nothing(kafka, steps):
             wait_for(lambda d=det, t=target: (d.metric("detector_events_processed_total") or 0)
                      >= t, 90, every=0.02, what="some progress")
             det.kill()
-            processed_at_kill.append(target)
         finally:
             det.close()
     det = DetectorProcess(kafka, model="pair", **env).start()
     try:
-        check_until = time.monotonic() + 120
-        while time.monotonic() < check_until:
-            if len(read_all(kafka, "trend-flags", settle=0.5)) >= len(records):
-                break
-            time.sleep(1)
+        wait_for(lambda: len(read_topic(kafka, "trend-flags", settle=0.5)) >= len(records), 120,
+                 every=1, what="every event to have an output")
         assert det.terminate() == 0
     finally:
         det.close()
-    stats = check_outputs(kafka, steps("pair"), records, at_least=len(records))
-    assert stats["outputs"] >= len(records)
+    check_outputs(kafka, steps("pair"), records, at_least=len(records))
 
 
 def test_sigterm_finishes_commits_and_leaves(kafka, steps):
@@ -83,7 +69,7 @@ def test_sigterm_finishes_commits_and_leaves(kafka, steps):
         assert "stopped cleanly" in det.output()
     finally:
         det.close()
-    first = len(read_all(kafka, "trend-flags", expect=len(records)))
+    first = len(read_topic(kafka, "trend-flags", expect=len(records)))
     assert first == len(records)
     # A new member starts from the committed offsets: nothing is processed twice.
     again = DetectorThread(settings(kafka), steps("seed")).start()
@@ -94,7 +80,7 @@ def test_sigterm_finishes_commits_and_leaves(kafka, steps):
         assert again.value("detector_active_streams") == 10  # state restored
     finally:
         again.stop()
-    assert len(read_all(kafka, "trend-flags")) == first
+    assert len(read_topic(kafka, "trend-flags")) == first
 
 
 def _feed(kafka: KafkaSettings, records, rate: float, done: threading.Event) -> None:
@@ -131,7 +117,7 @@ def test_two_detectors_split_partitions_and_hand_over(kafka, steps):
         assert a.terminate() == 0  # a leaves; b takes its partitions and their state
         done.wait(60)
         wait_for(lambda: b.metric("detector_active_streams") == 24, 60, what="b owns all")
-        wait_for(lambda: len(read_all(kafka, "trend-flags", settle=0.5)) >= len(records), 60,
+        wait_for(lambda: len(read_topic(kafka, "trend-flags", settle=0.5)) >= len(records), 60,
                  what="every event to have an output")
         assert b.terminate() == 0
     finally:
@@ -158,7 +144,7 @@ def test_broker_pause_turns_not_ready_then_resumes_losing_nothing(broker, kafka,
             broker.resume()
         wait_for(lambda: det.pipeline.ready, 90, what="ready again after the broker is back")
         done.wait(60)
-        wait_for(lambda: len(read_all(kafka, "trend-flags", settle=0.5)) >= len(records), 90)
+        wait_for(lambda: len(read_topic(kafka, "trend-flags", settle=0.5)) >= len(records), 90)
     finally:
         det.stop()
     check_outputs(kafka, steps("seed"), records, at_least=len(records))
