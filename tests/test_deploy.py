@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,14 +85,16 @@ def dashboard_queries() -> list[tuple[str, str]]:
             for t in p.get("targets", []) if t.get("expr")]
 
 
-def wait_for(predicate, timeout: float, what: str, every: float = 0.5):
+def wait_for(predicate, timeout: float, what: str | Callable[[], str], every: float = 0.5):
+    """The predicate's first true value; else fail, saying ``what`` (a call: read at the end)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:g} s waiting for "
+                         f"{what() if callable(what) else what}")
 
 
 def read_records(kafka: KafkaSettings, topic: str, expect: int, timeout: float) -> list[bytes]:
@@ -125,7 +128,9 @@ def test_docker_compose_accepts_the_file():
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.skip("docker-compose missing (apt-get install docker-compose)")
-    out = subprocess.run([exe, "-f", str(COMPOSE), "config", "-q"], cwd=ROOT,
+    # Debian's docker-compose runs on the system Python: keep this interpreter's paths out.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    out = subprocess.run([exe, "-f", str(COMPOSE), "config", "-q"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr + out.stdout
 
@@ -328,7 +333,7 @@ def test_compose_services_turn_values_into_flags(stack):
     assert stack.producer.proc.poll() is None, stack.logs()
     # The detector's compose healthcheck passes against the running detector.
     wait_for(lambda: stack.detector.healthcheck() == 0, timeout=60, every=1,
-             what="the detector's compose healthcheck to pass")
+             what=lambda: f"the detector's compose healthcheck to pass{stack.logs()}")
     # Topics the detector creates follow the input topic's partitions (6, from kafka-init).
     for topic in ("DETECTOR_OUTPUT_TOPIC", "DETECTOR_ALERT_TOPIC", "DETECTOR_DLQ_TOPIC"):
         assert kafka_io.partition_count(stack.kafka, env[topic]) == 6
@@ -370,11 +375,17 @@ def has_data(result: list[dict]) -> bool:
     return any(math.isfinite(float(r["value"][1])) for r in result)
 
 
-@pytest.mark.broker
-def test_every_dashboard_query_returns_data(stack, tmp_path):
+@pytest.fixture
+def prometheus_bin() -> str:
     exe = shutil.which("prometheus")
     if exe is None:
         pytest.skip("prometheus missing (apt-get install prometheus)")
+    return exe
+
+
+@pytest.mark.broker
+def test_every_dashboard_query_returns_data(prometheus_bin, stack, tmp_path):
+    exe = prometheus_bin
     queries = [(title, expand(expr)) for title, expr in dashboard_queries()]
     assert len({t for t, _ in queries}) >= 10, queries
     config = tmp_path / "prometheus.yml"
@@ -388,9 +399,10 @@ def test_every_dashboard_query_returns_data(stack, tmp_path):
             stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         wait_for(lambda: answers(f"{base}/-/ready"), timeout=30,
-                 what=f"Prometheus to start: {(tmp_path / 'prometheus.log').read_text()[-2000:]}")
+                 what=lambda: "Prometheus to start: "
+                 + (tmp_path / "prometheus.log").read_text()[-2000:])
         wait_for(lambda: query(base, 'up{job="detector"} == 1'), timeout=30,
-                 what=f"Prometheus to scrape the detector{stack.logs()}")
+                 what=lambda: f"Prometheus to scrape the detector{stack.logs()}")
         # The dead-letter panel has data only once something was dead-lettered.
         input_topic = stack.detector.compose_env["DETECTOR_INPUT_TOPIC"]
         producer = kafka_io.producer(stack.kafka)
