@@ -52,11 +52,12 @@ class LocalBroker:
     """One broker process on 127.0.0.1 in a temporary directory; use as a context manager."""
 
     def __init__(self, port: int | None = None, extra_args: tuple[str, ...] = (),
-                 scheme: str = "tcp"):
+                 advertised_port: int | None = None):
+        """``advertised_port`` differs from ``port`` when clients come through a proxy."""
         self.host = "127.0.0.1"  # Tansu listens on IPv4 only: never advertise "localhost"
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port
         self.extra_args = extra_args
-        self.scheme = scheme
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir: str | None = None
 
@@ -68,10 +69,11 @@ class LocalBroker:
         binary = broker_binary()
         # It reads a .env file from its working directory: give it an empty one of its own.
         self._dir = tempfile.mkdtemp(prefix="tansu-")
-        url = f"{self.scheme}://{self.bootstrap}"
+        url = f"tcp://{self.bootstrap}"
+        advertised = f"tcp://{self.host}:{self.advertised_port}"
         log = open(Path(self._dir) / "broker.log", "wb")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised,
              "--storage-engine", "memory://tansu/", *self.extra_args],
             cwd=self._dir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,

@@ -35,14 +35,17 @@ from detector.state import StateRecordError, StreamState
 
 log = logging.getLogger(__name__)
 
-#: Producer settings: acknowledged by all replicas, and a send may wait out a short outage.
+#: Producer settings: acknowledged by all replicas, idempotent (in order, no duplicates from
+#: retries), and a send waits out an outage of up to two minutes. (A shorter delivery timeout
+#: with idempotence makes kafka-python 3.0 stop completing futures after the first expiry;
+#: a recovery replaces the producer anyway.)
 PRODUCER_OPTIONS = {
     "acks": "all",
     "linger_ms": 5,
     "batch_size": 256 * 1024,
     "max_request_size": 4 << 20,
     "request_timeout_ms": 10_000,
-    "delivery_timeout_ms": 30_000,
+    "delivery_timeout_ms": 120_000,
     "max_block_ms": 10_000,
 }
 STATE_RESTORE_TIMEOUT_S = 60.0
@@ -50,6 +53,10 @@ STATE_RESTORE_TIMEOUT_S = 60.0
 
 class OutputFailed(RuntimeError):
     """Some output, dead letter or state record was not acknowledged: nothing is committed."""
+
+
+#: What the loop survives by backing off and recovering (the broker gone, a send not acked).
+TRANSIENT = (KafkaError, OutputFailed, kafka_io.KafkaUnavailable)
 
 
 class Pipeline(ConsumerRebalanceListener):
@@ -114,7 +121,8 @@ class Pipeline(ConsumerRebalanceListener):
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             request_timeout_ms=max(30_000, s.session_timeout_ms + 5_000),
         )
-        self.restorer = kafka_io.consumer(kafka, group_id=None, enable_auto_commit=False)
+        self.restorer = kafka_io.consumer(kafka, group_id=None, enable_auto_commit=False,
+                                          fetch_max_wait_ms=20)
         self.consumer.subscribe([s.input_topic], listener=self)
 
     def _new_producer(self) -> KafkaProducer:
@@ -130,7 +138,7 @@ class Pipeline(ConsumerRebalanceListener):
         try:
             if not self._needs_recovery:
                 self.checkpoint()
-        except (KafkaError, OutputFailed) as exc:
+        except TRANSIENT as exc:
             log.warning("final checkpoint failed (%s); the next owner replays from the last one",
                         exc)
         self.consumer.close(autocommit=False)
@@ -155,7 +163,7 @@ class Pipeline(ConsumerRebalanceListener):
                         self._handle(records)
                     if time.monotonic() - self._last_checkpoint >= interval:
                         self.checkpoint()
-                except (KafkaError, OutputFailed) as exc:
+                except TRANSIENT as exc:
                     self._failed(exc)
         finally:
             self.close()
@@ -323,7 +331,7 @@ class Pipeline(ConsumerRebalanceListener):
         try:
             if not self._needs_recovery:
                 self._persist({tp.partition for tp in revoked})
-        except (KafkaError, OutputFailed) as exc:
+        except TRANSIENT as exc:
             log.warning("state write on revoke failed (%s); the next owner replays", exc)
         self._drop(revoked)
 
@@ -335,7 +343,7 @@ class Pipeline(ConsumerRebalanceListener):
         self._joined = True
         try:
             self._restore({tp.partition for tp in assigned})
-        except (KafkaError, OutputFailed) as exc:
+        except TRANSIENT as exc:
             log.warning("state restore failed (%s); recovering", exc)
             self._needs_recovery = True
         log.info("assigned partitions %s (%d streams in memory)",
@@ -361,9 +369,10 @@ class Pipeline(ConsumerRebalanceListener):
         started = time.perf_counter()
         tps = [TopicPartition(self.s.state_topic, p) for p in sorted(partitions)]
         self.restorer.assign(tps)
-        end = self.restorer.end_offsets(tps)
         self.restorer.seek_to_beginning(*tps)
-        remaining = {tp for tp in tps if self.restorer.position(tp) < end[tp]}
+        # The end is the high watermark of a fetch, not ListOffsets: the local broker answers
+        # ListOffsets(latest) with the start of the last batch + 1, short of the real end.
+        remaining = set(tps)
         best: dict[bytes, StreamState] = {}
         rejected = 0
         deadline = time.monotonic() + STATE_RESTORE_TIMEOUT_S
@@ -383,7 +392,9 @@ class Pipeline(ConsumerRebalanceListener):
                     old = best.get(r.key)
                     if old is None or state.last_offset >= old.last_offset:
                         best[r.key] = state
-                if self.restorer.position(tp) >= end[tp]:
+            for tp in list(remaining):
+                high = self.restorer.highwater(tp)
+                if high is not None and self.restorer.position(tp) >= high:
                     remaining.discard(tp)
         for key, state in best.items():
             if key is not None:

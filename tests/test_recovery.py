@@ -111,9 +111,11 @@ def test_two_detectors_split_partitions_and_hand_over(kafka, steps):
         wait_for(lambda: (a.metric("detector_events_processed_total") or 0) > 200
                  and (b.metric("detector_events_processed_total") or 0) > 200, 60,
                  what="both detectors processing")
-        streams_a = a.metric("detector_active_streams")
-        streams_b = b.metric("detector_active_streams")
-        assert streams_a and streams_b and streams_a + streams_b == 24  # the work is split
+        def split() -> bool:  # the work is split: each owns some streams, together all 24
+            owned = [a.metric("detector_active_streams"), b.metric("detector_active_streams")]
+            return all(owned) and sum(owned) == 24
+
+        wait_for(split, 30, what="the partitions split between the two")
         assert a.terminate() == 0  # a leaves; b takes its partitions and their state
         done.wait(60)
         wait_for(lambda: b.metric("detector_active_streams") == 24, 60, what="b owns all")
