@@ -121,14 +121,16 @@ def audit(outputs: list[Record], expected: dict[tuple[str, int], int]) -> Audit:
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 60.0, every: float = 0.2,
-             what: str = "condition") -> object:
+             what: str | Callable[[], str] = "condition") -> object:
+    """The predicate's first true value; else TimeoutError saying ``what`` (a call: read late)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+    raise TimeoutError(f"timed out after {timeout:g} s waiting for "
+                       f"{what() if callable(what) else what}")
 
 
 class DetectorProcess:

@@ -111,3 +111,10 @@ def test_dead_letter_keeps_bytes_and_says_when_cut():
     assert body == big[:DLQ_MAX_VALUE_BYTES]
     assert meta["dlq.truncated"] == b"true"
     assert meta["dlq.original.size"] == str(len(big)).encode()
+
+
+@pytest.mark.parametrize("text", ["s-1", 'quote"d', "back\\slash", "é", "tab\there", "", "\u2028"])
+def test_json_string_is_json_dumps(text):
+    from detector.codec import json_string
+
+    assert json.loads(json_string(text)) == text

@@ -20,19 +20,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kafka import TopicPartition
 
 from detector import kafka_io
 from detector.config import KafkaSettings
+from detector.harness import read_topic, wait_for
 from detector.local_broker import LocalBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,35 +81,6 @@ def dashboard_queries() -> list[tuple[str, str]]:
     board = json.loads(DASHBOARD.read_text())
     return [(p["title"], t["expr"]) for p in panels(board["panels"])
             for t in p.get("targets", []) if t.get("expr")]
-
-
-def wait_for(predicate, timeout: float, what: str | Callable[[], str], every: float = 0.5):
-    """The predicate's first true value; else fail, saying ``what`` (a call: read at the end)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for "
-                         f"{what() if callable(what) else what}")
-
-
-def read_records(kafka: KafkaSettings, topic: str, expect: int, timeout: float) -> list[bytes]:
-    """The values of the first ``expect`` records of ``topic`` (fewer if the time runs out)."""
-    deadline = time.monotonic() + timeout
-    n = wait_for(lambda: kafka_io.partition_count(kafka, topic), timeout, f"topic {topic}")
-    consumer = kafka_io.consumer(kafka, group_id=None, enable_auto_commit=False,
-                                 auto_offset_reset="earliest")
-    consumer.assign([TopicPartition(topic, p) for p in range(n)])
-    values: list[bytes] = []
-    try:
-        while len(values) < expect and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                values += [r.value for r in records]
-    finally:
-        consumer.close(autocommit=False)
-    return values
 
 
 def expand(expr: str) -> str:
@@ -324,10 +293,12 @@ def stack(tmp_path_factory):
 @pytest.mark.broker
 def test_compose_services_turn_values_into_flags(stack):
     env = stack.detector.compose_env
-    flags = read_records(stack.kafka, env["DETECTOR_OUTPUT_TOPIC"], expect=200, timeout=90)
+    topic = env["DETECTOR_OUTPUT_TOPIC"]
+    wait_for(lambda: kafka_io.partition_count(stack.kafka, topic), 90, what=f"topic {topic}")
+    flags = read_topic(stack.kafka, topic, expect=200, timeout=90)
     assert len(flags) >= 200, f"{len(flags)} flag records{stack.logs()}"
-    for value in flags:
-        body = json.loads(value)
+    for record in flags:
+        body = record.json()
         assert body["flag"] in (0, 1) and body["rule_flag"] in (0, 1), body
         assert body["model"] == env["DETECTOR_MODEL"]
     assert stack.producer.proc.poll() is None, stack.logs()
@@ -418,7 +389,7 @@ def test_every_dashboard_query_returns_data(prometheus_bin, stack, tmp_path):
 
         try:
             wait_for(all_have_data, timeout=45, every=1, what="every dashboard query")
-        except AssertionError:
+        except TimeoutError:
             empty = [f"{title}: {expr}" for title, expr in queries if not has_data(results[expr])]
             raise AssertionError("dashboard queries without data:\n  " + "\n  ".join(empty)
                                  + stack.logs()) from None
