@@ -411,7 +411,7 @@ def reproduce(seeds: int = 3, epochs: int = 200, fresh: int = 20_000) -> str:
             hist = model.fit(x, y, batch_size=64, validation_split=0.2, epochs=epochs,
                              shuffle=False, verbose=0)
             xf, yf = seed_generator(fresh, np.random.default_rng(10_000 + s))
-            prob = model.predict(xf[:, columns, None], batch_size=4096, verbose=0)[:, 0]
+            prob = keras.ops.convert_to_numpy(model(xf[:, columns, None], training=False))[:, 0]
             vals.append(hist.history["val_accuracy"][-1])
             accs.append(float(((prob > 0.5) == yf).mean()))
             print(f"reproduce {label} seed {s}: val_accuracy {vals[-1]:.3f}, fresh {accs[-1]:.4f}"
