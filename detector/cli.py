@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _logging()
     log = logging.getLogger("detector")
     from detector.metrics import Metrics, MetricsServer
-    from detector.pipeline import Pipeline
+    from detector.pipeline import Pipeline, settle_garbage_collector
     from detector.serving import ModelStep
 
     step = ModelStep.load(settings.model)
@@ -71,6 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                            lambda: pipeline.ready).start()
     try:
         pipeline.connect()
+        settle_garbage_collector()
         log.info("model %s (%s features, %d state floats per stream); metrics on %s",
                  step.name, step.features, step.state_size, server.url)
         log.info("consuming %s as group %s; flags to %s, alerts to %s, dead letters to %s",

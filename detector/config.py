@@ -112,7 +112,7 @@ class DetectorSettings:
     max_poll_records: int = opt(2000, "Most records taken per poll: the largest batch.")
     poll_timeout_ms: int = opt(100, "How long a poll waits for records.")
     fetch_max_wait_ms: int = opt(
-        20, "How long the broker may hold a fetch for more data; the local broker always "
+        10, "How long the broker may hold a fetch for more data; the local broker always "
         "waits this long, so it bounds latency there."
     )
     checkpoint_interval_ms: int = opt(

@@ -57,7 +57,7 @@ def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
         out(f"demo: broker ready at {broker.bootstrap}; loading model {model!r} (TensorFlow) ...")
         from detector.metrics import MetricsServer
-        from detector.pipeline import Pipeline
+        from detector.pipeline import Pipeline, settle_garbage_collector
         from detector.serving import ModelStep
         from producer.publish import publish
 
@@ -72,6 +72,7 @@ def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str
             server = MetricsServer(metrics, "127.0.0.1", free_port(), lambda: pipeline.ready)
         server.start()
         pipeline.connect()
+        settle_garbage_collector()
         producer_settings = ProducerSettings(kafka=kafka, streams=streams, rate=rate,
                                              topic=settings.input_topic)
         workers = [_Thread("detector", pipeline.run)]

@@ -101,6 +101,13 @@ class Engine:
         self._clock = clock
 
     def process(self, batch: Batch) -> Result:
+        """Apply a batch to the state; flags for the events that were not duplicates or replays.
+
+        Every wave updates the rule state (previous value, direction, seq, offset). A stateful
+        model runs once per wave, since a wave's LSTM state is the previous wave's output; a
+        stateless one (``seed``) sees only features the waves already fixed, so the whole batch
+        goes through one call after the loop.
+        """
         n = len(batch.streams)
         store = self.store
         slots = store.lookup(batch.streams, batch.partition)
@@ -117,6 +124,8 @@ class Engine:
             inference_seconds=[],
             call_sizes=[],
         )
+        stateful = self.step.state_size > 0
+        deferred: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (idx, x, seen)
         for idx in waves(slots):
             s = slots[idx]
             seq = batch.seq[idx]
@@ -134,16 +143,15 @@ class Engine:
             value = batch.value[idx]
             prev, prev_up, seen = store.prev[s], store.prev_up[s], store.seen[s]
             x = step_features(self.step.features, value, prev, prev_up)
-            started = self._clock()
-            prob, new_state = self.step(x, store.lstm[s])
-            res.inference_seconds.append(self._clock() - started)
-            res.call_sizes.append(len(idx))
-            res.calls += 1
+            if stateful:
+                prob, store.lstm[s] = self._call(res, x, store.lstm[s])
+                res.probability[idx] = prob
+                res.flag[idx] = (prob > 0.5) & (seen >= 2)
+            else:
+                deferred.append((idx, x, seen))
             up, rule = step_flags(value, prev, prev_up, seen)
             res.processed[idx] = True
             res.gap[idx] = seq > last_seq + 1
-            res.probability[idx] = prob
-            res.flag[idx] = (prob > 0.5) & (seen >= 2)
             res.up[idx] = up
             res.rule_flag[idx] = rule
             store.prev[s] = value
@@ -153,6 +161,19 @@ class Engine:
             store.last_offset[s] = batch.offset[idx]
             store.partition[s] = batch.partition[idx]
             store.dirty[s] = True
-            if new_state.shape[1]:
-                store.lstm[s] = new_state
+        if deferred:
+            idx = np.concatenate([d[0] for d in deferred])
+            seen = np.concatenate([d[2] for d in deferred])
+            prob, _ = self._call(res, np.concatenate([d[1] for d in deferred]), None)
+            res.probability[idx] = prob
+            res.flag[idx] = (prob > 0.5) & (seen >= 2)
         return res
+
+    def _call(self, res: Result, x: np.ndarray, state: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        started = self._clock()
+        out = self.step(x, state)
+        res.inference_seconds.append(self._clock() - started)
+        res.call_sizes.append(len(x))
+        res.calls += 1
+        return out

@@ -1,19 +1,16 @@
 """The Kafka loop: poll, decode, detect, publish, checkpoint. Thin; the work is elsewhere.
 
-Checkpoint protocol (what makes a crash at any moment safe):
-  1. flush the producer: every output and dead letter so far is acknowledged;
-  2. write each changed stream's state (with the input offset it has applied) to the state
-     topic, in the partition number of its input partition, and flush;
-  3. commit the input offsets.
-A crash before 3 replays input from the last commit: events at or below a restored stream's
-applied offset are skipped (their outputs were flushed in 1), later ones are processed again
-from the restored state and give identical outputs. Any failure in the loop (broker gone, a
-send that failed, a restore that could not finish) drops the in-memory state and does what a
-restart does: restore, seek to the committed offsets, go on.
+Checkpoints (``detector/checkpoint.py``) make a crash at any moment safe: outputs acknowledged,
+then state written, then offsets committed. A crash replays input from the last commit: events
+at or below a restored stream's applied offset are skipped (their outputs were acknowledged),
+later ones are processed again from the restored state and give identical outputs. Any failure
+in the loop (broker gone, a send not acknowledged, a restore that could not finish) drops the
+in-memory state and does what a restart does: restore, seek to the committed offsets, go on.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -23,9 +20,9 @@ from collections.abc import Callable
 import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from detector import kafka_io
+from detector.checkpoint import Checkpointer, OutputFailed
 from detector.codec import BadInput, Event, dead_letter, decode_event, encode_flag, json_string
 from detector.config import DetectorSettings
 from detector.engine import Batch, Engine, Result
@@ -51,12 +48,22 @@ PRODUCER_OPTIONS = {
 STATE_RESTORE_TIMEOUT_S = 60.0
 
 
-class OutputFailed(RuntimeError):
-    """Some output, dead letter or state record was not acknowledged: nothing is committed."""
-
-
 #: What the loop survives by backing off and recovering (the broker gone, a send not acked).
 TRANSIENT = (KafkaError, OutputFailed, kafka_io.KafkaUnavailable)
+
+
+def settle_garbage_collector() -> None:
+    """Keep the garbage collector from stopping the process for 200 ms every few seconds.
+
+    TensorFlow and Keras leave about a million long-lived Python objects behind, and each full
+    collection walks them all: measured here, a 200-300 ms pause every 2-3 s at 5,000 events/s,
+    which was the whole p99 latency. Freezing them (once loaded) takes them out of the
+    collector; a larger young generation makes collections rarer. Call once per process,
+    after the model is loaded and the clients are up.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 class Pipeline(ConsumerRebalanceListener):
@@ -79,11 +86,13 @@ class Pipeline(ConsumerRebalanceListener):
         self._now = wall_clock
         self._model_json = json.dumps(step.name)
         self._positions: dict[TopicPartition, int] = {}
-        self._futures: list = []
+        self.checkpoints = Checkpointer(
+            self.store, step.fingerprint, settings.state_topic,
+            settings.checkpoint_interval_ms / 1000,
+            ack_timeout_s=PRODUCER_OPTIONS["delivery_timeout_ms"] / 1000 + 10,
+        )
         self._needs_recovery = False
         self._backoff = 0.5
-        self._last_checkpoint = time.monotonic()
-        self._last_ok: float | None = None  # when a checkpoint last succeeded
         self._closed = False
         self._joined = False  # a member of the group with an assignment (maybe empty)
         self._partitions: dict[str, int] = {}
@@ -150,7 +159,6 @@ class Pipeline(ConsumerRebalanceListener):
 
     def run(self) -> None:
         """Poll and process until the stop event is set; then close."""
-        interval = self.s.checkpoint_interval_ms / 1000
         try:
             while not self.stop_event.is_set():
                 try:
@@ -161,8 +169,7 @@ class Pipeline(ConsumerRebalanceListener):
                         continue  # a rebalance callback failed: these records wait for recovery
                     if records:
                         self._handle(records)
-                    if time.monotonic() - self._last_checkpoint >= interval:
-                        self.checkpoint()
+                    self._tick()
                 except TRANSIENT as exc:
                     self._failed(exc)
         finally:
@@ -182,10 +189,11 @@ class Pipeline(ConsumerRebalanceListener):
 
         Derived rather than set, so a flush stuck on a vanished broker turns it false too.
         """
-        if self._closed or self._needs_recovery or not self._joined or self._last_ok is None:
+        last_ok = self.checkpoints.last_ok
+        if self._closed or self._needs_recovery or not self._joined or last_ok is None:
             return False
         limit = max(5.0, 5 * self.s.checkpoint_interval_ms / 1000)
-        return time.monotonic() - self._last_ok < limit
+        return time.monotonic() - last_ok < limit
 
     # --- one poll's records -----------------------------------------------------------------
 
@@ -227,7 +235,7 @@ class Pipeline(ConsumerRebalanceListener):
                                      record.partition, record.offset)
         n = self._partitions[self.s.dlq_topic]
         key = record.key if record.key is None or len(record.key) <= 1024 else record.key[:1024]
-        self._futures.append(self.producer.send(
+        self.checkpoints.track(self.producer.send(
             self.s.dlq_topic, key=key, value=value, headers=headers,
             partition=record.partition % n,
         ))
@@ -244,10 +252,11 @@ class Pipeline(ConsumerRebalanceListener):
         done = np.nonzero(res.processed)[0]
         if len(done) == 0:
             return
-        send, futures = self.producer.send, self._futures
+        send, track = self.producer.send, self.checkpoints.track
         out_topic, alert_topic = self.s.output_topic, self.s.alert_topic
         n_out, n_alert = self._partitions[out_topic], self._partitions[alert_topic]
         detected_at = self._now()
+        detected_json = repr(detected_at)
         model_json = self._model_json
         streams, flags = batch.streams, res.flag[done]
         # Python lists once: indexing numpy arrays per event costs more than the encoding.
@@ -258,10 +267,10 @@ class Pipeline(ConsumerRebalanceListener):
             batch.offset[done].tolist(), strict=True,
         ):
             record = encode_flag(json_string(streams[i]), seq, value, flag, prob, up, rule,
-                                 model_json, p, offset, tss[i], detected_at)
-            futures.append(send(out_topic, key=keys[i], value=record, partition=p % n_out))
+                                 model_json, p, offset, tss[i], detected_json)
+            track(send(out_topic, key=keys[i], value=record, partition=p % n_out))
             if flag:
-                futures.append(send(alert_topic, key=keys[i], value=record, partition=p % n_alert))
+                track(send(alert_topic, key=keys[i], value=record, partition=p % n_alert))
         n_flag1 = int(flags.sum())
         m.events_processed.inc(len(done))
         m.flags.labels("1").inc(n_flag1)
@@ -269,49 +278,32 @@ class Pipeline(ConsumerRebalanceListener):
         m.alerts.inc(n_flag1)
         m.seq_gaps.inc(int(res.gap.sum()))
         m.rule_disagreements.inc(int((flags != res.rule_flag[done]).sum()))
-        observe = m.latency.observe
-        for i in done.tolist():
-            ts = tss[i]
-            if ts is not None:
-                observe(max(0.0, detected_at - ts))
+        m.observe_many(m.latency, [detected_at - ts for ts in (tss[i] for i in done.tolist())
+                                   if ts is not None])
 
     # --- checkpoints ------------------------------------------------------------------------
 
-    def _flush(self) -> None:
-        self.producer.flush(timeout=PRODUCER_OPTIONS["delivery_timeout_ms"] / 1000 + 5)
-        failed = [f for f in self._futures if not f.is_done or f.failed()]
-        self._futures = []
-        if failed:
-            first = failed[0].exception if failed[0].is_done else "not acknowledged in time"
-            raise OutputFailed(f"{len(failed)} record(s) not acknowledged: {first}")
-
-    def _persist(self, partitions: set[int] | None = None) -> None:
-        """Steps 1 and 2: outputs acknowledged, then changed state written and acknowledged."""
-        self._flush()
-        slots = self.store.dirty_slots(partitions)
-        fingerprint = self.step.fingerprint
-        state_topic = self.s.state_topic
-        for slot in slots.tolist():
-            state = self.store.state_at(slot)
-            self._futures.append(self.producer.send(
-                state_topic, key=self.store.keys[slot].encode(),
-                value=state.encode(fingerprint), partition=state.partition,
-            ))
-        self._flush()
-        self.store.dirty[slots] = False
+    def _tick(self) -> None:
+        """Move the pipelined checkpoint on; report what it finished."""
+        done = len(self.checkpoints.durations)
+        self.checkpoints.tick(self.producer, self.consumer, self._positions)
+        self._checkpointed(done)
 
     def checkpoint(self) -> None:
-        """Flush outputs, write changed state, commit offsets."""
-        started = time.perf_counter()
-        self._persist()
-        offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in self._positions.items()}
-        if offsets:
-            self.consumer.commit(offsets, timeout_ms=10_000)
-        self._last_checkpoint = time.monotonic()
-        self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
-        self._update_gauges()
+        """Everything processed so far: outputs acknowledged, state written, offsets committed."""
+        done = len(self.checkpoints.durations)
+        self.checkpoints.complete(self.producer, self.consumer, self._positions)
+        self._checkpointed(done)
+
+    def _checkpointed(self, before: int) -> None:
+        finished = self.checkpoints.durations[before:]
+        if not finished:
+            return
+        for seconds in finished:
+            self.metrics.checkpoint_seconds.observe(seconds)
+        self.checkpoints.durations.clear()
         self._backoff = 0.5
-        self._last_ok = self._last_checkpoint
+        self._update_gauges()
 
     def _update_gauges(self) -> None:
         self.metrics.active_streams.set(len(self.store))
@@ -333,7 +325,7 @@ class Pipeline(ConsumerRebalanceListener):
         """
         try:
             if not self._needs_recovery:
-                self._persist({tp.partition for tp in revoked})
+                self.checkpoints.persist(self.producer, {tp.partition for tp in revoked})
         except TRANSIENT as exc:
             log.warning("state write on revoke failed (%s); the next owner replays", exc)
         self._drop(revoked)
@@ -410,7 +402,7 @@ class Pipeline(ConsumerRebalanceListener):
 
     def _recover(self) -> None:
         """Do what a restart does: forget memory, restore state, seek to the committed offsets."""
-        self._futures = []
+        self.checkpoints.reset()
         self.producer.close(timeout=0)
         self.producer = self._new_producer()
         self.store.clear()

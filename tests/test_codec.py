@@ -86,14 +86,14 @@ def test_encode_event_round_trips():
 
 def test_flag_record_is_json_with_every_field():
     raw = encode_flag(json.dumps('odd "name"'), 7, 0.125, 1, 0.99987, True, 1,
-                      json.dumps("seed"), 3, 1234, None, 1764179385.25)
+                      json.dumps("seed"), 3, 1234, None, "1764179385.25")
     rec = json.loads(raw)
     assert rec == {
         "stream": 'odd "name"', "seq": 7, "value": 0.125, "flag": 1, "probability": 0.99987,
         "direction": "up", "rule_flag": 1, "model": "seed",
         "source": {"partition": 3, "offset": 1234}, "ts": None, "detected_at": 1764179385.25,
     }
-    rec = json.loads(encode_flag('"s"', 0, 1e-300, 0, 1e-9, False, 0, '"m"', 0, 0, 5.5, 6.0))
+    rec = json.loads(encode_flag('"s"', 0, 1e-300, 0, 1e-9, False, 0, '"m"', 0, 0, 5.5, "6.0"))
     assert rec["value"] == 1e-300 and rec["direction"] == "down" and rec["ts"] == 5.5
 
 

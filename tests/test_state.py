@@ -74,3 +74,20 @@ def test_store_put_and_get():
     assert not store.get("t").lstm.any()
     store.clear()
     assert len(store) == 0
+
+
+@pytest.mark.parametrize("size", [0, 32])
+def test_bulk_encoding_equals_one_by_one(size):
+    store = StreamStore(state_size=size)
+    rng = np.random.default_rng(0)
+    slots = store.lookup([f"s{i}" for i in range(50)], rng.integers(0, 6, 50))
+    store.prev[slots] = rng.random(50)
+    store.prev_up[slots] = rng.random(50) > 0.5
+    store.seen[slots] = rng.integers(0, 1000, 50)
+    store.last_seq[slots] = rng.integers(-1, 1000, 50)
+    store.last_offset[slots] = rng.integers(-1, 10**9, 50)
+    store.lstm[slots] = rng.normal(size=(50, size))
+    bulk = store.encode_states(slots, FP)
+    assert [(k, v, p) for k, v, p in bulk] == [
+        (store.keys[s].encode(), store.state_at(s).encode(FP), int(store.partition[s]))
+        for s in slots]
