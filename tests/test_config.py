@@ -60,4 +60,5 @@ def test_readme_documents_every_setting():
     for cls, prefix in ((DetectorSettings, "DETECTOR"), (ProducerSettings, "PRODUCER")):
         table = markdown_table(cls, prefix)
         for row in table.splitlines()[2:]:
-            assert row in readme, f"README configuration table lacks: {row}"
+            assert row in readme, (f"README configuration table lacks: {row} "
+                                   "(paste the output of `python -m detector config`)")

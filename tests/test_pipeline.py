@@ -19,6 +19,9 @@ def test_end_to_end_flags_alerts_and_metrics(kafka, steps):
         wait_for(lambda: det.value("detector_events_processed_total") >= 5000, 90,
                  what="5,000 events processed")
         wait_for(lambda: det.pipeline.ready, 10, what="a checkpoint")
+        lag = det.metrics.registry.get_sample_value
+        wait_for(lambda: all(lag("detector_consumer_lag", {"partition": str(p)}) == 0
+                             for p in range(6)), 10, what="a checkpoint after the last event")
         url = f"http://127.0.0.1:{det.server.port}"
         assert urllib.request.urlopen(url + "/healthz").status == 200
         text = urllib.request.urlopen(url + "/metrics").read().decode()
