@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from detector.state import StreamStore
+from detector.state import StateSnapshot, StreamStore
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class OutputFailed(RuntimeError):
 @dataclass
 class _Pending:
     outputs: list  # futures of the outputs and dead letters the snapshot covers
-    states: list[tuple[bytes, bytes, int]]  # (key, value, partition) encoded at the snapshot
+    states: StateSnapshot  # the changed streams' state records, encoded at the snapshot
     offsets: dict[TopicPartition, OffsetAndMetadata]
     started: float
     deadline: float
@@ -89,7 +89,7 @@ class Checkpointer:
     def _snapshot(self, positions: dict[TopicPartition, int],
                   partitions: set[int] | None = None) -> _Pending:
         slots = self.store.dirty_slots(partitions)
-        states = self.store.encode_states(slots, self.fingerprint)
+        states = self.store.snapshot(slots, self.fingerprint)
         self.store.dirty[slots] = False
         now = time.monotonic()
         self.last_snapshot = now
@@ -113,7 +113,7 @@ class Checkpointer:
             # A slice per call: 100,000 sends at once would hold the loop for seconds.
             send, start = producer.send, len(cp.state_futures)
             cp.state_futures += [send(self.state_topic, key=key, value=value, partition=p)
-                                 for key, value, p in cp.states[start:start + chunk]]
+                                 for key, value, p in cp.states.records(start, start + chunk)]
             if len(cp.state_futures) < len(cp.states):
                 return False
         cp.states_scanned = _scan(cp.state_futures, cp.states_scanned)
@@ -154,8 +154,8 @@ class Checkpointer:
 
     def _finish(self, cp: _Pending, producer: KafkaProducer,
                 consumer: KafkaConsumer | None) -> None:
-        for _ in range(2):  # the outputs, then the state records
-            producer.flush(timeout=self.ack_timeout_s)
-            if self._advance(cp, producer, consumer, chunk=len(cp.states)):
-                return
-        raise OutputFailed("checkpoint not acknowledged after a flush")
+        """Drive ``cp`` to the end, flushing whenever it waits on acknowledgements."""
+        producer.flush(timeout=self.ack_timeout_s)
+        while not self._advance(cp, producer, consumer, chunk=10_000):
+            if cp.state_futures is None or len(cp.state_futures) == len(cp.states):
+                producer.flush(timeout=self.ack_timeout_s)

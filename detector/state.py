@@ -87,6 +87,25 @@ class StreamState:
         return state, fingerprint
 
 
+@dataclass(frozen=True)
+class StateSnapshot:
+    """Many streams' state records, ready to send: ``records(i, j)`` cuts them out."""
+
+    rows: np.ndarray  # one structured record per stream, the StreamState.encode layout
+    keys: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def records(self, start: int, stop: int) -> list[tuple[bytes, bytes, int]]:
+        """``(key, state record, partition)`` for streams ``start .. stop-1``."""
+        part = self.rows[start:stop]
+        raw, size = part.tobytes(), part.dtype.itemsize
+        parts = part["partition"].tolist()
+        return [(key.encode(), raw[i * size:(i + 1) * size], parts[i])
+                for i, key in enumerate(self.keys[start:stop])]
+
+
 class StreamStore:
     """Slot arrays for every stream of the assigned partitions."""
 
@@ -169,10 +188,13 @@ class StreamStore:
         self.lstm[slot] = state.lstm if state.lstm.size == self.state_size else 0.0
         self.dirty[slot] = False
 
-    def encode_states(self, slots: np.ndarray, fingerprint: bytes
-                      ) -> list[tuple[bytes, bytes, int]]:
-        """``(key, state record, partition)`` of many streams, as ``StreamState.encode`` writes
-        them, built as one numpy buffer: a checkpoint of 100,000 streams stays cheap."""
+    def snapshot(self, slots: np.ndarray, fingerprint: bytes) -> StateSnapshot:
+        """The state records of ``slots`` as they are now, encoded into one numpy buffer.
+
+        Compact (the record bytes plus a reference to each key) so that a checkpoint of a
+        million streams neither stops the loop nor leaves a million Python objects behind;
+        records are cut from it a slice at a time as they are sent.
+        """
         n, width = len(slots), self.state_size
         dtype = np.dtype([*_HEADER_DTYPE.descr, ("lstm", "<f4", (width,))] if width
                          else _HEADER_DTYPE.descr)
@@ -188,10 +210,8 @@ class StreamStore:
         rows["size"] = width
         if width:
             rows["lstm"] = self.lstm[slots]
-        raw, size = rows.tobytes(), dtype.itemsize
-        keys, parts = self.keys, self.partition[slots].tolist()
-        return [(keys[slot].encode(), raw[i * size:(i + 1) * size], parts[i])
-                for i, slot in enumerate(slots.tolist())]
+        keys = [self.keys[slot] for slot in slots.tolist()]
+        return StateSnapshot(rows, keys)
 
     def dirty_slots(self, partitions: set[int] | None = None) -> np.ndarray:
         """Slots changed since their last checkpoint, optionally only in some partitions."""

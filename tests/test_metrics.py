@@ -7,7 +7,7 @@ from detector.metrics import LATENCY_BUCKETS, Metrics, histogram_quantile
 
 
 def test_observe_many_equals_observe_one_by_one():
-    values = np.random.default_rng(0).exponential(0.05, 5000).tolist() + [0.0, 0.005, 99.0, -1.0]
+    values = [*np.random.default_rng(0).exponential(0.05, 5000).tolist(), 0.0, 0.005, 99.0, -1.0]
     one, bulk = Metrics(), Metrics()
     for v in values:
         one.latency.observe(max(0.0, v))

@@ -87,7 +87,8 @@ def test_bulk_encoding_equals_one_by_one(size):
     store.last_seq[slots] = rng.integers(-1, 1000, 50)
     store.last_offset[slots] = rng.integers(-1, 10**9, 50)
     store.lstm[slots] = rng.normal(size=(50, size))
-    bulk = store.encode_states(slots, FP)
-    assert [(k, v, p) for k, v, p in bulk] == [
+    snap = store.snapshot(slots, FP)
+    assert len(snap) == 50
+    assert snap.records(0, 20) + snap.records(20, 50) == [
         (store.keys[s].encode(), store.state_at(s).encode(FP), int(store.partition[s]))
         for s in slots]
