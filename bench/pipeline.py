@@ -58,10 +58,12 @@ def wait_ready(det: DetectorProcess, timeout: float = 120) -> None:
     wait_for(lambda: det.metrics().get("detector_ready", 0) >= 1, timeout, what="ready")
 
 
-def fill(kafka: KafkaSettings, topic: str, events: int, streams: int, rate: float = 0) -> None:
+def fill(kafka: KafkaSettings, topic: str, events: int, streams: int, rate: float = 0,
+         prefix: str = "s-") -> None:
     say(f"  producing {events:,} events over {streams:,} streams to {topic} ...")
     publish(ProducerSettings(kafka=kafka, topic=topic, streams=streams, count=events, rate=rate,
-                             seed=1), threading.Event(), progress=lambda _: None)
+                             seed=1, stream_prefix=prefix), threading.Event(),
+            progress=lambda _: None)
 
 
 def ceiling(kafka: KafkaSettings, topic: str, events: int) -> float:
@@ -95,6 +97,8 @@ def naive(kafka: KafkaSettings, topic: str, events: int) -> float:
     from detector.serving import ModelStep
 
     model = ModelStep.load("seed").model
+    kafka_io.ensure_topics(kafka, [kafka_io.TopicSpec("naive.out",
+                                                      kafka_io.partition_count(kafka, topic))])
     consumer = kafka_io.consumer(kafka, group_id="naive", enable_auto_commit=False,
                                  auto_offset_reset="earliest", max_poll_records=200,
                                  session_timeout_ms=6000, heartbeat_interval_ms=2000)
@@ -163,12 +167,20 @@ def memory(kafka: KafkaSettings, streams: int) -> dict:
     det = start_detector(kafka, group, DETECTOR_INPUT_TOPIC=topic)
     try:
         wait_ready(det)
-        time.sleep(2)
+        # The baseline is a detector that has already worked (20,000 events of 10 streams):
+        # its fixed buffers (the producer's 32 MiB pool, fetch buffers) are not per stream.
+        fill(kafka, topic, 20_000, 10, prefix="warm-")
+        wait_processed(det, 20_000)
+        time.sleep(3)
         empty = det.rss_bytes()
         fill(kafka, topic, streams, streams)
         say(f"  waiting for {streams:,} streams to be processed ...")
-        wait_processed(det, streams, timeout=1800)
-        time.sleep(5)  # a checkpoint or two: state written, buffers drained
+        wait_processed(det, streams + 20_000, timeout=1800)
+        # Measured once a checkpoint that began after the last event has finished: every
+        # stream's state written, nothing in flight.
+        done = det.metrics().get("detector_checkpoint_seconds_count", 0)
+        wait_for(lambda: det.metrics().get("detector_checkpoint_seconds_count", 0) >= done + 2,
+                 600, what="a checkpoint covering every stream")
         full = det.rss_bytes()
         active = det.metrics().get("detector_active_streams", 0)
     finally:
@@ -235,7 +247,13 @@ def main() -> None:
     p.add_argument("--memory-streams", type=int, default=1_000_000)
     p.add_argument("--restore-streams", type=int, default=100_000)
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--only-memory", action="store_true", help="just the memory measurement")
     args = p.parse_args()
+    if args.only_memory:
+        with LocalBroker() as broker:
+            kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+            say(json.dumps(memory(kafka, args.memory_streams)))
+        return
     results: dict = {"events": args.events, "streams": args.streams}
     with LocalBroker() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)

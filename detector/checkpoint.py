@@ -14,7 +14,7 @@ skips what the written state covers).
 
 from __future__ import annotations
 
-import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -23,42 +23,55 @@ from kafka.structs import OffsetAndMetadata
 
 from detector.state import StateSnapshot, StreamStore
 
-log = logging.getLogger(__name__)
-
-
-#: State records sent per tick of the loop: a burst of 1,000 sends is ~25 ms of latency.
-STATE_SENDS_PER_TICK = 250
+#: Longest a tick spends sending state records while events wait (a burst of 1,000 sends is
+#: ~25 ms of latency), and while none do.
+STATE_SEND_BUDGET_S = 0.005
+IDLE_SEND_BUDGET_S = 0.05
 
 
 class OutputFailed(RuntimeError):
     """Some output, dead letter or state record was not acknowledged: nothing is committed."""
 
 
+class Acks:
+    """Counts the acknowledgements of a group of sends without holding on to their futures.
+
+    A million state records would otherwise keep a million futures alive until the last is
+    acknowledged. Callbacks run on the producer's I/O thread, hence the lock.
+    """
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.acked = 0
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def add(self, future: object) -> None:
+        self.sent += 1
+        future.add_both(self._done)  # type: ignore[attr-defined]  # kafka.future.Future
+
+    def _done(self, value: object) -> None:
+        with self._lock:
+            self.acked += 1
+            if isinstance(value, BaseException):
+                self.error = value
+
+    def complete(self) -> bool:
+        """True when every send so far is acknowledged; raises if one failed."""
+        if self.error is not None:
+            raise OutputFailed(f"a record was not acknowledged: {self.error}")
+        return self.acked >= self.sent
+
+
 @dataclass
 class _Pending:
-    outputs: list  # futures of the outputs and dead letters the snapshot covers
+    outputs: Acks  # the outputs and dead letters the snapshot covers
     states: StateSnapshot  # the changed streams' state records, encoded at the snapshot
     offsets: dict[TopicPartition, OffsetAndMetadata]
     started: float
     deadline: float
-    scanned: int = 0  # outputs[:scanned] are known to be acknowledged
-    state_futures: list | None = None
-    states_scanned: int = 0
-    committed: bool = field(default=False)
-
-
-def _scan(futures: list, start: int) -> int:
-    """How many futures from the front are acknowledged; raises if one failed."""
-    i = start
-    n = len(futures)
-    while i < n:
-        f = futures[i]
-        if not f.is_done:
-            break
-        if f.exception is not None:
-            raise OutputFailed(f"a record was not acknowledged: {f.exception}")
-        i += 1
-    return i
+    state_acks: Acks = field(default_factory=Acks)
+    states_sent: int = 0
 
 
 class Checkpointer:
@@ -70,18 +83,18 @@ class Checkpointer:
         self.interval_s = interval_s
         self.ack_timeout_s = ack_timeout_s
         self.commit_timeout_ms = commit_timeout_ms
-        self.outputs: list = []  # futures sent since the last snapshot
+        self.outputs = Acks()  # sends since the last snapshot
         self.pending: _Pending | None = None
         self.last_snapshot = time.monotonic()
         self.last_ok: float | None = None  # when a checkpoint was last committed
         self.durations: list[float] = []  # seconds of each committed checkpoint, for metrics
 
     def track(self, future: object) -> None:
-        self.outputs.append(future)
+        self.outputs.add(future)
 
     def reset(self) -> None:
         """Forget everything in flight (recovery: memory is about to be rebuilt)."""
-        self.outputs = []
+        self.outputs = Acks()
         self.pending = None
 
     # --- steps ------------------------------------------------------------------------------
@@ -95,29 +108,27 @@ class Checkpointer:
         self.last_snapshot = now
         offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()
                    if partitions is None or tp.partition in partitions}
-        outputs, self.outputs = self.outputs, []
+        outputs, self.outputs = self.outputs, Acks()
         return _Pending(outputs, states, offsets, now, now + self.ack_timeout_s)
 
     def _advance(self, cp: _Pending, producer: KafkaProducer,
-                 consumer: KafkaConsumer | None, chunk: int = STATE_SENDS_PER_TICK) -> bool:
-        """Move ``cp`` on without waiting; True when it is committed (or, without a consumer,
-        when its state is written)."""
+                 consumer: KafkaConsumer | None, budget_s: float | None) -> bool:
+        """Move ``cp`` on without waiting for acknowledgements; True when it is committed (or,
+        without a consumer, when its state is written). ``budget_s`` bounds the sending."""
         if time.monotonic() > cp.deadline:
             raise OutputFailed(f"checkpoint not acknowledged within {self.ack_timeout_s:g} s")
-        if cp.state_futures is None:
-            cp.scanned = _scan(cp.outputs, cp.scanned)
-            if cp.scanned < len(cp.outputs):
-                return False
-            cp.state_futures = []
-        if len(cp.state_futures) < len(cp.states):
-            # A slice per call: 100,000 sends at once would hold the loop for seconds.
-            send, start = producer.send, len(cp.state_futures)
-            cp.state_futures += [send(self.state_topic, key=key, value=value, partition=p)
-                                 for key, value, p in cp.states.records(start, start + chunk)]
-            if len(cp.state_futures) < len(cp.states):
-                return False
-        cp.states_scanned = _scan(cp.state_futures, cp.states_scanned)
-        if cp.states_scanned < len(cp.state_futures):
+        if not cp.outputs.complete():
+            return False
+        if cp.states_sent < len(cp.states):
+            until = None if budget_s is None else time.perf_counter() + budget_s
+            send = producer.send
+            while cp.states_sent < len(cp.states):
+                for key, value, p in cp.states.records(cp.states_sent, cp.states_sent + 100):
+                    cp.state_acks.add(send(self.state_topic, key=key, value=value, partition=p))
+                cp.states_sent = min(cp.states_sent + 100, len(cp.states))
+                if until is not None and time.perf_counter() > until:
+                    return False
+        if not cp.state_acks.complete():
             return False
         if consumer is None:
             return True
@@ -130,12 +141,18 @@ class Checkpointer:
     # --- what the loop calls ----------------------------------------------------------------
 
     def tick(self, producer: KafkaProducer, consumer: KafkaConsumer,
-             positions: dict[TopicPartition, int]) -> None:
+             positions: dict[TopicPartition, int], idle: bool) -> None:
         """Between polls: take a snapshot when due, move the pending one on. Never waits."""
         if self.pending is None and time.monotonic() - self.last_snapshot >= self.interval_s:
             self.pending = self._snapshot(positions)
-        if self.pending is not None and self._advance(self.pending, producer, consumer):
+        budget = IDLE_SEND_BUDGET_S if idle else STATE_SEND_BUDGET_S
+        if self.pending is not None and self._advance(self.pending, producer, consumer, budget):
             self.pending = None
+
+    @property
+    def sending(self) -> bool:
+        """State records of the pending checkpoint wait to be sent: poll without waiting."""
+        return self.pending is not None and self.pending.states_sent < len(self.pending.states)
 
     def complete(self, producer: KafkaProducer, consumer: KafkaConsumer,
                  positions: dict[TopicPartition, int]) -> None:
@@ -154,8 +171,10 @@ class Checkpointer:
 
     def _finish(self, cp: _Pending, producer: KafkaProducer,
                 consumer: KafkaConsumer | None) -> None:
-        """Drive ``cp`` to the end, flushing whenever it waits on acknowledgements."""
+        """Drive ``cp`` to the end: flush, send its state, flush, commit."""
         producer.flush(timeout=self.ack_timeout_s)
-        while not self._advance(cp, producer, consumer, chunk=10_000):
-            if cp.state_futures is None or len(cp.state_futures) == len(cp.states):
-                producer.flush(timeout=self.ack_timeout_s)
+        if self._advance(cp, producer, consumer, None):
+            return
+        producer.flush(timeout=self.ack_timeout_s)
+        if not self._advance(cp, producer, consumer, None):
+            raise OutputFailed("checkpoint not acknowledged after a flush")

@@ -9,21 +9,25 @@ is one compiled model call.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import numpy as np
 
 from detector.rule import step_features, step_flags
 from detector.serving import ModelStep
-from detector.state import StreamStore
+from detector.state import SEEN_MAX, StreamStore
 
 
 @dataclass
 class Batch:
-    """Decoded events, columnar. ``offset`` and ``partition`` locate each in the input topic."""
+    """Decoded events, columnar. ``offset`` and ``partition`` locate each in the input topic.
 
-    streams: list[str]
+    ``streams`` are the stream ids as the state store keys them: the pipeline passes the record
+    keys (bytes: 16 bytes a stream smaller than str at a million streams), others pass str.
+    """
+
+    streams: list[Hashable]
     seq: np.ndarray  # int64
     value: np.ndarray  # float64
     partition: np.ndarray  # int32
@@ -32,7 +36,7 @@ class Batch:
     @classmethod
     def of(
         cls,
-        streams: list[str],
+        streams: list[Hashable],
         values: np.ndarray,
         seq: np.ndarray | None = None,
         partition: np.ndarray | None = None,
@@ -156,7 +160,7 @@ class Engine:
             res.rule_flag[idx] = rule
             store.prev[s] = value
             store.prev_up[s] = up
-            store.seen[s] = seen + 1
+            store.seen[s] = np.minimum(seen.astype(np.int64) + 1, SEEN_MAX)
             store.last_seq[s] = seq
             store.last_offset[s] = batch.offset[idx]
             store.partition[s] = batch.partition[idx]

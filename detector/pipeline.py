@@ -164,12 +164,13 @@ class Pipeline(ConsumerRebalanceListener):
                 try:
                     if self._needs_recovery:
                         self._recover()
-                    records = self.consumer.poll(timeout_ms=self.s.poll_timeout_ms)
+                    wait = 0 if self.checkpoints.sending else self.s.poll_timeout_ms
+                    records = self.consumer.poll(timeout_ms=wait)
                     if self._needs_recovery:
                         continue  # a rebalance callback failed: these records wait for recovery
                     if records:
                         self._handle(records)
-                    self._tick()
+                    self._tick(idle=not records)
                 except TRANSIENT as exc:
                     self._failed(exc)
         finally:
@@ -198,7 +199,7 @@ class Pipeline(ConsumerRebalanceListener):
     # --- one poll's records -----------------------------------------------------------------
 
     def _handle(self, records: dict) -> None:
-        streams: list[str] = []
+        names: list[str] = []
         keys: list[bytes] = []
         seqs: list[int] = []
         values: list[float] = []
@@ -211,7 +212,7 @@ class Pipeline(ConsumerRebalanceListener):
             for r in recs:
                 event = decode_event(r.key, r.value)
                 if type(event) is Event:
-                    streams.append(event.stream)
+                    names.append(event.stream)
                     keys.append(r.key)
                     seqs.append(event.seq)
                     values.append(event.value)
@@ -223,12 +224,12 @@ class Pipeline(ConsumerRebalanceListener):
             consumed += len(recs)
             self._positions[tp] = recs[-1].offset + 1
         self.metrics.events_consumed.inc(consumed)
-        if not streams:
+        if not keys:
             return
-        batch = Batch(streams, np.array(seqs, np.int64), np.array(values, np.float64),
+        batch = Batch(keys, np.array(seqs, np.int64), np.array(values, np.float64),
                       np.array(parts, np.int32), np.array(offsets, np.int64))
         result = self.engine.process(batch)
-        self._publish(batch, keys, tss, result)
+        self._publish(batch, names, tss, result)
 
     def _dead_letter(self, bad: BadInput, record) -> None:
         value, headers = dead_letter(bad, record.key, record.value, record.topic,
@@ -241,7 +242,7 @@ class Pipeline(ConsumerRebalanceListener):
         ))
         self.metrics.dlq.labels(bad.reason).inc()
 
-    def _publish(self, batch: Batch, keys: list[bytes], tss: list[float | None],
+    def _publish(self, batch: Batch, names: list[str], tss: list[float | None],
                  res: Result) -> None:
         m = self.metrics
         for seconds, size in zip(res.inference_seconds, res.call_sizes, strict=True):
@@ -258,7 +259,7 @@ class Pipeline(ConsumerRebalanceListener):
         detected_at = self._now()
         detected_json = repr(detected_at)
         model_json = self._model_json
-        streams, flags = batch.streams, res.flag[done]
+        keys, flags = batch.streams, res.flag[done]
         # Python lists once: indexing numpy arrays per event costs more than the encoding.
         for i, seq, value, flag, prob, up, rule, p, offset in zip(
             done.tolist(), batch.seq[done].tolist(), batch.value[done].tolist(),
@@ -266,7 +267,7 @@ class Pipeline(ConsumerRebalanceListener):
             res.rule_flag[done].tolist(), batch.partition[done].tolist(),
             batch.offset[done].tolist(), strict=True,
         ):
-            record = encode_flag(json_string(streams[i]), seq, value, flag, prob, up, rule,
+            record = encode_flag(json_string(names[i]), seq, value, flag, prob, up, rule,
                                  model_json, p, offset, tss[i], detected_json)
             track(send(out_topic, key=keys[i], value=record, partition=p % n_out))
             if flag:
@@ -283,10 +284,10 @@ class Pipeline(ConsumerRebalanceListener):
 
     # --- checkpoints ------------------------------------------------------------------------
 
-    def _tick(self) -> None:
+    def _tick(self, idle: bool) -> None:
         """Move the pipelined checkpoint on; report what it finished."""
         done = len(self.checkpoints.durations)
-        self.checkpoints.tick(self.producer, self.consumer, self._positions)
+        self.checkpoints.tick(self.producer, self.consumer, self._positions, idle)
         self._checkpointed(done)
 
     def checkpoint(self) -> None:
@@ -391,9 +392,8 @@ class Pipeline(ConsumerRebalanceListener):
                 high = self.restorer.highwater(tp)
                 if high is not None and self.restorer.position(tp) >= high:
                     remaining.discard(tp)
-        for key, state in best.items():
-            if key is not None:
-                self.store.put(key.decode("utf-8", "replace"), state)
+        best.pop(None, None)
+        self.store.put(list(best), list(best.values()))
         self.restorer.unsubscribe()
         if rejected:
             log.warning("skipped %d state records that are not ours or are damaged", rejected)

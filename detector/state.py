@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,10 @@ _HEADER = struct.Struct("<4s8sdBqqqiH")
 _HEADER_DTYPE = np.dtype([("magic", "S4"), ("fingerprint", "S8"), ("prev", "<f8"),
                           ("prev_up", "u1"), ("seen", "<i8"), ("last_seq", "<i8"),
                           ("last_offset", "<i8"), ("partition", "<i4"), ("size", "<u2")])
+
+
+#: Where the per-stream event count stops (it only has to tell the first two events apart).
+SEEN_MAX = 2**31 - 1
 
 
 class StateRecordError(ValueError):
@@ -78,7 +83,8 @@ class StreamState:
             raise StateRecordError(
                 f"state record length {len(data)} does not match its {size} LSTM values"
             )
-        if prev_up > 1 or seen < 0 or last_seq < -1 or last_offset < -1 or not np.isfinite(prev):
+        if (prev_up > 1 or seen < 0 or last_seq < -1 or last_offset < -1
+                or not 0 <= partition < 2**15 or not np.isfinite(prev)):
             raise StateRecordError("state record fields out of range")
         lstm = np.frombuffer(data, dtype="<f4", offset=_HEADER.size).astype(np.float32)
         if not np.all(np.isfinite(lstm)):
@@ -92,7 +98,7 @@ class StateSnapshot:
     """Many streams' state records, ready to send: ``records(i, j)`` cuts them out."""
 
     rows: np.ndarray  # one structured record per stream, the StreamState.encode layout
-    keys: list[str | None]
+    keys: list[Hashable]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -102,18 +108,82 @@ class StateSnapshot:
         part = self.rows[start:stop]
         raw, size = part.tobytes(), part.dtype.itemsize
         parts = part["partition"].tolist()
-        return [(key.encode(), raw[i * size:(i + 1) * size], parts[i])
-                for i, key in enumerate(self.keys[start:stop])]
+        return [(key if isinstance(key, bytes) else key.encode(), raw[i * size:(i + 1) * size],
+                 parts[i]) for i, key in enumerate(self.keys[start:stop])]
+
+
+class StreamIndex:
+    """Stream id -> slot, without keeping a Python object (a dict entry, an int) per stream.
+
+    Settled ids live in two sorted numpy arrays, their Python hash and their slot (16 bytes a
+    stream against ~70 for a dict entry and its int); ids added since the last merge wait in a
+    small dict. A 64-bit hash can collide, so a found slot is confirmed by comparing ids, and
+    an id whose hash is taken stays in the dict for good.
+    """
+
+    def __init__(self) -> None:
+        self.hashes = np.empty(0, np.int64)
+        self.slots = np.empty(0, np.int64)
+        self.recent: dict[Hashable, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.hashes) + len(self.recent)
+
+    def find(self, ids: list[Hashable], id_of_slot: list[Hashable | None]) -> np.ndarray:
+        """The slot of each id, -1 for ids not in the index."""
+        n = len(ids)
+        out = np.full(n, -1, np.int64)
+        if len(self.hashes):
+            hs = np.fromiter(map(hash, ids), np.int64, n)
+            pos = np.minimum(np.searchsorted(self.hashes, hs), len(self.hashes) - 1)
+            hit = np.nonzero(self.hashes[pos] == hs)[0]
+            cand = self.slots[pos[hit]]
+            same = [id_of_slot[c] == ids[i] for i, c in zip(hit.tolist(), cand.tolist(),
+                                                             strict=True)]
+            out[hit[same]] = cand[same]
+        if self.recent:
+            get = self.recent.get
+            for i in np.nonzero(out < 0)[0].tolist():
+                out[i] = get(ids[i], -1)
+        return out
+
+    def add(self, stream: Hashable, slot: int) -> None:
+        self.recent[stream] = slot
+        if len(self.recent) >= max(50_000, len(self.hashes) // 8):
+            self._merge()
+
+    def _merge(self) -> None:
+        ids = list(self.recent)
+        hs = np.fromiter(map(hash, ids), np.int64, len(ids))
+        pos = np.minimum(np.searchsorted(self.hashes, hs), max(len(self.hashes) - 1, 0))
+        taken = (self.hashes[pos] == hs) if len(self.hashes) else np.zeros(len(ids), bool)
+        _, first = np.unique(hs, return_index=True)
+        unique = np.zeros(len(ids), bool)
+        unique[first] = True
+        move = unique & ~taken
+        slots = np.fromiter((self.recent[k] for k in ids), np.int64, len(ids))
+        hashes = np.concatenate([self.hashes, hs[move]])
+        order = np.argsort(hashes, kind="stable")
+        self.hashes = hashes[order]
+        self.slots = np.concatenate([self.slots, slots[move]])[order]
+        self.recent = {ids[i]: int(slots[i]) for i in np.nonzero(~move)[0].tolist()}
+
+    def remove(self, slots: np.ndarray) -> None:
+        keep = ~np.isin(self.slots, slots)
+        self.hashes, self.slots = self.hashes[keep], self.slots[keep]
+        gone = set(slots.tolist())
+        self.recent = {k: v for k, v in self.recent.items() if v not in gone}
 
 
 class StreamStore:
-    """Slot arrays for every stream of the assigned partitions."""
+    """Slot arrays for every stream of the assigned partitions, keyed by stream id (the record
+    key bytes in the pipeline, str elsewhere)."""
 
     def __init__(self, state_size: int, capacity: int = 1024):
         self.state_size = state_size
-        self.slots: dict[str, int] = {}
-        self.keys: list[str | None] = []
-        self._free: list[int] = []
+        self.index = StreamIndex()
+        self.keys: list[Hashable | None] = []
+        self._free = np.empty(0, np.int64)  # a stack of unused slots
         self._alloc(capacity)
 
     def _alloc(self, capacity: int) -> None:
@@ -129,38 +199,45 @@ class StreamStore:
 
         grow("prev", "f8", 0.0)
         grow("prev_up", "?", False)
-        grow("seen", "i8", 0)
+        grow("seen", "i4", 0)  # saturates at SEEN_MAX: only "at least two" matters
         grow("last_seq", "i8", -1)
         grow("last_offset", "i8", -1)
-        grow("partition", "i4", -1)
+        grow("partition", "i2", -1)
         grow("dirty", "?", False)
         grow("lstm", "f4", 0.0, self.state_size)
-        self._free.extend(range(capacity - 1, n - 1, -1))
+        self._free = np.concatenate([np.arange(capacity - 1, n - 1, -1), self._free])
         self.keys.extend([None] * (capacity - n))
 
     def __len__(self) -> int:
-        return len(self.slots)
+        return len(self.index)
 
-    def _new_slot(self, stream: str, partition: int) -> int:
-        if not self._free:
+    def _new_slot(self, stream: Hashable, partition: int) -> int:
+        if not len(self._free):
             self._alloc(2 * len(self.prev))
-        slot = self._free.pop()
-        self.slots[stream] = slot
+        slot = int(self._free[-1])
+        self._free = self._free[:-1]
+        self.index.add(stream, slot)
         self.keys[slot] = stream
         self.partition[slot] = partition
         return slot
 
-    def lookup(self, streams: list[str], partitions: np.ndarray) -> np.ndarray:
+    def slot_of(self, stream: Hashable) -> int | None:
+        slot = int(self.index.find([stream], self.keys)[0])
+        return None if slot < 0 else slot
+
+    def lookup(self, streams: list[Hashable], partitions: np.ndarray) -> np.ndarray:
         """Slot of each event's stream; a stream seen for the first time gets a fresh slot."""
-        get = self.slots.get
-        out = np.empty(len(streams), dtype=np.int64)
-        for i, stream in enumerate(streams):
-            slot = get(stream)
-            out[i] = self._new_slot(stream, int(partitions[i])) if slot is None else slot
+        out = self.index.find(streams, self.keys)
+        new: dict[Hashable, int] = {}  # a new stream may come more than once in a batch
+        for i in np.nonzero(out < 0)[0].tolist():
+            slot = new.get(streams[i])
+            if slot is None:
+                slot = new[streams[i]] = self._new_slot(streams[i], int(partitions[i]))
+            out[i] = slot
         return out
 
-    def get(self, stream: str) -> StreamState | None:
-        slot = self.slots.get(stream)
+    def get(self, stream: Hashable) -> StreamState | None:
+        slot = self.slot_of(stream)
         return None if slot is None else self.state_at(slot)
 
     def state_at(self, slot: int) -> StreamState:
@@ -174,19 +251,18 @@ class StreamStore:
             self.lstm[slot].copy(),
         )
 
-    def put(self, stream: str, state: StreamState) -> None:
-        """Install a restored state (clean: it is already on the state topic)."""
-        slot = self.slots.get(stream)
-        if slot is None:
-            slot = self._new_slot(stream, state.partition)
-        self.prev[slot] = state.prev
-        self.prev_up[slot] = state.prev_up
-        self.seen[slot] = state.seen
-        self.last_seq[slot] = state.last_seq
-        self.last_offset[slot] = state.last_offset
-        self.partition[slot] = state.partition
-        self.lstm[slot] = state.lstm if state.lstm.size == self.state_size else 0.0
-        self.dirty[slot] = False
+    def put(self, streams: list[Hashable], states: list[StreamState]) -> None:
+        """Install restored states (clean: they are already on the state topic)."""
+        slots = self.lookup(streams, np.array([st.partition for st in states], np.int64))
+        for slot, state in zip(slots.tolist(), states, strict=True):
+            self.prev[slot] = state.prev
+            self.prev_up[slot] = state.prev_up
+            self.seen[slot] = min(state.seen, SEEN_MAX)
+            self.last_seq[slot] = state.last_seq
+            self.last_offset[slot] = state.last_offset
+            self.partition[slot] = state.partition
+            self.lstm[slot] = state.lstm if state.lstm.size == self.state_size else 0.0
+        self.dirty[slots] = False
 
     def snapshot(self, slots: np.ndarray, fingerprint: bytes) -> StateSnapshot:
         """The state records of ``slots`` as they are now, encoded into one numpy buffer.
@@ -223,14 +299,13 @@ class StreamStore:
     def drop_partitions(self, partitions: set[int]) -> int:
         """Forget the streams of revoked partitions; their state lives on in the state topic."""
         gone = np.nonzero(np.isin(self.partition, list(partitions)))[0]
+        gone = np.array([slot for slot in gone.tolist() if self.keys[slot] is not None],
+                        np.int64)
+        self.index.remove(gone)
         for slot in gone.tolist():
-            stream = self.keys[slot]
-            if stream is None:
-                continue
-            del self.slots[stream]
             self.keys[slot] = None
             self._reset(slot)
-            self._free.append(slot)
+        self._free = np.concatenate([self._free, gone])
         return len(gone)
 
     def clear(self) -> None:

@@ -43,6 +43,9 @@ def test_out_of_range_fields_are_rejected():
     bad = StreamState(float("nan"), False, 1, 0, 0, 0, np.zeros(2, np.float32)).encode(FP)
     with pytest.raises(StateRecordError, match="out of range"):
         StreamState.decode(bad)
+    huge = StreamState(0.5, False, 1, 0, 0, 40_000, np.zeros(2, np.float32)).encode(FP)
+    with pytest.raises(StateRecordError, match="out of range"):
+        StreamState.decode(huge)
     nan_lstm = StreamState(0.5, False, 1, 0, 0, 0, np.array([np.nan], np.float32)).encode(FP)
     with pytest.raises(StateRecordError, match="non-finite"):
         StreamState.decode(nan_lstm)
@@ -65,12 +68,12 @@ def test_store_slots_grow_drop_and_reuse():
 
 def test_store_put_and_get():
     store = StreamStore(state_size=4)
-    store.put("s", sample())
+    store.put(["s"], [sample()])
     got = store.get("s")
     assert got.last_offset == 4096 and got.prev_up is True
     np.testing.assert_array_equal(got.lstm, sample().lstm)
     assert not store.dirty.any()  # a restored state is already on the state topic
-    store.put("t", sample(0))  # another model's layout: LSTM state starts fresh
+    store.put(["t"], [sample(0)])  # another model's layout: LSTM state starts fresh
     assert not store.get("t").lstm.any()
     store.clear()
     assert len(store) == 0
@@ -92,3 +95,37 @@ def test_bulk_encoding_equals_one_by_one(size):
     assert snap.records(0, 20) + snap.records(20, 50) == [
         (store.keys[s].encode(), store.state_at(s).encode(FP), int(store.partition[s]))
         for s in slots]
+
+
+class Clash:
+    """An id whose hash collides with every other Clash: the index must still tell them apart."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __hash__(self) -> int:
+        return 42
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Clash) and other.name == self.name
+
+
+def test_index_settles_many_ids_and_survives_hash_collisions():
+    store = StreamStore(state_size=0)
+    ids = [f"s-{i}".encode() for i in range(120_000)] + [Clash(str(i)) for i in range(5)]
+    slots = store.lookup(ids, np.zeros(len(ids), np.int32))
+    assert len(set(slots.tolist())) == len(ids) == len(store)
+    assert len(store.index.hashes) > 50_000  # most ids have moved into the numpy arrays
+    again = store.lookup(ids[::-1], np.zeros(len(ids), np.int32))
+    assert again.tolist() == slots[::-1].tolist()  # the same id finds the same slot
+    assert store.slot_of(Clash("3")) == slots[-2] and store.slot_of(Clash("9")) is None
+    store.partition[slots[:1000]] = 5
+    assert store.drop_partitions({5}) == 1000
+    assert store.slot_of(ids[0]) is None and store.slot_of(ids[1000]) == slots[1000]
+    assert len(store) == len(ids) - 1000
+
+
+def test_index_same_new_stream_twice_in_one_batch():
+    store = StreamStore(state_size=0)
+    slots = store.lookup([b"a", b"b", b"a"], np.zeros(3, np.int32))
+    assert slots[0] == slots[2] != slots[1]
