@@ -23,10 +23,9 @@ from kafka.structs import OffsetAndMetadata
 
 from detector.state import StateSnapshot, StreamStore
 
-#: Longest a tick spends sending state records while events wait (a burst of 1,000 sends is
-#: ~25 ms of latency), and while none do.
+#: Longest a tick spends sending state records: a burst of 1,000 sends is ~30 ms of latency
+#: for every event that arrives meanwhile. The loop polls without waiting while it sends.
 STATE_SEND_BUDGET_S = 0.005
-IDLE_SEND_BUDGET_S = 0.05
 
 
 class OutputFailed(RuntimeError):
@@ -88,6 +87,7 @@ class Checkpointer:
         self.last_snapshot = time.monotonic()
         self.last_ok: float | None = None  # when a checkpoint was last committed
         self.durations: list[float] = []  # seconds of each committed checkpoint, for metrics
+        self.commit_errors = 0  # asynchronous commits that failed (the next one covers them)
 
     def track(self, future: object) -> None:
         self.outputs.add(future)
@@ -113,8 +113,9 @@ class Checkpointer:
 
     def _advance(self, cp: _Pending, producer: KafkaProducer,
                  consumer: KafkaConsumer | None, budget_s: float | None) -> bool:
-        """Move ``cp`` on without waiting for acknowledgements; True when it is committed (or,
-        without a consumer, when its state is written). ``budget_s`` bounds the sending."""
+        """Move ``cp`` on without waiting for acknowledgements; True when its commit is made (or,
+        without a consumer, when its state is written). ``budget_s`` bounds the sending; with
+        a budget the commit is asynchronous (a lost one only means a little more replay)."""
         if time.monotonic() > cp.deadline:
             raise OutputFailed(f"checkpoint not acknowledged within {self.ack_timeout_s:g} s")
         if not cp.outputs.complete():
@@ -123,36 +124,48 @@ class Checkpointer:
             until = None if budget_s is None else time.perf_counter() + budget_s
             send = producer.send
             while cp.states_sent < len(cp.states):
-                for key, value, p in cp.states.records(cp.states_sent, cp.states_sent + 100):
+                for key, value, p in cp.states.records(cp.states_sent, cp.states_sent + 20):
                     cp.state_acks.add(send(self.state_topic, key=key, value=value, partition=p))
-                cp.states_sent = min(cp.states_sent + 100, len(cp.states))
+                cp.states_sent = min(cp.states_sent + 20, len(cp.states))
                 if until is not None and time.perf_counter() > until:
                     return False
         if not cp.state_acks.complete():
             return False
         if consumer is None:
             return True
-        if cp.offsets:
-            consumer.commit(cp.offsets, timeout_ms=self.commit_timeout_ms)
-        self.last_ok = time.monotonic()
-        self.durations.append(self.last_ok - cp.started)
+        if budget_s is None:
+            if cp.offsets:
+                consumer.commit(cp.offsets, timeout_ms=self.commit_timeout_ms)
+            self._committed(cp.started, None)
+        else:
+            consumer.commit_async(cp.offsets,
+                                  callback=lambda _, result: self._committed(cp.started, result))
         return True
+
+    def _committed(self, started: float, result: object) -> None:
+        """A commit came back (on the consumer's I/O thread when asynchronous)."""
+        if isinstance(result, BaseException):
+            self.commit_errors += 1
+            return
+        self.last_ok = time.monotonic()
+        self.durations.append(self.last_ok - started)
 
     # --- what the loop calls ----------------------------------------------------------------
 
     def tick(self, producer: KafkaProducer, consumer: KafkaConsumer,
-             positions: dict[TopicPartition, int], idle: bool) -> None:
+             positions: dict[TopicPartition, int]) -> None:
         """Between polls: take a snapshot when due, move the pending one on. Never waits."""
         if self.pending is None and time.monotonic() - self.last_snapshot >= self.interval_s:
             self.pending = self._snapshot(positions)
-        budget = IDLE_SEND_BUDGET_S if idle else STATE_SEND_BUDGET_S
-        if self.pending is not None and self._advance(self.pending, producer, consumer, budget):
+        if self.pending is not None and self._advance(self.pending, producer, consumer,
+                                                      STATE_SEND_BUDGET_S):
             self.pending = None
 
     @property
     def sending(self) -> bool:
-        """State records of the pending checkpoint wait to be sent: poll without waiting."""
-        return self.pending is not None and self.pending.states_sent < len(self.pending.states)
+        """State records of the pending checkpoint are being sent: poll without waiting."""
+        cp = self.pending
+        return (cp is not None and 0 < cp.states_sent < len(cp.states))
 
     def complete(self, producer: KafkaProducer, consumer: KafkaConsumer,
                  positions: dict[TopicPartition, int]) -> None:

@@ -116,7 +116,8 @@ class DetectorSettings:
         "waits this long, so it bounds latency there."
     )
     checkpoint_interval_ms: int = opt(
-        1000, "Flush outputs, write state, commit offsets this often (and on revoke/shutdown)."
+        2000, "Outputs acknowledged, changed state written, offsets committed this often (and "
+        "on revoke and shutdown); a crash replays at most about this much input."
     )
     session_timeout_ms: int = opt(10000, "Consumer group session timeout.")
     heartbeat_interval_ms: int = opt(3000, "Consumer group heartbeat interval.")

@@ -170,7 +170,7 @@ class Pipeline(ConsumerRebalanceListener):
                         continue  # a rebalance callback failed: these records wait for recovery
                     if records:
                         self._handle(records)
-                    self._tick(idle=not records)
+                    self._tick()
                 except TRANSIENT as exc:
                     self._failed(exc)
         finally:
@@ -193,7 +193,7 @@ class Pipeline(ConsumerRebalanceListener):
         last_ok = self.checkpoints.last_ok
         if self._closed or self._needs_recovery or not self._joined or last_ok is None:
             return False
-        limit = max(5.0, 5 * self.s.checkpoint_interval_ms / 1000)
+        limit = max(5.0, 3 * self.s.checkpoint_interval_ms / 1000)
         return time.monotonic() - last_ok < limit
 
     # --- one poll's records -----------------------------------------------------------------
@@ -284,25 +284,24 @@ class Pipeline(ConsumerRebalanceListener):
 
     # --- checkpoints ------------------------------------------------------------------------
 
-    def _tick(self, idle: bool) -> None:
+    def _tick(self) -> None:
         """Move the pipelined checkpoint on; report what it finished."""
-        done = len(self.checkpoints.durations)
-        self.checkpoints.tick(self.producer, self.consumer, self._positions, idle)
-        self._checkpointed(done)
+        self.checkpoints.tick(self.producer, self.consumer, self._positions)
+        self._checkpointed()
 
     def checkpoint(self) -> None:
         """Everything processed so far: outputs acknowledged, state written, offsets committed."""
-        done = len(self.checkpoints.durations)
         self.checkpoints.complete(self.producer, self.consumer, self._positions)
-        self._checkpointed(done)
+        self._checkpointed()
 
-    def _checkpointed(self, before: int) -> None:
-        finished = self.checkpoints.durations[before:]
-        if not finished:
+    def _checkpointed(self) -> None:
+        """Metrics for the checkpoints committed since the last call (commits may come back
+        on the consumer's I/O thread)."""
+        durations = self.checkpoints.durations
+        if not durations:
             return
-        for seconds in finished:
-            self.metrics.checkpoint_seconds.observe(seconds)
-        self.checkpoints.durations.clear()
+        while durations:
+            self.metrics.checkpoint_seconds.observe(durations.pop(0))
         self._backoff = 0.5
         self._update_gauges()
 
