@@ -14,6 +14,8 @@ import json
 import random
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -45,10 +47,11 @@ def step_for(model: str) -> ModelStep:
 class Feed:
     """The producer in a thread: ``events`` over ``streams`` at ``rate`` events/s."""
 
-    def __init__(self, kafka: KafkaSettings, events: int, streams: int, rate: float, seed: int):
+    def __init__(self, kafka: KafkaSettings, events: int, streams: int, rate: float, seed: int,
+                 linger_ms: int = 5):
         self.stop = threading.Event()
         self.settings = ProducerSettings(kafka=kafka, streams=streams, rate=rate, count=events,
-                                         seed=seed)
+                                         seed=seed, linger_ms=linger_ms)
         self.thread = threading.Thread(target=lambda: publish(self.settings, self.stop,
                                                               progress=lambda _: None))
 
@@ -72,24 +75,45 @@ def check(kafka: KafkaSettings, model: str) -> Audit:
 
 
 def drain(kafka: KafkaSettings, detectors: list[DetectorProcess], total: int,
-          timeout: float = 600) -> None:
-    """Wait until the output topic holds at least one record per input event."""
-    wait_for(lambda: len(read_topic(kafka, "trend-flags", settle=0.5)) >= total, timeout,
-             every=2, what="every event to have an output")
+          timeout: float = 600, by_count: bool = False) -> None:
+    """Wait until the output topic holds at least one record per input event; ``by_count``
+    (one detector that never restarted) asks it instead of rereading millions of records."""
+    if by_count:
+        wait_for(lambda: sum(d.processed() for d in detectors) >= total, timeout, every=2,
+                 what="every event to be processed")
+    else:
+        wait_for(lambda: len(read_topic(kafka, "trend-flags", settle=0.5)) >= total, timeout,
+                 every=2, what="every event to have an output")
     for det in detectors:
         if det.proc and det.proc.poll() is None:
             det.terminate()
         det.close()
 
 
+def finish(kafka: KafkaSettings, feed: Feed, detectors: list[DetectorProcess], events: int,
+           model: str, by_count: bool = False) -> Audit:
+    """The feed done, every event answered, the detectors stopped: the audit."""
+    feed.join()
+    drain(kafka, detectors, events, by_count=by_count)
+    return check(kafka, model)
+
+
+@contextmanager
+def fed(model: str, events: int, streams: int, rate: float, seed: int, detectors: int = 1,
+        linger_ms: int = 5, **env: str) -> Iterator[tuple[LocalBroker, KafkaSettings,
+                                              list[DetectorProcess], Feed]]:
+    """A fresh broker, ``detectors`` ready detector processes, and the producer started."""
+    with LocalBroker() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+        dets = [DetectorProcess(kafka, model=model, **env).start() for _ in range(detectors)]
+        wait_for(lambda: all(d.healthz() == 200 for d in dets), 120, what="ready")
+        yield broker, kafka, dets, Feed(kafka, events, streams, rate, seed, linger_ms).start()
+
+
 def scenario_kills(model: str, events: int, streams: int, kills: int, rate: float) -> dict:
     say(f"kills: {events:,} events over {streams:,} streams at {rate:,.0f}/s, {kills} SIGKILLs")
     rng = random.Random(1)
-    with LocalBroker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        det = DetectorProcess(kafka, model=model).start()
-        wait_for(lambda: det.healthz() == 200, 120, what="ready")
-        feed = Feed(kafka, events, streams, rate, seed=11).start()
+    with fed(model, events, streams, rate, seed=11) as (_, kafka, [det], feed):
         duration = events / rate
         moments = sorted(rng.uniform(0.05, 0.95) * duration for _ in range(kills))
         started = time.monotonic()
@@ -103,9 +127,7 @@ def scenario_kills(model: str, events: int, streams: int, kills: int, rate: floa
             recover.append(time.monotonic() - det.started)
             say(f"  kill {i + 1}/{kills} at {at:.1f} s: processing again after "
                 f"{recover[-1]:.1f} s")
-        feed.join()
-        drain(kafka, [det], events)
-        result = check(kafka, model)
+        result = finish(kafka, feed, [det], events, model)
     say(f"  {result}")
     return {"events": events, "kills": kills, "audit": result.__dict__,
             "recover_s": recover, "recover_mean_s": float(np.mean(recover)),
@@ -115,11 +137,7 @@ def scenario_kills(model: str, events: int, streams: int, kills: int, rate: floa
 def scenario_pause(model: str, events: int, streams: int, rate: float, pauses: int,
                    pause_s: float) -> dict:
     say(f"pause: {events:,} events at {rate:,.0f}/s, the broker SIGSTOPped {pauses}x {pause_s:g} s")
-    with LocalBroker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        det = DetectorProcess(kafka, model=model).start()
-        wait_for(lambda: det.healthz() == 200, 120, what="ready")
-        feed = Feed(kafka, events, streams, rate, seed=12).start()
+    with fed(model, events, streams, rate, seed=12) as (broker, kafka, [det], feed):
         duration = events / rate
         gap = duration / (pauses + 1)
         back = []
@@ -139,9 +157,7 @@ def scenario_pause(model: str, events: int, streams: int, rate: float, pauses: i
             not_ready.append(saw_not_ready)
             say(f"  pause {i + 1}/{pauses}: reported not ready: {saw_not_ready}; ready again "
                 f"{back[-1]:.1f} s after the broker resumed")
-        feed.join()
-        drain(kafka, [det], events)
-        result = check(kafka, model)
+        result = finish(kafka, feed, [det], events, model)
     say(f"  {result}")
     return {"events": events, "pauses": pauses, "pause_s": pause_s, "audit": result.__dict__,
             "ready_again_s": back, "reported_not_ready": not_ready}
@@ -149,11 +165,7 @@ def scenario_pause(model: str, events: int, streams: int, rate: float, pauses: i
 
 def scenario_rebalance(model: str, events: int, streams: int, rate: float) -> dict:
     say(f"rebalance: three detectors, one killed, a fourth joins; {events:,} events")
-    with LocalBroker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        dets = [DetectorProcess(kafka, model=model).start() for _ in range(3)]
-        wait_for(lambda: all(d.healthz() == 200 for d in dets), 120, what="three ready")
-        feed = Feed(kafka, events, streams, rate, seed=13).start()
+    with fed(model, events, streams, rate, seed=13, detectors=3) as (_, kafka, dets, feed):
         duration = events / rate
         time.sleep(duration * 0.3)
         restores = []
@@ -236,14 +248,14 @@ def scenario_garbage(model: str, events: int, streams: int, share: float) -> dic
             "dead_letters_match": got == want, "audit": result.__dict__}
 
 
-def scenario_soak(model: str, streams: int, rate: float, minutes: float) -> dict:
-    say(f"soak: {minutes:g} minutes at {rate:,.0f} events/s over {streams:,} streams")
-    with LocalBroker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        det = DetectorProcess(kafka, model=model).start()
-        wait_for(lambda: det.healthz() == 200, 120, what="ready")
-        events = int(rate * minutes * 60)
-        feed = Feed(kafka, events, streams, rate, seed=15).start()
+def scenario_soak(model: str, streams: int, rate: float, minutes: float, linger_ms: int) -> dict:
+    say(f"soak: {minutes:g} minutes at {rate:,.0f} events/s over {streams:,} streams, "
+        f"producer and detector linger {linger_ms} ms")
+    events = int(rate * minutes * 60)
+    # Both the producer and the detector batch for linger_ms: the broker then holds fewer,
+    # larger batches, which it serves much faster (see README, "Long runs on the local broker").
+    with fed(model, events, streams, rate, 15, linger_ms=linger_ms,
+             DETECTOR_LINGER_MS=str(linger_ms)) as (_, kafka, [det], feed):
         samples = []
         started = time.monotonic()
         before = None
@@ -263,12 +275,12 @@ def scenario_soak(model: str, streams: int, rate: float, minutes: float) -> dict
             s = samples[-1]
             p99_text = "n/a" if p99 is None else f"{p99 * 1000:.0f} ms"
             say(f"  {s['t_s']:6.0f} s: RSS {s['rss_mb']:.0f} MiB, lag {lag:.0f}, p99 {p99_text}")
-        drain(kafka, [det], events)
-        result = check(kafka, model)
+        result = finish(kafka, feed, [det], events, model, by_count=True)
     first = samples[0]["rss_mb"]
     last = samples[-1]["rss_mb"]
     say(f"  {result}; RSS {first:.0f} -> {last:.0f} MiB ({(last - first) / first:+.1%})")
-    return {"events": events, "rate": rate, "minutes": minutes, "samples": samples,
+    return {"events": events, "rate": rate, "minutes": minutes, "linger_ms": linger_ms,
+            "samples": samples,
             "rss_start_mb": first, "rss_end_mb": last, "rss_growth": (last - first) / first,
             "max_lag": max(s["lag"] for s in samples), "audit": result.__dict__}
 
@@ -285,8 +297,15 @@ def main() -> None:
     p.add_argument("--soak-rate", type=float, default=0,
                    help="0: half the detector rate in bench/results/pipeline.json")
     p.add_argument("--soak-minutes", type=float, default=10)
+    p.add_argument("--soak-linger-ms", type=int, default=100,
+                   help="the soak's producer and detector linger: the local broker's fetches "
+                        "slow down with the number of record batches a partition holds")
     args = p.parse_args()
-    out: dict = {"model": args.model}
+    command = "python bench/chaos.py " + " ".join(
+        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in vars(args).items())
+    # Scenarios not run this time keep their figures from an earlier run of the same model.
+    out: dict = {**_earlier(args.model), "model": args.model}
     for name in args.scenarios:
         if name == "kills":
             out[name] = scenario_kills(args.model, args.events, args.streams, args.kills,
@@ -301,7 +320,10 @@ def main() -> None:
             out[name] = scenario_garbage(args.model, args.events // 5, args.streams, 0.05)
         elif name == "soak":
             rate = args.soak_rate or _half_max_rate()
-            out[name] = scenario_soak(args.model, args.streams, rate, args.soak_minutes)
+            out[name] = scenario_soak(args.model, args.streams, rate, args.soak_minutes,
+                                      args.soak_linger_ms)
+        out[name]["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        save("chaos", out, command)  # after each scenario: a later failure keeps these figures
     rows = []
     for name, r in out.items():
         if name == "model":
@@ -317,7 +339,8 @@ def main() -> None:
                                    f"{r['restore_mean_s'] * 1000:.0f} ms each on average",
             "garbage": lambda r: f"{r['dead_letters']}/{r['garbage']} garbage records in the "
                                  f"DLQ, reasons right: {r['dead_letters_match']}",
-            "soak": lambda r: f"{r['minutes']:g} min at {r['rate']:,.0f}/s; RSS "
+            "soak": lambda r: f"{r['minutes']:g} min at {r['rate']:,.0f}/s (both linger "
+                              f"{r['linger_ms']} ms); RSS "
                               f"{r['rss_start_mb']:.0f} -> {r['rss_end_mb']:.0f} MiB "
                               f"({r['rss_growth']:+.1%}); max lag {r['max_lag']:.0f}; p99 "
                               + "/".join(f"{s['p99_ms']:.0f}" for s in r["samples"]
@@ -327,9 +350,17 @@ def main() -> None:
                      a["mismatched"] + a["conflicting"], extra])
     say("\n" + table(["scenario", "valid events", "lost", "duplicates", "mismatched flags",
                       "figures"], rows))
-    save("chaos", out, "python bench/chaos.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items()))
+    say(f"\nrerun with: {command}")
+
+
+def _earlier(model: str) -> dict:
+    from common import RESULTS
+
+    path = RESULTS / "chaos.json"
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    if earlier.get("model") != model:
+        return {}
+    return {k: v for k, v in earlier.items() if isinstance(v, dict) and "audit" in v}
 
 
 def _half_max_rate() -> float:

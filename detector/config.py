@@ -95,6 +95,12 @@ class KafkaSettings:
         return options
 
 
+#: Both programs batch what they send. The local broker's fetches slow down with the number of
+#: record batches a partition holds, so a long run on it wants fewer, larger batches.
+LINGER_HELP = ("How long records gather into one batch per partition before they are sent: "
+               "adds up to this much latency; fewer, larger batches cost the broker less.")
+
+
 @dataclass(frozen=True)
 class DetectorSettings:
     """``python -m detector run``."""
@@ -115,6 +121,7 @@ class DetectorSettings:
         10, "How long the broker may hold a fetch for more data; the local broker always "
         "waits this long, so it bounds latency there."
     )
+    linger_ms: int = opt(5, LINGER_HELP)
     checkpoint_interval_ms: int = opt(
         2000, "Outputs acknowledged, changed state written, offsets committed this often (and "
         "on revoke and shutdown); a crash replays at most about this much input."
@@ -139,6 +146,7 @@ class DetectorSettings:
                      "checkpoint_interval_ms",
                      "session_timeout_ms", "heartbeat_interval_ms", "retry_backoff_max_s"):
             _positive(name, getattr(self, name))
+        _not_negative("linger_ms", self.linger_ms)
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ConfigError("--heartbeat-interval-ms must be below --session-timeout-ms")
 
@@ -156,6 +164,7 @@ class ProducerSettings:
     pattern: str = opt("uniform", "Values: uniform (the seed's generator) or walk.",
                        ("uniform", "walk"))
     stream_prefix: str = opt("s-", "Prefix of stream ids.")
+    linger_ms: int = opt(5, LINGER_HELP)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
     def __post_init__(self) -> None:
@@ -163,14 +172,18 @@ class ProducerSettings:
             raise ConfigError("--topic is empty")
         _positive("partitions", self.partitions)
         _positive("streams", self.streams)
-        for name in ("rate", "count"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{name} must not be negative (got {getattr(self, name)})")
+        for name in ("rate", "count", "linger_ms"):
+            _not_negative(name, getattr(self, name))
 
 
 def _positive(name: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"--{name.replace('_', '-')} must be positive (got {value})")
+
+
+def _not_negative(name: str, value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"--{name.replace('_', '-')} must not be negative (got {value})")
 
 
 # --- the mapping of flags and environment onto settings ----------------------------------

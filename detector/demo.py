@@ -45,6 +45,9 @@ class _Thread(threading.Thread):
             self.error = exc
 
 
+DEMO_LINGER_MS = 100
+
+
 def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str = "seed",
          metrics_port: int = 9108, out: Callable[[str], None] = _say) -> int:
     stop = threading.Event()
@@ -62,8 +65,11 @@ def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str
         from producer.publish import publish
 
         step = ModelStep.load(model)
+        # Larger batches than the defaults: the local broker's fetches slow down with the
+        # number of batches its partitions hold, and a demo may run for hours.
         settings = DetectorSettings(kafka=kafka, model=model, session_timeout_ms=6000,
-                                    heartbeat_interval_ms=2000, checkpoint_interval_ms=500)
+                                    heartbeat_interval_ms=2000, checkpoint_interval_ms=500,
+                                    linger_ms=DEMO_LINGER_MS)
         metrics = Metrics()
         pipeline = Pipeline(settings, step, metrics, stop)
         try:
@@ -74,7 +80,8 @@ def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str
         pipeline.connect()
         settle_garbage_collector()
         producer_settings = ProducerSettings(kafka=kafka, streams=streams, rate=rate,
-                                             topic=settings.input_topic)
+                                             topic=settings.input_topic,
+                                             linger_ms=DEMO_LINGER_MS)
         workers = [_Thread("detector", pipeline.run)]
         workers[0].start()
         out("demo: detector joining its consumer group ...")

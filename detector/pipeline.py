@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 #: a recovery replaces the producer anyway.)
 PRODUCER_OPTIONS = {
     "acks": "all",
-    "linger_ms": 5,
     "batch_size": 256 * 1024,
     "max_request_size": 4 << 20,
     "request_timeout_ms": 10_000,
@@ -136,7 +135,7 @@ class Pipeline(ConsumerRebalanceListener):
 
     def _new_producer(self) -> KafkaProducer:
         """A producer that already knows the output topics (no metadata wait on first send)."""
-        producer = kafka_io.producer(self.s.kafka, **PRODUCER_OPTIONS)
+        producer = kafka_io.producer(self.s.kafka, linger_ms=self.s.linger_ms, **PRODUCER_OPTIONS)
         for topic in (self.s.output_topic, self.s.alert_topic, self.s.dlq_topic,
                       self.s.state_topic):
             producer.partitions_for(topic)

@@ -31,7 +31,8 @@ def publish(
         settings.kafka, [kafka_io.TopicSpec(settings.topic, settings.partitions)]
     )
     partitions = counts[settings.topic]
-    client = kafka_io.producer(settings.kafka, acks="all", linger_ms=5, batch_size=256 * 1024)
+    client = kafka_io.producer(settings.kafka, acks="all", linger_ms=settings.linger_ms,
+                               batch_size=256 * 1024)
     source = StreamSource(settings.streams, settings.pattern, settings.seed, settings.stream_prefix)
     # Computing each key's partition once saves the pure-Python murmur2 on every send.
     targets = [java_partition(k, partitions) for k in source.keys]
