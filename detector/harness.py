@@ -48,7 +48,8 @@ class Record:
 
 def read_topic(kafka: KafkaSettings, topic: str, expect: int | None = None,
                timeout: float = 30.0, settle: float = 1.0) -> list[Record]:
-    """Every record of ``topic``: until ``expect`` arrived, or nothing new for ``settle`` s."""
+    """Every record of ``topic``: until ``expect`` arrived, or nothing new for ``settle`` s
+    (before the first record, at least 5 s: joining and the first fetch can take longer)."""
     n = kafka_io.partition_count(kafka, topic)
     if n is None:
         return []
@@ -70,7 +71,8 @@ def read_topic(kafka: KafkaSettings, topic: str, expect: int | None = None,
                 last_new = time.monotonic()
             if expect is not None and len(out) >= expect:
                 break
-            if expect is None and time.monotonic() - last_new > settle:
+            quiet = settle if out else max(settle, 5.0)
+            if expect is None and time.monotonic() - last_new > quiet:
                 break
     finally:
         consumer.close(autocommit=False)
