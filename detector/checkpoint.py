@@ -168,12 +168,13 @@ class Checkpointer:
         return (cp is not None and 0 < cp.states_sent < len(cp.states))
 
     def complete(self, producer: KafkaProducer, consumer: KafkaConsumer,
-                 positions: dict[TopicPartition, int]) -> None:
-        """Everything processed so far, checkpointed and committed, waiting as needed."""
+                 positions: dict[TopicPartition, int], timeout_s: float | None = None) -> None:
+        """Everything processed so far, checkpointed and committed, waiting as needed (each
+        flush at most ``timeout_s``, by default the acknowledgement timeout)."""
         if self.pending is not None:
-            self._finish(self.pending, producer, consumer)
+            self._finish(self.pending, producer, consumer, timeout_s)
         self.pending = None
-        self._finish(self._snapshot(positions), producer, consumer)
+        self._finish(self._snapshot(positions), producer, consumer, timeout_s)
 
     def persist(self, producer: KafkaProducer, partitions: set[int]) -> None:
         """Steps 1 and 2 for partitions being handed over; no commit (not allowed there)."""
@@ -182,12 +183,13 @@ class Checkpointer:
         self.pending = None
         self._finish(self._snapshot({}, partitions), producer, None)
 
-    def _finish(self, cp: _Pending, producer: KafkaProducer,
-                consumer: KafkaConsumer | None) -> None:
+    def _finish(self, cp: _Pending, producer: KafkaProducer, consumer: KafkaConsumer | None,
+                timeout_s: float | None = None) -> None:
         """Drive ``cp`` to the end: flush, send its state, flush, commit."""
-        producer.flush(timeout=self.ack_timeout_s)
+        timeout_s = self.ack_timeout_s if timeout_s is None else timeout_s
+        producer.flush(timeout=timeout_s)
         if self._advance(cp, producer, consumer, None):
             return
-        producer.flush(timeout=self.ack_timeout_s)
+        producer.flush(timeout=timeout_s)
         if not self._advance(cp, producer, consumer, None):
             raise OutputFailed("checkpoint not acknowledged after a flush")

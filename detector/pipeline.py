@@ -45,10 +45,36 @@ PRODUCER_OPTIONS = {
     "max_block_ms": 10_000,
 }
 STATE_RESTORE_TIMEOUT_S = 60.0
+#: On shutdown, the longest a flush of the final checkpoint waits. With the broker gone it
+#: cannot succeed; giving up loses nothing (those offsets stay uncommitted and are replayed).
+SHUTDOWN_FLUSH_TIMEOUT_S = 10.0
 
 
 #: What the loop survives by backing off and recovering (the broker gone, a send not acked).
 TRANSIENT = (KafkaError, OutputFailed, kafka_io.KafkaUnavailable)
+
+
+def _bounded(close: Callable[[], None], what: str, timeout_s: float = 5.0) -> None:
+    """Close a client, waiting at most ``timeout_s`` and never raising: with the broker gone,
+    kafka-python 3.0's consumer close waits without limit to leave its group, and the
+    producer's raises once its flush times out (a daemon thread is left behind instead, and
+    ends with the process)."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            close()
+        except Exception as exc:  # reported below: closing must not stop the shutdown
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="close", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        log.warning("%s did not close within %g s (broker unreachable?); leaving it", what,
+                    timeout_s)
+    elif errors:
+        log.warning("closing %s failed: %s", what, errors[0])
 
 
 def settle_garbage_collector() -> None:
@@ -145,13 +171,13 @@ class Pipeline(ConsumerRebalanceListener):
         """Finish cleanly: checkpoint, commit, leave the group."""
         try:
             if not self._needs_recovery:
-                self.checkpoint()
+                self.checkpoint(timeout_s=SHUTDOWN_FLUSH_TIMEOUT_S)
         except TRANSIENT as exc:
             log.warning("final checkpoint failed (%s); the next owner replays from the last one",
                         exc)
-        self.consumer.close(autocommit=False)
-        self.restorer.close()
-        self.producer.close(timeout=5)
+        _bounded(lambda: self.consumer.close(autocommit=False), "the consumer")
+        _bounded(self.restorer.close, "the state reader")
+        _bounded(lambda: self.producer.close(timeout=5), "the producer", 10.0)
         self._closed = True
 
     # --- the loop ---------------------------------------------------------------------------
@@ -288,9 +314,9 @@ class Pipeline(ConsumerRebalanceListener):
         self.checkpoints.tick(self.producer, self.consumer, self._positions)
         self._checkpointed()
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, timeout_s: float | None = None) -> None:
         """Everything processed so far: outputs acknowledged, state written, offsets committed."""
-        self.checkpoints.complete(self.producer, self.consumer, self._positions)
+        self.checkpoints.complete(self.producer, self.consumer, self._positions, timeout_s)
         self._checkpointed()
 
     def _checkpointed(self) -> None:

@@ -83,6 +83,28 @@ def test_sigterm_finishes_commits_and_leaves(kafka, steps):
     assert len(read_topic(kafka, "trend-flags")) == first
 
 
+
+def test_sigterm_with_the_broker_gone_exits_in_bounded_time():
+    """A shutdown cannot wait for a broker that is not there: it gives up on the final
+    checkpoint (the next owner replays that input) and exits 0, within a bound."""
+    from detector.local_broker import LocalBroker
+
+    with LocalBroker() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+        send(kafka, "values", uniform_events(streams=100, per_stream=1500, seed=8))
+        det = DetectorProcess(kafka).start()
+        try:
+            wait_for(lambda: (det.metric("detector_events_processed_total") or 0) >= 20_000, 90,
+                     every=0.05, what="the detector to be busy")
+            broker.proc.kill()  # mid-stream: outputs in flight, never to be acknowledged
+            time.sleep(2)
+            started = time.monotonic()
+            assert det.terminate(timeout=60) == 0
+            assert time.monotonic() - started < 40
+            assert "final checkpoint failed" in det.output()
+        finally:
+            det.close()
+
 def _feed(kafka: KafkaSettings, records, rate: float, done: threading.Event) -> None:
     from detector import kafka_io
 
