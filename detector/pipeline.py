@@ -325,8 +325,8 @@ class Pipeline(ConsumerRebalanceListener):
         durations = self.checkpoints.durations
         if not durations:
             return
-        while durations:
-            self.metrics.checkpoint_seconds.observe(durations.pop(0))
+        while durations:  # pop, not clear: an asynchronous commit may append meanwhile
+            self.metrics.checkpoint_seconds.observe(durations.pop())
         self._backoff = 0.5
         self._update_gauges()
 
