@@ -1,6 +1,6 @@
 """Events/s of the serving step against per-event model calls, for every shipped model.
 
-    python bench/inference.py [--models seed pair raw] [--seconds 1.5]
+    python bench/inference.py [--models seed pair] [--seconds 1.5]
 
 For each model, in one run: ``model.predict`` on one event (what the seed's code does), one
 compiled step call per event, and the serving step (``Engine.process``: features, state
@@ -66,7 +66,7 @@ def serving_rate(step: ModelStep, batch: int, seconds: float, rng: np.random.Gen
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["seed", "pair", "raw"])
+    p.add_argument("--models", nargs="+", default=["seed", "pair"])
     p.add_argument("--seconds", type=float, default=1.5, help="time per measurement")
     args = p.parse_args()
     results = {name: bench_model(name, args.seconds) for name in args.models}

@@ -5,6 +5,9 @@ A checkpoint covers everything processed up to the moment it is taken (its *snap
   2. then the state of every stream changed so far, encoded at the snapshot, is written to the
      state topic (partition = the stream's input partition) and acknowledged;
   3. then the input positions taken at the snapshot are committed.
+Streams idle for longer than the stream TTL are forgotten at a snapshot: their slot is freed
+and a tombstone goes to the state topic with the snapshot's state records (before the commit),
+so compaction drops their state and a restore does not bring them back.
 The loop calls ``tick`` between polls: it takes a snapshot when one is due and moves the
 pending one on as its acknowledgements arrive, so processing continues meanwhile. ``complete``
 does the same to the end, blocking (shutdown); ``persist`` does steps 1 and 2 for partitions
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -72,13 +76,15 @@ class _Pending:
     offsets: dict[TopicPartition, OffsetAndMetadata]
     started: float
     deadline: float
+    tombstones: list[tuple[bytes, int]] = field(default_factory=list)  # (key, partition)
     state_acks: Acks = field(default_factory=Acks)
     states_sent: int = 0
 
 
 class Checkpointer:
     def __init__(self, store: StreamStore, fingerprint: bytes, state_topic: str,
-                 interval_s: float, ack_timeout_s: float, commit_timeout_ms: int = 10_000):
+                 interval_s: float, ack_timeout_s: float, commit_timeout_ms: int = 10_000,
+                 stream_ttl_s: float = 0.0, wall_clock: Callable[[], float] = time.time):
         self.store = store
         self.fingerprint = fingerprint
         self.state_topic = state_topic
@@ -90,9 +96,17 @@ class Checkpointer:
         self.last_snapshot = time.monotonic()
         self.last_ok: float | None = None  # when a checkpoint was last committed
         self.durations: list[float] = []  # seconds of each committed checkpoint, for metrics
+        self.stream_ttl_s = stream_ttl_s  # 0: never forget a stream
+        self._wall = wall_clock
+        self._evicted = 0  # streams forgotten since the last ``take_evicted``
 
     def track(self, future: object) -> None:
         self.outputs.add(future)
+
+    def take_evicted(self) -> int:
+        """Streams forgotten since the last call (for a metric)."""
+        n, self._evicted = self._evicted, 0
+        return n
 
     def reset(self) -> None:
         """Forget everything in flight (recovery: memory is about to be rebuilt)."""
@@ -103,6 +117,7 @@ class Checkpointer:
 
     def _snapshot(self, positions: dict[TopicPartition, int],
                   partitions: set[int] | None = None) -> _Pending:
+        tombstones = self._evict() if partitions is None else []
         slots = self.store.dirty_slots(partitions)
         states = self.store.snapshot(slots, self.fingerprint)
         self.store.dirty[slots] = False
@@ -111,7 +126,20 @@ class Checkpointer:
         offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()
                    if partitions is None or tp.partition in partitions}
         outputs, self.outputs = self.outputs, Acks()
-        return _Pending(outputs, states, offsets, now, now + self.ack_timeout_s)
+        return _Pending(outputs, states, offsets, now, now + self.ack_timeout_s, tombstones)
+
+    def _evict(self) -> list[tuple[bytes, int]]:
+        """Forget the streams idle for longer than the TTL; their tombstones, to be sent."""
+        if not self.stream_ttl_s:
+            return []
+        slots = self.store.idle_slots(self._wall() - self.stream_ttl_s)
+        if not len(slots):
+            return []
+        keys = [self.store.keys[slot] for slot in slots.tolist()]
+        tombstones = [(key if isinstance(key, bytes) else key.encode(), int(p))
+                      for key, p in zip(keys, self.store.partition[slots].tolist(), strict=True)]
+        self._evicted += self.store.drop(slots)
+        return tombstones
 
     def _advance(self, cp: _Pending, producer: KafkaProducer,
                  consumer: KafkaConsumer | None, budget_s: float | None) -> bool:
@@ -131,6 +159,9 @@ class Checkpointer:
                 cp.states_sent = min(cp.states_sent + 20, len(cp.states))
                 if until is not None and time.perf_counter() > until:
                     return False
+        for key, p in cp.tombstones:
+            cp.state_acks.add(producer.send(self.state_topic, key=key, value=None, partition=p))
+        cp.tombstones = []
         if not cp.state_acks.complete():
             return False
         if consumer is None:

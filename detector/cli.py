@@ -14,11 +14,15 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from detector.config import DetectorSettings, Parser, ProducerSettings, add_options, build
 from detector.errors import DetectorError
 
-MODEL_HELP = "seed, pair, raw or the path of a .keras file"
+if TYPE_CHECKING:
+    from detector.evaluation import Report
+
+MODEL_HELP = "seed, pair or the path of a .keras file"
 
 
 def _count(text: str) -> int:
@@ -94,7 +98,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from detector.evaluation import evaluate
+    from detector.evaluation import battery, evaluate, read_csv, score
+
+    if args.csv or args.battery:
+        streams = (read_csv(args.csv, args.column) if args.csv  # before loading the model
+                   else {f"{part}/{name}": v for part, named in battery().items()
+                         for name, v in named.items()})
+        from detector.serving import ModelStep
+
+        report = score(ModelStep.load(args.model), streams, args.seed)
+        source = args.csv or "the battery (tests/data/real and detector/shapes.py)"
+        if not args.json:
+            _print_report(report, source)
+        else:
+            print(json.dumps({"model": report.model, "accuracy": report.accuracy,
+                              "events": report.events, "errors": report.errors,
+                              "errors_by_kind": {"near_tie": report.errors_near_tie,
+                                                 "repeat": report.errors_repeat,
+                                                 "other": report.errors_other},
+                              "streams": {name: {"accuracy": s.accuracy, "events": s.events}
+                                          for name, s in report.streams.items()}}))
+        return 0
     from detector.serving import ModelStep
 
     result = evaluate(ModelStep.load(args.model), args.events, args.streams, args.seed)
@@ -102,13 +126,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict()))
         return 0
     r = result
-    print(f"model {r.model} ({r.features} features): {r.events:,} fresh events over "
+    print(f"model {r.model} ({r.features} features): {r.events:,} fresh uniform events over "
           f"{r.streams} streams (seed {r.seed})")
     print(f"  accuracy against the exact rule: {r.accuracy:.4%}  ({r.errors} errors: "
           f"{r.false_alerts} false alerts, {r.missed_alerts} missed)")
-    print(f"  errors on near-ties (|x3-x2| or |x2-x1| < 1e-3): {r.errors_near_tie}")
+    print(f"  errors on near-ties (a step under 1e-3 of the stream's typical step): "
+          f"{r.errors_near_tie}")
     print(f"  through the serving step at {r.events_per_second:,.0f} events/s")
     return 0
+
+
+def _print_report(report: Report, source: str) -> None:
+    print(f"model {report.model} on {source}: {report.events:,} events in "
+          f"{len(report.streams)} streams")
+    print(f"  agreement with the exact rule: {report.accuracy:.4%} ({report.errors} errors: "
+          f"{report.errors_near_tie} next to a near-tie, {report.errors_repeat} next to a "
+          f"repeat, {report.errors_other} other)")
+    width = max(len(name) for name in report.streams)
+    for name, s in sorted(report.streams.items(), key=lambda kv: (kv[1].accuracy, kv[0])):
+        print(f"  {name:<{width}}  {s.accuracy:8.4%}  {s.events:>7,} events  {s.errors:>5} errors")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -119,10 +155,20 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from detector.evaluation import plot_stream
+    import numpy as np
+
+    from detector.evaluation import plot_stream, read_csv, uniform_streams
+
+    if args.csv:
+        column = read_csv(args.csv, [args.column] if args.column else None)
+        name, values = next(iter(column.items()))
+        values, source = values[args.start:args.start + args.events], f"{name}"
+    else:
+        values = uniform_streams(1, args.events, np.random.default_rng(args.seed))[0]
+        source = "a fresh uniform stream"
     from detector.serving import ModelStep
 
-    info = plot_stream(ModelStep.load(args.model), args.events, args.seed, args.out)
+    info = plot_stream(ModelStep.load(args.model), values, args.out, source)
     print(f"wrote {info['out']}: {info['events']} events, {info['disagreements']} "
           f"disagreement(s) with the exact rule")
     return 0
@@ -175,26 +221,37 @@ def parser() -> argparse.ArgumentParser:
     add_options(run, DetectorSettings, "DETECTOR")
 
     train = command("train", cmd_train, "Train a model; write .keras, model card and curves.")
-    train.add_argument("--features", choices=("seed", "pair", "raw"), required=True)
+    train.add_argument("--features", choices=("seed", "pair"), required=True)
     train.add_argument("--epochs", type=_count, help="default: the feature set's recipe")
     train.add_argument("--events", type=_count,
                        help="training events (default: the feature set's recipe)")
     train.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     train.add_argument("--out", default="models", help="output directory (default ./models)")
 
-    ev = command("evaluate", cmd_evaluate, "Accuracy on fresh streams through the serving step.")
+    ev = command("evaluate", cmd_evaluate, "Agreement with the exact rule through the serving "
+                 "step: on your CSV, on the battery, or on fresh uniform streams.")
     ev.add_argument("--model", default="seed", help=MODEL_HELP)
-    ev.add_argument("--events", type=_count, default=100_000)
-    ev.add_argument("--streams", type=_count, default=10)
+    ev.add_argument("--csv", help="a CSV file: each --column is one stream, in row order, "
+                    "empty cells skipped")
+    ev.add_argument("--column", action="append", help="a column of --csv (repeat the option; "
+                    "default: every numeric column)")
+    ev.add_argument("--battery", action="store_true",
+                    help="the check battery: public real series and generated shapes")
+    ev.add_argument("--events", type=_count, default=100_000, help="uniform events")
+    ev.add_argument("--streams", type=_count, default=10, help="uniform streams")
     ev.add_argument("--seed", type=_seed, default=12345)
-    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--json", action="store_true", help="print one JSON object (last line)")
 
     rep = command("reproduce", cmd_reproduce, "The seed's own experiment, reproduced.")
     rep.add_argument("--seeds", type=_count, default=3, help="random seeds per feature set")
     rep.add_argument("--epochs", type=_count, default=200, help="the seed's 200 by default")
 
-    plot = command("plot", cmd_plot, "Draw a fresh stream with model and rule flags.")
+    plot = command("plot", cmd_plot, "Draw a stream (fresh uniform, or a CSV column) with model "
+                   "and rule flags.")
     plot.add_argument("--model", default="seed", help=MODEL_HELP)
+    plot.add_argument("--csv", help="draw a column of this CSV instead of fresh values")
+    plot.add_argument("--column", help="the column of --csv (default: the first numeric one)")
+    plot.add_argument("--start", type=_seed, default=0, help="first row of --csv to draw")
     plot.add_argument("--events", type=_count, default=120)
     plot.add_argument("--seed", type=_seed, default=7)
     plot.add_argument("--out", default="stream.png")

@@ -121,6 +121,8 @@ _FLAG_RECORD = (
     '{"stream":%s,"seq":%d,"value":%r,"flag":%d,"probability":%.6g,"direction":"%s",'
     '"rule_flag":%d,"model":%s,"source":{"partition":%d,"offset":%d},"ts":%s,"detected_at":%s}'
 )
+#: The output's name of a step direction (+1, 0, -1 as the state keeps it).
+DIRECTIONS = {1: "up", 0: "flat", -1: "down"}
 
 
 def encode_flag(
@@ -129,7 +131,7 @@ def encode_flag(
     value: float,
     flag: int,
     probability: float,
-    up: bool,
+    direction: int,
     rule_flag: int,
     model_json: str,
     partition: int,
@@ -144,9 +146,19 @@ def encode_flag(
     ``detected_at`` is the formatted time, the same for a whole batch.
     """
     return (_FLAG_RECORD % (
-        stream_json, seq, value, flag, probability, "up" if up else "down", rule_flag,
+        stream_json, seq, value, flag, probability, DIRECTIONS[direction], rule_flag,
         model_json, partition, offset, "null" if ts is None else repr(ts), detected_at,
     )).encode()
+
+
+def encode_run(stream: str, status: str, direction: int, start_seq: int, seq: int, length: int,
+               value: float, model: str, ts: float | None, detected_at: float) -> bytes:
+    """One run lifecycle record (``detector.runs``) for the alert topic."""
+    return json.dumps({
+        "status": status, "stream": stream, "direction": DIRECTIONS[direction],
+        "start_seq": start_seq, "seq": seq, "length": length, "value": value, "model": model,
+        "ts": ts, "detected_at": detected_at,
+    }, separators=(",", ":")).encode()
 
 
 def dead_letter(

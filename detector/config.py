@@ -108,10 +108,16 @@ class DetectorSettings:
     group_id: str = opt("trend-detector", "Consumer group; detectors in one group share the work.")
     input_topic: str = opt("values", "Topic of input values.")
     output_topic: str = opt("trend-flags", "Topic of one flag record per valid input event.")
-    alert_topic: str = opt("trend-alerts", "Topic of the flag records whose flag is 1.")
+    alert_topic: str = opt("trend-alerts", "Topic of trend-run alerts: one record when a run "
+                           "fires, one when it is resolved.")
     dlq_topic: str = opt("values.dlq", "Dead-letter topic for input that cannot be processed.")
     state_topic: str | None = opt(None, "Compacted per-stream state topic (<group-id>.state).")
-    model: str = opt("seed", "Model: seed, pair, raw or the path of a .keras file.")
+    model: str = opt("seed", "Model: seed, pair or the path of a .keras file.")
+    alert_min_length: int = opt(3, "Values a run must reach before it fires (3: at its first "
+                                "flag 1).")
+    stream_ttl: str = opt("7d", "Forget a stream after this long without events (s, m, h or d "
+                          "suffix; 0 = never): its state is deleted (a tombstone on the state "
+                          "topic) and it starts afresh if it comes back.")
     partitions: int = opt(6, "Partitions of the input topic when the detector has to create it.")
     metrics_host: str = opt("127.0.0.1", "Address the metrics and /healthz endpoint binds to.")
     metrics_port: int = opt(9108, "Port of the metrics and /healthz endpoint (0 picks a free one).")
@@ -149,6 +155,18 @@ class DetectorSettings:
         _not_negative("linger_ms", self.linger_ms)
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ConfigError("--heartbeat-interval-ms must be below --session-timeout-ms")
+        if self.alert_min_length < 3:
+            raise ConfigError("--alert-min-length must be at least 3 (a run's first flag has "
+                              f"three values; got {self.alert_min_length})")
+        ttl = duration_s("stream_ttl", self.stream_ttl)
+        if ttl and ttl < 10 * self.checkpoint_interval_ms / 1000:
+            raise ConfigError("--stream-ttl must be 0 or at least ten checkpoint intervals "
+                              f"(got {self.stream_ttl})")
+
+    @property
+    def stream_ttl_s(self) -> float:
+        """``stream_ttl`` in seconds; 0 = never forget."""
+        return duration_s("stream_ttl", self.stream_ttl)
 
 
 @dataclass(frozen=True)
@@ -174,6 +192,24 @@ class ProducerSettings:
         _positive("streams", self.streams)
         for name in ("rate", "count", "linger_ms"):
             _not_negative(name, getattr(self, name))
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_s(name: str, text: str) -> float:
+    """``30s``, ``15m``, ``24h``, ``7d`` or a bare number of seconds, as seconds."""
+    text = text.strip().lower()
+    unit = _UNITS.get(text[-1:]) if text else None
+    number = text[:-1] if unit else text
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        raise ConfigError(f"--{name.replace('_', '-')}: {text!r} is not a duration such as "
+                          "30s, 15m, 24h or 7d") from None
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"--{name.replace('_', '-')} must be a finite duration >= 0")
+    return value
 
 
 def _positive(name: str, value: float) -> None:

@@ -147,9 +147,10 @@ def _show(kafka: KafkaSettings, topic: str, metrics: Metrics, url: str, stop: th
                 p99 = histogram_quantile(0.99, buckets_before, buckets_now)
                 p99_text = "n/a" if p99 is None else f"{p99 * 1000:.0f} ms"
                 ready = "ready" if metrics.value("detector_ready") else "NOT READY"
-                out(f"[stats] {rate:,.0f} events/s | {processed:,.0f} events | "
-                    f"{metrics.value('detector_alerts_total'):,.0f} alerts | agreement with "
-                    f"exact rule {agree:.2%} | p99 latency {p99_text} | {ready} | {url}")
+                fired = metrics.value("detector_run_alerts_total", {"status": "firing"})
+                out(f"[stats] {rate:,.0f} events/s | {processed:,.0f} events | {fired:,.0f} runs "
+                    f"fired | agreement with exact rule {agree:.2%} | p99 latency {p99_text} | "
+                    f"{ready} | {url}")
                 processed_before, last_stats, buckets_before = processed, now, buckets_now
     finally:
         consumer.close(autocommit=False)

@@ -1,4 +1,5 @@
-"""Accuracy on fresh streams through the serving step, and the picture of a flagged stream.
+"""Accuracy through the serving step: on fresh uniform streams, on real series (a CSV, or the
+battery of public real series and generated shapes), and the picture of a flagged stream.
 
 Streams are interleaved and cut into poll-sized batches the way the pipeline sees them, and go
 through the same ``Engine`` (waves, carried state, compiled step), so the accuracy reported
@@ -7,14 +8,26 @@ here is the pipeline's.
 
 from __future__ import annotations
 
+import csv
+import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from detector import shapes
 from detector.engine import Batch, Engine, occurrence_rank
-from detector.rule import exact_flags, near_tie, uniform_streams
-from detector.serving import ModelStep
+from detector.errors import UsageError
+from detector.features import near_tie
+from detector.rule import exact_flags, repeat_nearby, uniform_streams
+
+if TYPE_CHECKING:
+    from detector.serving import ModelStep
+
+#: The public real series of the battery (CSV, one column a stream; see its SOURCES.md).
+REAL_DIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "real"
 
 #: Records per poll in evaluation, as ``--max-poll-records`` gives the pipeline.
 EVAL_BATCH = 2000
@@ -39,33 +52,153 @@ class Evaluation:
         return asdict(self)
 
 
-def interleave(n_streams: int, length: int, rng: np.random.Generator
-               ) -> tuple[np.ndarray, np.ndarray]:
+def interleave(lengths: list[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A random arrival order of every stream's events that keeps each stream in order.
 
     Returns ``(stream_index, position)`` per arrival.
     """
-    arrivals = np.repeat(np.arange(n_streams), length)
+    arrivals = np.repeat(np.arange(len(lengths)), lengths)
     rng.shuffle(arrivals)
     return arrivals, occurrence_rank(arrivals)
 
 
-def run_streams(step: ModelStep, values: np.ndarray, rng: np.random.Generator,
-                batch: int = EVAL_BATCH) -> tuple[np.ndarray, np.ndarray]:
-    """Model flags and probabilities for ``values`` (streams x length), interleaved and batched."""
-    n_streams, length = values.shape
-    arrivals, position = interleave(n_streams, length, rng)
-    names = [f"eval-{s}" for s in range(n_streams)]
+def run_streams(step: ModelStep, streams: list[np.ndarray], rng: np.random.Generator,
+                batch: int = EVAL_BATCH) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Model flags and probabilities for each stream, all interleaved and cut into polls."""
+    lengths = [len(v) for v in streams]
+    arrivals, position = interleave(lengths, rng)
+    names = [f"eval-{s}" for s in range(len(streams))]
+    flat = np.concatenate([np.asarray(v, np.float64) for v in streams]) if streams else []
+    starts = np.r_[0, np.cumsum(lengths)[:-1]] if streams else []
     engine = Engine(step)
-    flags = np.zeros(values.shape, np.int8)
-    probs = np.zeros(values.shape, np.float32)
+    flags = np.zeros(len(flat), np.int8)
+    probs = np.zeros(len(flat), np.float32)
     for start in range(0, len(arrivals), batch):
         a = arrivals[start : start + batch]
         pos = position[start : start + batch]
-        res = engine.process(Batch.of([names[s] for s in a], values[a, pos], seq=pos))
-        flags[a, pos] = res.flag
-        probs[a, pos] = res.probability
-    return flags, probs
+        at = starts[a] + pos
+        res = engine.process(Batch.of([names[s] for s in a], flat[at], seq=pos))
+        flags[at] = res.flag
+        probs[at] = res.probability
+    cut = np.cumsum(lengths)[:-1]
+    return np.split(flags, cut), np.split(probs, cut)
+
+
+@dataclass(frozen=True)
+class StreamScore:
+    accuracy: float
+    events: int
+    errors: int
+
+
+@dataclass(frozen=True)
+class Report:
+    """Agreement of a model with the exact rule over named streams, and where it errs."""
+
+    model: str
+    events: int
+    accuracy: float
+    errors: int
+    errors_near_tie: int  # a step of the window far smaller than the stream's typical step
+    errors_repeat: int  # a step of the window is an exact repeat
+    errors_other: int
+    streams: dict[str, StreamScore] = field(default_factory=dict)
+
+    @property
+    def worst(self) -> tuple[str, StreamScore]:
+        return min(self.streams.items(), key=lambda kv: kv[1].accuracy)
+
+    @property
+    def worst_accuracy(self) -> float:
+        return self.worst[1].accuracy if self.streams else 1.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> dict:
+        """Overall figures and the worst stream, for a model card."""
+        name, score = self.worst
+        return {k: v for k, v in asdict(self).items() if k != "streams"} | {
+            "streams": len(self.streams), "worst_stream": name,
+            "worst_stream_accuracy": score.accuracy}
+
+
+def score(step: ModelStep, streams: dict[str, np.ndarray], seed: int = 12345) -> Report:
+    """Run every stream through the serving step (interleaved) and score it against the rule."""
+    names = list(streams)
+    values = [np.asarray(streams[n], np.float64) for n in names]
+    flags, _ = run_streams(step, values, np.random.default_rng(seed))
+    per: dict[str, StreamScore] = {}
+    kinds = np.zeros(3, np.int64)
+    for name, v, f in zip(names, values, flags, strict=True):
+        wrong = f != exact_flags(v)
+        repeat, close = repeat_nearby(v), near_tie(v)
+        kinds += [(wrong & repeat).sum(), (wrong & close & ~repeat).sum(),
+                  (wrong & ~close & ~repeat).sum()]
+        per[name] = StreamScore(float(1 - wrong.mean()) if len(v) else 1.0, len(v),
+                                int(wrong.sum()))
+    events = sum(s.events for s in per.values())
+    errors = int(kinds.sum())
+    return Report(step.name, events, 1 - errors / events if events else 1.0, errors,
+                  int(kinds[1]), int(kinds[0]), int(kinds[2]), per)
+
+
+def read_csv(path: str | Path, columns: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Named columns of a CSV as streams, in row order; empty cells skipped.
+
+    Without ``columns``, every column whose non-empty cells are all numbers. Raises UsageError
+    (one line) for a missing file or column, or a cell that is not a finite number.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"{path} is not a readable CSV file: {exc}") from exc
+    if not rows:
+        raise UsageError(f"{path} is empty")
+    header = [h.strip() for h in rows[0]]
+    wanted = columns if columns else header
+    out: dict[str, np.ndarray] = {}
+    for name in wanted:
+        if name not in header:
+            raise UsageError(f"{path}: no column {name!r} (columns: {', '.join(header)})")
+        col = header.index(name)
+        cells = [(i, r[col].strip()) for i, r in enumerate(rows[1:], start=2)
+                 if col < len(r) and r[col].strip()]
+        values = []
+        for line, cell in cells:
+            try:
+                value = float(cell)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                if columns:
+                    raise UsageError(f"{path}: column {name!r} line {line}: {cell!r} is not a "
+                                     "finite number")
+                break
+            values.append(value)
+        else:
+            out[name] = np.array(values, np.float64)
+    if not out:
+        raise UsageError(f"{path}: no numeric column")
+    return out
+
+
+def battery(real_dir: Path = REAL_DIR) -> dict[str, dict[str, np.ndarray]]:
+    """The check battery: the public real series (when the repository is at hand) and every
+    generated shape at several magnitudes."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    if real_dir.is_dir():
+        out["real"] = {f"{path.stem}:{name}": v for path in sorted(real_dir.glob("*.csv"))
+                       for name, v in read_csv(path).items()}
+    out["generated"] = shapes.battery()
+    return out
+
+
+def evaluate_battery(step: ModelStep) -> dict[str, Report]:
+    return {name: score(step, streams) for name, streams in battery().items()}
 
 
 def evaluate(step: ModelStep, events: int, streams: int, seed: int) -> Evaluation:
@@ -74,7 +207,7 @@ def evaluate(step: ModelStep, events: int, streams: int, seed: int) -> Evaluatio
     length = max(1, events // streams)
     values = uniform_streams(streams, length, rng)
     started = time.perf_counter()
-    flags, _ = run_streams(step, values, rng)
+    flags = np.stack(run_streams(step, list(values), rng)[0])
     seconds = time.perf_counter() - started
     truth = np.stack([exact_flags(v) for v in values])
     ties = np.stack([near_tie(v) for v in values])
@@ -96,17 +229,16 @@ def evaluate(step: ModelStep, events: int, streams: int, seed: int) -> Evaluatio
     )
 
 
-def plot_stream(step: ModelStep, events: int, seed: int, out: str) -> dict:
-    """Draw one fresh stream with the model's and the rule's flags; mark disagreements."""
+def plot_stream(step: ModelStep, v: np.ndarray, out: str, source: str, seed: int = 7) -> dict:
+    """Draw one stream with the model's and the rule's flags; mark disagreements."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rng = np.random.default_rng(seed)
-    values = uniform_streams(1, events, rng)
-    flags, probs = run_streams(step, values, rng)
-    v, f, p = values[0], flags[0], probs[0]
+    events = len(v)
+    flags, probs = run_streams(step, [v], np.random.default_rng(seed))
+    f, p = flags[0], probs[0]
     truth = exact_flags(v)
     t = np.arange(events)
     fig, (top, bottom) = plt.subplots(
@@ -124,7 +256,7 @@ def plot_stream(step: ModelStep, events: int, seed: int, out: str) -> dict:
         top.axvspan(i - 0.5, i + 0.5, color="gold", alpha=0.5)
     top.set_ylabel("value")
     agree = 1 - len(wrong) / events
-    top.set_title(f"model {step.name} ({step.features}): {events} fresh events, "
+    top.set_title(f"model {step.name} ({step.features}): {events} events of {source}, "
                   f"{len(wrong)} disagreement(s) with the exact rule (yellow), "
                   f"agreement {agree:.2%}")
     top.legend(loc="upper right", fontsize=8, ncol=3)

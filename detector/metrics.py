@@ -23,6 +23,7 @@ INFERENCE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CHECKPOINT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+RUN_LENGTH_BUCKETS = (3, 4, 5, 6, 8, 10, 15, 20, 30, 50, 100, 200, 500, 1000)
 RESTORE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -41,7 +42,21 @@ class Metrics:
         self.flags = Counter(
             "detector_flags", "Output records by model flag.", ["flag"], registry=r
         )
-        self.alerts = Counter("detector_alerts", "Records sent to the alert topic.", registry=r)
+        self.run_alerts = Counter(
+            "detector_run_alerts", "Run lifecycle records sent to the alert topic.", ["status"],
+            registry=r,
+        )
+        self.run_length = Histogram(
+            "detector_run_length", "Values in each run that fired, at its resolution.",
+            buckets=RUN_LENGTH_BUCKETS, registry=r,
+        )
+        self.runs_firing = Gauge(
+            "detector_runs_firing", "Runs that have fired and are not resolved yet.", registry=r
+        )
+        self.evicted = Counter(
+            "detector_streams_evicted", "Streams forgotten after --stream-ttl without events.",
+            registry=r,
+        )
         self.dlq = Counter(
             "detector_dlq_messages", "Input records sent to the dead-letter topic.", ["reason"],
             registry=r,
@@ -101,6 +116,8 @@ class Metrics:
             self.dlq.labels(reason)
         for flag in ("0", "1"):
             self.flags.labels(flag)
+        for status in ("firing", "resolved"):
+            self.run_alerts.labels(status)
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """A sample's current value, for tests and the demo's stats line (0 when absent)."""

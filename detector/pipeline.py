@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from math import nan
 
 import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaProducer, TopicPartition
@@ -23,12 +24,20 @@ from kafka.errors import KafkaError
 
 from detector import kafka_io
 from detector.checkpoint import Checkpointer, OutputFailed
-from detector.codec import BadInput, Event, dead_letter, decode_event, encode_flag, json_string
+from detector.codec import (
+    BadInput,
+    Event,
+    dead_letter,
+    decode_event,
+    encode_flag,
+    encode_run,
+    json_string,
+)
 from detector.config import DetectorSettings
 from detector.engine import Batch, Engine, Result
 from detector.metrics import Metrics
 from detector.serving import ModelStep
-from detector.state import StateRecordError, StreamState
+from detector.state import StateRecordError, decode_state
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +114,8 @@ class Pipeline(ConsumerRebalanceListener):
         self.s = settings
         self.step = step
         self.metrics = metrics
-        self.engine = Engine(step)
+        self.engine = Engine(step, alert_min_length=settings.alert_min_length,
+                             wall_clock=wall_clock)
         self.store = self.engine.store
         self.stop_event = stop if stop is not None else threading.Event()
         self._now = wall_clock
@@ -115,6 +125,7 @@ class Pipeline(ConsumerRebalanceListener):
             self.store, step.fingerprint, settings.state_topic,
             settings.checkpoint_interval_ms / 1000,
             ack_timeout_s=PRODUCER_OPTIONS["delivery_timeout_ms"] / 1000 + 10,
+            stream_ttl_s=settings.stream_ttl_s, wall_clock=wall_clock,
         )
         self._needs_recovery = False
         self._backoff = 0.5
@@ -228,7 +239,7 @@ class Pipeline(ConsumerRebalanceListener):
         keys: list[bytes] = []
         seqs: list[int] = []
         values: list[float] = []
-        tss: list[float | None] = []
+        tss: list[float] = []
         parts: list[int] = []
         offsets: list[int] = []
         consumed = 0
@@ -241,7 +252,7 @@ class Pipeline(ConsumerRebalanceListener):
                     keys.append(r.key)
                     seqs.append(event.seq)
                     values.append(event.value)
-                    tss.append(event.ts)
+                    tss.append(nan if event.ts is None else event.ts)
                     parts.append(partition)
                     offsets.append(r.offset)
                 else:
@@ -251,10 +262,9 @@ class Pipeline(ConsumerRebalanceListener):
         self.metrics.events_consumed.inc(consumed)
         if not keys:
             return
-        batch = Batch(keys, np.array(seqs, np.int64), np.array(values, np.float64),
-                      np.array(parts, np.int32), np.array(offsets, np.int64))
+        batch = Batch.of(keys, values, seq=seqs, partition=parts, offset=offsets, ts=tss)
         result = self.engine.process(batch)
-        self._publish(batch, names, tss, result)
+        self._publish(batch, names, result)
 
     def _dead_letter(self, bad: BadInput, record) -> None:
         value, headers = dead_letter(bad, record.key, record.value, record.topic,
@@ -267,8 +277,7 @@ class Pipeline(ConsumerRebalanceListener):
         ))
         self.metrics.dlq.labels(bad.reason).inc()
 
-    def _publish(self, batch: Batch, names: list[str], tss: list[float | None],
-                 res: Result) -> None:
+    def _publish(self, batch: Batch, names: list[str], res: Result) -> None:
         m = self.metrics
         for seconds, size in zip(res.inference_seconds, res.call_sizes, strict=True):
             m.inference_seconds.observe(seconds)
@@ -279,33 +288,55 @@ class Pipeline(ConsumerRebalanceListener):
         if len(done) == 0:
             return
         send, track = self.producer.send, self.checkpoints.track
-        out_topic, alert_topic = self.s.output_topic, self.s.alert_topic
-        n_out, n_alert = self._partitions[out_topic], self._partitions[alert_topic]
+        out_topic = self.s.output_topic
+        n_out = self._partitions[out_topic]
         detected_at = self._now()
         detected_json = repr(detected_at)
         model_json = self._model_json
         keys, flags = batch.streams, res.flag[done]
+        ts_all = batch.ts.tolist()
         # Python lists once: indexing numpy arrays per event costs more than the encoding.
-        for i, seq, value, flag, prob, up, rule, p, offset in zip(
-            done.tolist(), batch.seq[done].tolist(), batch.value[done].tolist(),
-            flags.tolist(), res.probability[done].tolist(), res.up[done].tolist(),
+        for i, seq, value, flag, prob, direction, rule, p, offset in zip(
+            done.tolist(), res.seq[done].tolist(), batch.value[done].tolist(),
+            flags.tolist(), res.probability[done].tolist(), res.direction[done].tolist(),
             res.rule_flag[done].tolist(), batch.partition[done].tolist(),
             batch.offset[done].tolist(), strict=True,
         ):
-            record = encode_flag(json_string(names[i]), seq, value, flag, prob, up, rule,
-                                 model_json, p, offset, tss[i], detected_json)
+            ts = ts_all[i]
+            record = encode_flag(json_string(names[i]), seq, value, flag, prob, direction, rule,
+                                 model_json, p, offset, None if ts != ts else ts,
+                                 detected_json)
             track(send(out_topic, key=keys[i], value=record, partition=p % n_out))
-            if flag:
-                track(send(alert_topic, key=keys[i], value=record, partition=p % n_alert))
+        self._publish_runs(batch, names, res, detected_at)
         n_flag1 = int(flags.sum())
         m.events_processed.inc(len(done))
         m.flags.labels("1").inc(n_flag1)
         m.flags.labels("0").inc(len(done) - n_flag1)
-        m.alerts.inc(n_flag1)
         m.seq_gaps.inc(int(res.gap.sum()))
         m.rule_disagreements.inc(int((flags != res.rule_flag[done]).sum()))
-        m.observe_many(m.latency, [detected_at - ts for ts in (tss[i] for i in done.tolist())
-                                   if ts is not None])
+        latencies = detected_at - batch.ts[done]
+        m.observe_many(m.latency, latencies[~np.isnan(latencies)].tolist())
+
+    def _publish_runs(self, batch: Batch, names: list[str], res: Result,
+                      detected_at: float) -> None:
+        """One alert record per run firing or resolved (``detector.runs``), in stream order."""
+        if not res.runs:
+            return
+        topic = self.s.alert_topic
+        n_alert = self._partitions[topic]
+        m = self.metrics
+        for run in res.runs:
+            i = run.index
+            ts = float(batch.ts[i])
+            record = encode_run(names[i], run.status, run.direction, run.start_seq,
+                                int(res.seq[i]), run.length, float(batch.value[i]),
+                                self.step.name, None if ts != ts else ts, detected_at)
+            self.checkpoints.track(self.producer.send(
+                topic, key=batch.streams[i], value=record,
+                partition=int(batch.partition[i]) % n_alert))
+            m.run_alerts.labels(run.status).inc()
+            if run.status == "resolved":
+                m.run_length.observe(run.length)
 
     # --- checkpoints ------------------------------------------------------------------------
 
@@ -332,6 +363,8 @@ class Pipeline(ConsumerRebalanceListener):
 
     def _update_gauges(self) -> None:
         self.metrics.active_streams.set(len(self.store))
+        self.metrics.runs_firing.set(int(np.count_nonzero(self.store.run_fired)))
+        self.metrics.evicted.inc(self.checkpoints.take_evicted())
         lags = []
         for tp, pos in self._positions.items():
             high = self.consumer.highwater(tp)
@@ -393,7 +426,7 @@ class Pipeline(ConsumerRebalanceListener):
         # The end is the high watermark of a fetch, not ListOffsets: the local broker answers
         # ListOffsets(latest) with the start of the last batch + 1, short of the real end.
         remaining = set(tps)
-        best: dict[bytes, StreamState] = {}
+        best: dict[bytes, tuple[np.void, np.ndarray | None]] = {}
         rejected = 0
         deadline = time.monotonic() + STATE_RESTORE_TIMEOUT_S
         while remaining:
@@ -401,23 +434,26 @@ class Pipeline(ConsumerRebalanceListener):
                 raise OutputFailed(f"state restore did not finish in {STATE_RESTORE_TIMEOUT_S} s")
             for tp, recs in self.restorer.poll(timeout_ms=200, max_records=50_000).items():
                 for r in recs:
+                    if r.value is None:  # a tombstone: the stream was forgotten (idle)
+                        best.pop(r.key, None)
+                        continue
                     try:
-                        state, fingerprint = StreamState.decode(r.value)
+                        row, lstm, fingerprint = decode_state(r.value)
                     except StateRecordError as exc:
                         rejected += 1
                         log.debug("skipping state record at %s:%d: %s", tp, r.offset, exc)
                         continue
-                    if fingerprint != self.step.fingerprint:
-                        state = state.without_lstm()
                     old = best.get(r.key)
-                    if old is None or state.last_offset >= old.last_offset:
-                        best[r.key] = state
+                    if old is None or row["last_offset"] >= old[0]["last_offset"]:
+                        best[r.key] = (row, lstm if fingerprint == self.step.fingerprint
+                                       else None)
             for tp in list(remaining):
                 high = self.restorer.highwater(tp)
                 if high is not None and self.restorer.position(tp) >= high:
                     remaining.discard(tp)
         best.pop(None, None)
-        self.store.put(list(best), list(best.values()))
+        self.store.put(list(best), [row for row, _ in best.values()],
+                       [lstm for _, lstm in best.values()])
         self.restorer.unsubscribe()
         if rejected:
             log.warning("skipped %d state records that are not ours or are damaged", rejected)

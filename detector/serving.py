@@ -6,7 +6,7 @@ Everything that runs a model (the pipeline, ``evaluate``, ``plot``, the benchmar
 
 The stateless ``seed`` model takes ``[x3, x2, x2 > x1]`` as a length-3 sequence and carries no
 LSTM state between events (the stream state carries x2 and the direction). The stateful models
-(``pair``, ``raw``) are trained as sequence models; here each LSTM layer's cell is stepped once
+(``pair``) are trained as sequence models; here each LSTM layer's cell is stepped once
 with the stream's carried ``[h, c]`` and the new ``[h, c]`` is handed back to be stored.
 """
 
@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from detector.errors import UsageError
-from detector.rule import FEATURE_SETS, FEATURE_WIDTH, FeatureSet
+from detector.features import FEATURE_SETS, FEATURE_WIDTH, FeatureSet
 
 MODELS_DIR = Path(__file__).parent / "models"
 
@@ -38,7 +38,7 @@ class ModelError(UsageError):
 
 
 def resolve_model_path(model: str) -> Path:
-    """A shipped model by name (``seed``, ``pair``, ``raw``) or a ``.keras`` file by path."""
+    """A shipped model by name (``seed``, ``pair``) or a ``.keras`` file by path."""
     if model in FEATURE_SETS:
         path = MODELS_DIR / f"{model}.keras"
         if not path.exists():
@@ -68,8 +68,8 @@ def _infer_features(model: keras.Model, path: Path) -> FeatureSet:
     shape = tuple(model.inputs[0].shape)
     if shape[1:] == (3, 1):
         return "seed"
-    if len(shape) == 3 and shape[1] is None and shape[2] in (1, 2):
-        return "raw" if shape[2] == 1 else "pair"
+    if len(shape) == 3 and shape[1] is None and shape[2] == 2:
+        return "pair"
     raise ModelError(f"{path}: cannot tell the feature set from input shape {shape}")
 
 

@@ -10,94 +10,74 @@ skips what it already covered and processes the rest again from exactly that sta
 
 from __future__ import annotations
 
-import dataclasses
-import struct
 from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
 
 #: Magic and version: a record from another program or layout is rejected, not misread.
-STATE_MAGIC = b"TDS\x01"
-_HEADER = struct.Struct("<4s8sdBqqqiH")
-#: The same layout as a numpy record, to encode many streams' states in one go.
-_HEADER_DTYPE = np.dtype([("magic", "S4"), ("fingerprint", "S8"), ("prev", "<f8"),
-                          ("prev_up", "u1"), ("seen", "<i8"), ("last_seq", "<i8"),
-                          ("last_offset", "<i8"), ("partition", "<i4"), ("size", "<u2")])
+STATE_MAGIC = b"TDS\x02"
 
-
-#: Where the per-stream event count stops (it only has to tell the first two events apart).
-SEEN_MAX = 2**31 - 1
+#: What a stream carries from event to event: (name, dtype, value of a fresh stream). One list
+#: makes both the store's arrays and the state record's layout, so they cannot drift apart.
+FIELDS: tuple[tuple[str, str, float], ...] = (
+    ("prev", "<f8", 0.0),  # the previous value
+    ("prev_dir", "<i1", 0),  # direction of the previous step: +1 up, 0 flat, -1 down
+    ("scale", "<f8", 0.0),  # typical step size (detector.features); 0 until the first step
+    ("seen", "<i8", 0),  # events applied; also the output seq of input without one
+    ("last_seq", "<i8", -1),
+    ("last_epoch", "<i8", -1),  # the producer epoch of the last event (-1: none)
+    ("last_offset", "<i8", -1),  # input offset of the last event applied
+    ("partition", "<i2", -1),  # its input partition
+    ("run_dir", "<i1", 0),  # the open run (detector.runs): its direction, 0 = none
+    ("run_len", "<i8", 0),  # its number of values so far
+    ("run_start_seq", "<i8", -1),  # seq of its first flag-1 event
+    ("run_start_ts", "<f8", 0.0),  # event time (or detection time) of that event
+    ("run_fired", "?", False),  # whether its firing record was sent
+    ("last_active", "<f8", 0.0),  # wall-clock time of its last event (idle eviction)
+)
+_HEADER = np.dtype([("magic", "S4"), ("fingerprint", "S8"), *((n, t) for n, t, _ in FIELDS),
+                    ("size", "<u2")])
 
 
 class StateRecordError(ValueError):
     """A state-topic record that is not ours or is damaged."""
 
 
-@dataclass(frozen=True)
-class StreamState:
-    """What one stream carries from event to event (one state-topic record)."""
+def decode_state(data: bytes | None) -> tuple[np.void, np.ndarray, bytes]:
+    """A state record: its fields (a numpy record), its LSTM state and the model fingerprint.
 
-    prev: float
-    prev_up: bool
-    seen: int
-    last_seq: int
-    last_offset: int
-    partition: int
-    lstm: np.ndarray  # float32, (state_size,)
-
-    def without_lstm(self) -> StreamState:
-        """The same stream position with a fresh LSTM state (the model has changed)."""
-        return dataclasses.replace(self, lstm=np.zeros(0, np.float32))
-
-    def encode(self, fingerprint: bytes) -> bytes:
-        lstm = np.ascontiguousarray(self.lstm, dtype="<f4")
-        return (
-            _HEADER.pack(
-                STATE_MAGIC,
-                fingerprint,
-                self.prev,
-                int(self.prev_up),
-                self.seen,
-                self.last_seq,
-                self.last_offset,
-                self.partition,
-                lstm.size,
-            )
-            + lstm.tobytes()
-        )
-
-    @classmethod
-    def decode(cls, data: bytes | None) -> tuple[StreamState, bytes]:
-        """The state and the fingerprint of the model that wrote it; raises StateRecordError."""
-        if data is None:
-            raise StateRecordError("state record has no value (a tombstone)")
-        if len(data) < _HEADER.size:
-            raise StateRecordError(f"state record too short: {len(data)} bytes")
-        magic, fingerprint, prev, prev_up, seen, last_seq, last_offset, partition, size = (
-            _HEADER.unpack_from(data)
-        )
-        if magic != STATE_MAGIC:
-            raise StateRecordError(f"not a detector state record (magic {magic!r})")
-        if len(data) != _HEADER.size + 4 * size:
-            raise StateRecordError(
-                f"state record length {len(data)} does not match its {size} LSTM values"
-            )
-        if (prev_up > 1 or seen < 0 or last_seq < -1 or last_offset < -1
-                or not 0 <= partition < 2**15 or not np.isfinite(prev)):
-            raise StateRecordError("state record fields out of range")
-        lstm = np.frombuffer(data, dtype="<f4", offset=_HEADER.size).astype(np.float32)
-        if not np.all(np.isfinite(lstm)):
-            raise StateRecordError("state record holds a non-finite LSTM value")
-        state = cls(prev, bool(prev_up), seen, last_seq, last_offset, partition, lstm)
-        return state, fingerprint
+    Raises StateRecordError for a tombstone, a foreign record or a damaged one.
+    """
+    if data is None:
+        raise StateRecordError("state record has no value (a tombstone)")
+    if len(data) < _HEADER.itemsize:
+        raise StateRecordError(f"state record too short: {len(data)} bytes")
+    row = np.frombuffer(data, _HEADER, count=1)[0]
+    if row["magic"] != STATE_MAGIC:
+        raise StateRecordError(f"not a detector state record (magic {bytes(row['magic'])!r})")
+    size = int(row["size"])
+    if len(data) != _HEADER.itemsize + 4 * size:
+        raise StateRecordError(
+            f"state record length {len(data)} does not match its {size} LSTM values")
+    if (abs(int(row["prev_dir"])) > 1 or abs(int(row["run_dir"])) > 1 or row["seen"] < 0
+            or row["last_seq"] < -1 or row["last_offset"] < -1 or row["run_len"] < 0
+            or not 0 <= row["partition"] < 2**15
+            or not all(np.isfinite(row[n]) for n in ("prev", "scale", "run_start_ts",
+                                                       "last_active"))
+            or row["scale"] < 0):
+        raise StateRecordError("state record fields out of range")
+    lstm = np.frombuffer(data, "<f4", offset=_HEADER.itemsize).astype(np.float32)
+    if not np.all(np.isfinite(lstm)):
+        raise StateRecordError("state record holds a non-finite LSTM value")
+    return row, lstm, bytes(row["fingerprint"])
 
 
 @dataclass(frozen=True)
 class StateSnapshot:
     """Many streams' state records, ready to send: ``records(i, j)`` cuts them out."""
 
-    rows: np.ndarray  # one structured record per stream, the StreamState.encode layout
+    rows: np.ndarray  # one structured record per stream: the state record layout
     keys: list[Hashable]
 
     def __len__(self) -> int:
@@ -176,8 +156,8 @@ class StreamIndex:
 
 
 class StreamStore:
-    """Slot arrays for every stream of the assigned partitions, keyed by stream id (the record
-    key bytes in the pipeline, str elsewhere)."""
+    """Slot arrays for every stream of the assigned partitions, keyed by stream id (the stream
+    id's UTF-8 bytes in the pipeline, str elsewhere). One array per field of ``FIELDS``."""
 
     def __init__(self, state_size: int, capacity: int = 1024):
         self.state_size = state_size
@@ -189,27 +169,25 @@ class StreamStore:
     def _alloc(self, capacity: int) -> None:
         old = getattr(self, "prev", None)
         n = 0 if old is None else len(old)
-
-        def grow(name: str, dtype: str, fill: float, width: int | None = None) -> None:
-            shape = (capacity,) if width is None else (capacity, width)
-            arr = np.full(shape, fill, dtype=dtype)
+        columns = [*FIELDS, ("dirty", "?", False)]
+        for name, dtype, fill in columns:
+            arr = np.full(capacity, fill, dtype=dtype)
             if old is not None:
                 arr[:n] = getattr(self, name)
             setattr(self, name, arr)
-
-        grow("prev", "f8", 0.0)
-        grow("prev_up", "?", False)
-        grow("seen", "i4", 0)  # saturates at SEEN_MAX: only "at least two" matters
-        grow("last_seq", "i8", -1)
-        grow("last_offset", "i8", -1)
-        grow("partition", "i2", -1)
-        grow("dirty", "?", False)
-        grow("lstm", "f4", 0.0, self.state_size)
+        lstm = np.zeros((capacity, self.state_size), np.float32)
+        if old is not None:
+            lstm[:n] = self.lstm
+        self.lstm = lstm
         self._free = np.concatenate([np.arange(capacity - 1, n - 1, -1), self._free])
         self.keys.extend([None] * (capacity - n))
 
     def __len__(self) -> int:
         return len(self.index)
+
+    @property
+    def capacity(self) -> int:
+        return len(self.prev)
 
     def _new_slot(self, stream: Hashable, partition: int) -> int:
         if not len(self._free):
@@ -236,32 +214,27 @@ class StreamStore:
             out[i] = slot
         return out
 
-    def get(self, stream: Hashable) -> StreamState | None:
+    def get(self, stream: Hashable) -> dict | None:
+        """One stream's fields as a dict (tests, debugging); None for an unknown stream."""
         slot = self.slot_of(stream)
-        return None if slot is None else self.state_at(slot)
+        if slot is None:
+            return None
+        state = {name: getattr(self, name)[slot].item() for name, _, _ in FIELDS}
+        state["lstm"] = self.lstm[slot].copy()
+        return state
 
-    def state_at(self, slot: int) -> StreamState:
-        return StreamState(
-            float(self.prev[slot]),
-            bool(self.prev_up[slot]),
-            int(self.seen[slot]),
-            int(self.last_seq[slot]),
-            int(self.last_offset[slot]),
-            int(self.partition[slot]),
-            self.lstm[slot].copy(),
-        )
-
-    def put(self, streams: list[Hashable], states: list[StreamState]) -> None:
-        """Install restored states (clean: they are already on the state topic)."""
-        slots = self.lookup(streams, np.array([st.partition for st in states], np.int64))
-        for slot, state in zip(slots.tolist(), states, strict=True):
-            self.prev[slot] = state.prev
-            self.prev_up[slot] = state.prev_up
-            self.seen[slot] = min(state.seen, SEEN_MAX)
-            self.last_seq[slot] = state.last_seq
-            self.last_offset[slot] = state.last_offset
-            self.partition[slot] = state.partition
-            self.lstm[slot] = state.lstm if state.lstm.size == self.state_size else 0.0
+    def put(self, streams: list[Hashable], rows: list[np.void], lstms: list[np.ndarray | None]
+            ) -> None:
+        """Install restored states (clean: they are already on the state topic). An LSTM state
+        of ``None`` (written by another model) starts afresh."""
+        if not streams:
+            return
+        table = np.array(rows, dtype=_HEADER)
+        slots = self.lookup(streams, table["partition"].astype(np.int64))
+        for name, _, _ in FIELDS:
+            getattr(self, name)[slots] = table[name]
+        for slot, lstm in zip(slots.tolist(), lstms, strict=True):
+            self.lstm[slot] = lstm if lstm is not None and lstm.size == self.state_size else 0.0
         self.dirty[slots] = False
 
     def snapshot(self, slots: np.ndarray, fingerprint: bytes) -> StateSnapshot:
@@ -272,17 +245,12 @@ class StreamStore:
         records are cut from it a slice at a time as they are sent.
         """
         n, width = len(slots), self.state_size
-        dtype = np.dtype([*_HEADER_DTYPE.descr, ("lstm", "<f4", (width,))] if width
-                         else _HEADER_DTYPE.descr)
+        dtype = np.dtype([*_HEADER.descr, ("lstm", "<f4", (width,))] if width else _HEADER.descr)
         rows = np.zeros(n, dtype)
         rows["magic"] = STATE_MAGIC
         rows["fingerprint"] = fingerprint
-        rows["prev"] = self.prev[slots]
-        rows["prev_up"] = self.prev_up[slots]
-        rows["seen"] = self.seen[slots]
-        rows["last_seq"] = self.last_seq[slots]
-        rows["last_offset"] = self.last_offset[slots]
-        rows["partition"] = self.partition[slots]
+        for name, _, _ in FIELDS:
+            rows[name] = getattr(self, name)[slots]
         rows["size"] = width
         if width:
             rows["lstm"] = self.lstm[slots]
@@ -296,27 +264,28 @@ class StreamStore:
             mask &= np.isin(self.partition, list(partitions))
         return np.nonzero(mask)[0]
 
+    def idle_slots(self, before: float) -> np.ndarray:
+        """Slots of streams whose last event was processed before ``before`` (wall clock)."""
+        live = self.partition >= 0
+        return np.nonzero(live & (self.last_active < before))[0]
+
     def drop_partitions(self, partitions: set[int]) -> int:
         """Forget the streams of revoked partitions; their state lives on in the state topic."""
-        gone = np.nonzero(np.isin(self.partition, list(partitions)))[0]
-        gone = np.array([slot for slot in gone.tolist() if self.keys[slot] is not None],
-                        np.int64)
+        return self.drop(np.nonzero(np.isin(self.partition, list(partitions)))[0])
+
+    def drop(self, slots: np.ndarray) -> int:
+        """Forget these streams and free their slots for new ones."""
+        gone = np.array([slot for slot in np.asarray(slots).tolist()
+                         if self.keys[slot] is not None], np.int64)
         self.index.remove(gone)
         for slot in gone.tolist():
             self.keys[slot] = None
-            self._reset(slot)
+        for name, _, fill in FIELDS:
+            getattr(self, name)[gone] = fill
+        self.dirty[gone] = False
+        self.lstm[gone] = 0.0
         self._free = np.concatenate([self._free, gone])
         return len(gone)
 
     def clear(self) -> None:
         self.drop_partitions(set(np.unique(self.partition[self.partition >= 0]).tolist()))
-
-    def _reset(self, slot: int) -> None:
-        self.prev[slot] = 0.0
-        self.prev_up[slot] = False
-        self.seen[slot] = 0
-        self.last_seq[slot] = -1
-        self.last_offset[slot] = -1
-        self.partition[slot] = -1
-        self.dirty[slot] = False
-        self.lstm[slot] = 0.0

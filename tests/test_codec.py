@@ -15,6 +15,7 @@ from detector.codec import (
     decode_event,
     encode_event,
     encode_flag,
+    encode_run,
 )
 
 
@@ -85,7 +86,7 @@ def test_encode_event_round_trips():
 
 
 def test_flag_record_is_json_with_every_field():
-    raw = encode_flag(json.dumps('odd "name"'), 7, 0.125, 1, 0.99987, True, 1,
+    raw = encode_flag(json.dumps('odd "name"'), 7, 0.125, 1, 0.99987, 1, 1,
                       json.dumps("seed"), 3, 1234, None, "1764179385.25")
     rec = json.loads(raw)
     assert rec == {
@@ -93,8 +94,17 @@ def test_flag_record_is_json_with_every_field():
         "direction": "up", "rule_flag": 1, "model": "seed",
         "source": {"partition": 3, "offset": 1234}, "ts": None, "detected_at": 1764179385.25,
     }
-    rec = json.loads(encode_flag('"s"', 0, 1e-300, 0, 1e-9, False, 0, '"m"', 0, 0, 5.5, "6.0"))
+    rec = json.loads(encode_flag('"s"', 0, 1e-300, 0, 1e-9, -1, 0, '"m"', 0, 0, 5.5, "6.0"))
     assert rec["value"] == 1e-300 and rec["direction"] == "down" and rec["ts"] == 5.5
+    rec = json.loads(encode_flag('"s"', 1, -1.7e308, 0, 0.0, 0, 0, '"m"', 0, 0, None, "6.0"))
+    assert rec["value"] == -1.7e308 and rec["direction"] == "flat"
+
+
+def test_run_record_is_json_with_every_field():
+    rec = json.loads(encode_run("s-1", "resolved", -1, 40, 46, 7, 2.5, "seed", None, 6.0))
+    assert rec == {"status": "resolved", "stream": "s-1", "direction": "down", "start_seq": 40,
+                   "seq": 46, "length": 7, "value": 2.5, "model": "seed", "ts": None,
+                   "detected_at": 6.0}
 
 
 def test_dead_letter_keeps_bytes_and_says_when_cut():

@@ -45,19 +45,44 @@ def test_end_to_end_flags_alerts_and_metrics(kafka, steps):
         assert recs[0]["flag"] == recs[1]["flag"] == 0
         agree += sum(int(r["flag"] == t) for r, t in zip(recs, truth, strict=True))
     assert agree / 5000 >= 0.995
-    flagged = sorted((r["stream"], r["seq"]) for r in outputs if r["flag"] == 1)
-    assert sorted((a.json()["stream"], a.json()["seq"]) for a in alerts) == flagged
+    flagged = sum(r["flag"] for r in outputs)
+    want = sorted(rec for recs in by_stream.values() for rec in run_lifecycles(recs))
+    got = sorted((a.json()["stream"], a.json()["seq"], a.json()["status"], a.json()["direction"],
+                  a.json()["start_seq"], a.json()["length"]) for a in alerts)
+    assert got == want and len(got) > 100
     assert all(a.key == a.json()["stream"].encode() for a in alerts)
     sample = outputs[0]
     assert set(sample) == {"stream", "seq", "value", "flag", "probability", "direction",
                            "rule_flag", "model", "source", "ts", "detected_at"}
-    assert sample["model"] == "seed" and sample["direction"] in ("up", "down")
-    assert det.value("detector_alerts_total") == len(flagged)
-    assert det.value("detector_flags_total", {"flag": "1"}) == len(flagged)
+    assert sample["model"] == "seed" and sample["direction"] in ("up", "down", "flat")
+    assert set(alerts[0].json()) == {"status", "stream", "direction", "start_seq", "seq",
+                                     "length", "value", "model", "ts", "detected_at"}
+    assert det.value("detector_run_alerts_total", {"status": "firing"}) == sum(
+        1 for w in want if w[2] == "firing")
+    assert det.value("detector_flags_total", {"flag": "1"}) == flagged
     assert det.value("detector_rule_disagreements_total") == 5000 - agree
     assert det.value("detector_end_to_end_latency_seconds_count") == 5000
     assert det.value("detector_batch_size_sum") == 5000
     assert det.value("detector_active_streams") == 0  # partitions given back on the way out
+
+
+def run_lifecycles(recs: list[dict], min_length: int = 3) -> list[tuple]:
+    """The alert records one stream's flag records call for, written plainly as a reference:
+    a run starts at a flag 1, goes on while flags stay 1 in its direction, fires at
+    ``min_length`` values and is resolved at the first event that does not continue it."""
+    out, run = [], None  # run: [direction, start_seq, length, fired]
+    for r in recs:
+        moving = r["flag"] == 1 and r["direction"] != "flat"
+        if run and moving and r["direction"] == run[0]:
+            run[2] += 1
+        else:
+            if run and run[3]:
+                out.append((r["stream"], r["seq"], "resolved", run[0], run[1], run[2]))
+            run = [r["direction"], r["seq"], 3, False] if moving else None
+        if run and not run[3] and run[2] >= min_length:
+            run[3] = True
+            out.append((r["stream"], r["seq"], "firing", run[0], run[1], run[2]))
+    return out
 
 
 def test_healthz_is_503_before_the_first_checkpoint(kafka, steps):
@@ -85,6 +110,6 @@ def test_output_json_is_what_the_issue_says(kafka, steps):
     recs = sorted((r.json() for r in read_topic(kafka, "trend-flags", expect=4)),
                   key=lambda r: r["seq"])
     assert [r["rule_flag"] for r in recs] == [0, 0, 1, 1]
-    assert [r["direction"] for r in recs] == ["up", "up", "up", "up"]
+    assert [r["direction"] for r in recs] == ["flat", "up", "up", "up"]
     assert recs[2]["ts"] is None  # no ts in the input: no latency either
     assert det.value("detector_end_to_end_latency_seconds_count") == 0

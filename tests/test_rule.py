@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from detector.rule import (
+    DOWN,
+    FLAT,
+    UP,
+    direction,
     exact_flags,
-    near_tie,
+    repeat_nearby,
     seed_generator,
-    sequence_features,
-    step_features,
     step_flags,
     walk_step,
 )
@@ -47,7 +49,7 @@ def test_generator_matches_the_seed_code_value_for_value():
 
 def test_generator_labels_agree_with_the_rule_after_two_values():
     x, y = seed_generator(2000, np.random.default_rng(1))
-    assert (y[2:] == exact_flags(x[:, 0])[2:]).all()
+    assert (y[2:] == exact_flags(x[:, 0])[2:]).all()  # no ties in the seed's data
 
 
 @pytest.mark.parametrize(
@@ -58,45 +60,38 @@ def test_generator_labels_agree_with_the_rule_after_two_values():
         ([0.5, 0.6], [0, 0]),
         ([0.3, 0.2, 0.1], [0, 0, 1]),  # down-down
         ([0.1, 0.3, 0.2], [0, 0, 0]),  # up-down
-        ([0.5, 0.5, 0.5], [0, 0, 1]),  # a tie is "not up" both times: not-up, not-up
-        ([0.4, 0.5, 0.5], [0, 0, 0]),  # up, then a tie (not up)
-        ([0.5, 0.5, 0.4], [0, 0, 1]),  # tie (not up), down (not up)
+        ([0.5, 0.5, 0.5], [0, 0, 0]),  # flat, flat: no run
+        ([0.4, 0.5, 0.5], [0, 0, 0]),  # up, then a tie
+        ([0.5, 0.5, 0.4], [0, 0, 0]),  # a tie, then down
+        ([1, 2, 2, 3], [0, 0, 0, 0]),  # a tie breaks the run
+        ([1, 2, 2, 3, 4], [0, 0, 0, 0, 1]),  # and a new one starts after it
+        ([200] * 50, [0] * 50),  # a counter sitting still is no trend
     ],
 )
 def test_exact_rule_on_hand_made_sequences(values, flags):
     assert exact_flags(values).tolist() == flags
 
 
+def test_direction_is_exact_in_float64():
+    big = np.array([1e9, 1e9 + 1, 1e9 + 1, 1e9])
+    assert direction(big[1:], big[:-1]).tolist() == [UP, FLAT, DOWN]
+    assert exact_flags([1e12, 1e12 + 1e-3, 1e12 + 2e-3]).tolist() == [0, 0, 1]
+
+
 def test_step_rule_equals_sequence_rule():
     rng = random.Random(5)
     values = [rng.choice([0.1, 0.2, 0.3]) for _ in range(300)]  # many ties
-    prev, prev_up, seen, got = 0.0, False, 0, []
+    prev, prev_dir, seen, got = 0.0, FLAT, 0, []
     for v in values:
-        up, flag = step_flags(np.array([v]), np.array([prev]), np.array([prev_up]),
-                              np.array([seen]))
-        got.append(int(flag[0]))
-        prev, prev_up, seen = v, bool(up[0]), seen + 1
+        step_dir = direction(np.array([v]), np.array([prev])) if seen else np.array([FLAT])
+        got.append(int(step_flags(step_dir, np.array([prev_dir]), np.array([seen]))[0]))
+        prev, prev_dir, seen = v, int(step_dir[0]), seen + 1
     assert got == exact_flags(values).tolist()
 
 
-def test_feature_sets():
-    values = np.array([0.1, 0.2, 0.15])
-    np.testing.assert_allclose(
-        sequence_features("seed", values),
-        [[0.1, 0.0, 0.0], [0.2, 0.1, 1.0], [0.15, 0.2, 1.0]], rtol=1e-6,
-    )
-    np.testing.assert_allclose(sequence_features("pair", values),
-                               [[0.1, 0.0], [0.2, 0.1], [0.15, 0.2]], rtol=1e-6)
-    np.testing.assert_allclose(sequence_features("raw", values), [[0.1], [0.2], [0.15]],
-                               rtol=1e-6)
-    assert step_features("seed", values, values, np.zeros(3)).dtype == np.float32
-    with pytest.raises(ValueError, match="unknown feature set"):
-        step_features("nope", values, values, values)
-
-
-def test_near_tie_marks_both_differences():
-    close = near_tie(np.array([0.5, 0.9, 0.9001, 0.2, 0.7]))
-    assert close.tolist() == [False, False, True, True, False]
+def test_repeats_are_marked_on_both_events_of_their_window():
+    values = np.array([0.5, 0.9, 0.9, 0.2, 0.7])
+    assert repeat_nearby(values).tolist() == [False, False, True, True, False]
 
 
 def test_walk_stays_in_unit_interval():

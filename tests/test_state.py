@@ -3,24 +3,34 @@
 import numpy as np
 import pytest
 
-from detector.state import STATE_MAGIC, StateRecordError, StreamState, StreamStore
+from detector.state import FIELDS, STATE_MAGIC, StateRecordError, StreamStore, decode_state
 
 FP = b"modelfp!"
 
 
-def sample(size=4):
-    return StreamState(0.75, True, 12, 11, 4096, 3, np.arange(size, dtype=np.float32) / 7)
+def encoded(size: int = 4, **fields) -> bytes:
+    """One stream's state record, through the store (the only writer of records)."""
+    store = StreamStore(state_size=size)
+    slot = store.lookup(["x"], np.array([3]))
+    values = {"prev": 0.75, "prev_dir": -1, "scale": 0.125, "seen": 12, "last_seq": 11,
+              "last_epoch": 99, "last_offset": 4096, "run_dir": 1, "run_len": 4,
+              "run_start_seq": 8, "run_start_ts": 1.5, "run_fired": True,
+              "last_active": 1e9, **fields}
+    for name, value in values.items():
+        getattr(store, name)[slot] = value
+    store.lstm[slot] = np.arange(size, dtype=np.float32) / 7
+    return store.snapshot(slot, FP).records(0, 1)[0][1]
 
 
-def test_record_round_trips():
-    state = sample()
-    got, fp = StreamState.decode(state.encode(FP))
+def test_record_round_trips_every_field():
+    row, lstm, fp = decode_state(encoded())
     assert fp == FP
-    assert (got.prev, got.prev_up, got.seen, got.last_seq, got.last_offset, got.partition) == (
-        0.75, True, 12, 11, 4096, 3)
-    np.testing.assert_array_equal(got.lstm, state.lstm)
-    empty, _ = StreamState.decode(sample(0).encode(FP))
-    assert empty.lstm.size == 0
+    assert {name: row[name].item() for name, _, _ in FIELDS} == {
+        "prev": 0.75, "prev_dir": -1, "scale": 0.125, "seen": 12, "last_seq": 11,
+        "last_epoch": 99, "last_offset": 4096, "partition": 3, "run_dir": 1, "run_len": 4,
+        "run_start_seq": 8, "run_start_ts": 1.5, "run_fired": True, "last_active": 1e9}
+    np.testing.assert_array_equal(lstm, np.arange(4, dtype=np.float32) / 7)
+    assert decode_state(encoded(0))[1].size == 0
 
 
 @pytest.mark.parametrize(
@@ -28,27 +38,30 @@ def test_record_round_trips():
     [
         (None, "tombstone"),
         (b"", "too short"),
-        (b"hello world, this is not a state record at all........", "not a detector state"),
-        (sample().encode(FP)[:-1], "does not match"),
-        (sample().encode(FP) + b"\x00", "does not match"),
-        (b"XXXX" + sample().encode(FP)[4:], "not a detector state"),
+        (b"hello world, this is not a state record at all........" * 3, "not a detector state"),
+        (encoded()[:-1], "does not match"),
+        (encoded() + b"\x00", "does not match"),
+        (b"XXXX" + encoded()[4:], "not a detector state"),
+        (b"TDS\x01" + encoded()[4:], "not a detector state"),  # the layout before ties
     ],
 )
 def test_foreign_or_corrupt_records_are_rejected(data, message):
     with pytest.raises(StateRecordError, match=message):
-        StreamState.decode(data)
+        decode_state(data)
 
 
-def test_out_of_range_fields_are_rejected():
-    bad = StreamState(float("nan"), False, 1, 0, 0, 0, np.zeros(2, np.float32)).encode(FP)
+@pytest.mark.parametrize("fields", [{"prev": float("nan")}, {"prev_dir": 3}, {"scale": -1.0},
+                                    {"seen": -5}])
+def test_out_of_range_fields_are_rejected(fields):
     with pytest.raises(StateRecordError, match="out of range"):
-        StreamState.decode(bad)
-    huge = StreamState(0.5, False, 1, 0, 0, 40_000, np.zeros(2, np.float32)).encode(FP)
-    with pytest.raises(StateRecordError, match="out of range"):
-        StreamState.decode(huge)
-    nan_lstm = StreamState(0.5, False, 1, 0, 0, 0, np.array([np.nan], np.float32)).encode(FP)
+        decode_state(encoded(**fields))
+
+
+def test_non_finite_lstm_state_is_rejected():
+    data = bytearray(encoded(1))
+    data[-4:] = np.array([np.nan], "<f4").tobytes()
     with pytest.raises(StateRecordError, match="non-finite"):
-        StreamState.decode(nan_lstm)
+        decode_state(bytes(data))
     assert STATE_MAGIC.startswith(b"TDS")
 
 
@@ -56,45 +69,54 @@ def test_store_slots_grow_drop_and_reuse():
     store = StreamStore(state_size=2, capacity=2)
     slots = store.lookup(["a", "b", "c", "a"], np.array([0, 1, 1, 0]))
     assert slots[0] == slots[3] and len(set(slots.tolist())) == 3
-    assert len(store) == 3 and len(store.prev) >= 3
+    assert len(store) == 3 and store.capacity >= 3
     store.dirty[slots] = True
+    store.seen[slots] = 7
     assert set(store.dirty_slots({1}).tolist()) == {slots[1], slots[2]}
     assert store.drop_partitions({1}) == 2
     assert len(store) == 1 and store.get("b") is None
     again = store.lookup(["d"], np.array([2]))
     assert again[0] in (slots[1], slots[2])  # a freed slot is reused
-    assert store.get("d").seen == 0 and store.get("d").last_seq == -1  # and starts clean
+    assert store.get("d")["seen"] == 0 and store.get("d")["last_seq"] == -1  # and starts clean
 
 
 def test_store_put_and_get():
     store = StreamStore(state_size=4)
-    store.put(["s"], [sample()])
+    row, lstm, _ = decode_state(encoded())
+    store.put(["s"], [row], [lstm])
     got = store.get("s")
-    assert got.last_offset == 4096 and got.prev_up is True
-    np.testing.assert_array_equal(got.lstm, sample().lstm)
+    assert got["last_offset"] == 4096 and got["prev_dir"] == -1 and got["run_fired"]
+    np.testing.assert_array_equal(got["lstm"], lstm)
     assert not store.dirty.any()  # a restored state is already on the state topic
-    store.put(["t"], [sample(0)])  # another model's layout: LSTM state starts fresh
-    assert not store.get("t").lstm.any()
+    store.put(["t"], [row], [None])  # written by another model: its LSTM state starts fresh
+    assert not store.get("t")["lstm"].any() and store.get("t")["seen"] == 12
     store.clear()
     assert len(store) == 0
 
 
-@pytest.mark.parametrize("size", [0, 32])
-def test_bulk_encoding_equals_one_by_one(size):
-    store = StreamStore(state_size=size)
+def test_idle_streams_are_found_and_dropped():
+    store = StreamStore(state_size=0)
+    slots = store.lookup(["old", "new"], np.array([0, 1]))
+    store.last_active[slots] = [100.0, 200.0]
+    idle = store.idle_slots(before=150.0)
+    assert idle.tolist() == [slots[0]]
+    assert store.drop(idle) == 1 and store.get("old") is None and store.get("new") is not None
+
+
+def test_bulk_encoding_equals_one_by_one():
+    store = StreamStore(state_size=32)
     rng = np.random.default_rng(0)
     slots = store.lookup([f"s{i}" for i in range(50)], rng.integers(0, 6, 50))
     store.prev[slots] = rng.random(50)
-    store.prev_up[slots] = rng.random(50) > 0.5
     store.seen[slots] = rng.integers(0, 1000, 50)
-    store.last_seq[slots] = rng.integers(-1, 1000, 50)
-    store.last_offset[slots] = rng.integers(-1, 10**9, 50)
-    store.lstm[slots] = rng.normal(size=(50, size))
+    store.lstm[slots] = rng.normal(size=(50, 32))
     snap = store.snapshot(slots, FP)
-    assert len(snap) == 50
-    assert snap.records(0, 20) + snap.records(20, 50) == [
-        (store.keys[s].encode(), store.state_at(s).encode(FP), int(store.partition[s]))
-        for s in slots]
+    both = snap.records(0, 20) + snap.records(20, 50)
+    assert [key for key, _, _ in both] == [f"s{i}".encode() for i in range(50)]
+    for (_, value, p), slot in zip(both, slots.tolist(), strict=True):
+        row, lstm, _ = decode_state(value)
+        assert p == store.partition[slot] and row["seen"] == store.seen[slot]
+        np.testing.assert_array_equal(lstm, store.lstm[slot])
 
 
 class Clash:
