@@ -23,9 +23,10 @@ import numpy as np
 from kafka import TopicPartition
 
 from detector import kafka_io
-from detector.codec import Event, decode_event
+from detector.codec import Event
 from detector.config import KafkaSettings
 from detector.local_broker import free_port
+from detector.mapping import decode_event
 
 ROOT = Path(__file__).resolve().parent.parent
 

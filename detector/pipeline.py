@@ -23,9 +23,10 @@ from kafka.errors import KafkaError
 
 from detector import kafka_io
 from detector.checkpoint import Checkpointer, OutputFailed
-from detector.codec import BadInput, Event, dead_letter, decode_event, encode_flag, json_string
+from detector.codec import BadInput, dead_letter, encode_flag, json_string
 from detector.config import DetectorSettings
 from detector.engine import Batch, Engine, Result
+from detector.mapping import InputMapping
 from detector.metrics import Metrics
 from detector.serving import ModelStep
 from detector.state import StateRecordError, StreamState
@@ -106,6 +107,7 @@ class Pipeline(ConsumerRebalanceListener):
         self.step = step
         self.metrics = metrics
         self.engine = Engine(step)
+        self.mapping = InputMapping(settings.mapping)
         self.store = self.engine.store
         self.stop_event = stop if stop is not None else threading.Event()
         self._now = wall_clock
@@ -225,34 +227,42 @@ class Pipeline(ConsumerRebalanceListener):
 
     def _handle(self, records: dict) -> None:
         names: list[str] = []
-        keys: list[bytes] = []
         seqs: list[int] = []
         values: list[float] = []
         tss: list[float | None] = []
+        epochs: list[int] = []
         parts: list[int] = []
         offsets: list[int] = []
         consumed = 0
+        decode = self.mapping.decode
         for tp, recs in records.items():
             partition = tp.partition
             for r in recs:
-                event = decode_event(r.key, r.value)
-                if type(event) is Event:
+                events = decode(r.key, r.value)
+                if type(events) is BadInput:
+                    self._dead_letter(events, r)
+                    continue
+                for event in events:
                     names.append(event.stream)
-                    keys.append(r.key)
                     seqs.append(event.seq)
                     values.append(event.value)
                     tss.append(event.ts)
+                    epochs.append(event.epoch)
                     parts.append(partition)
                     offsets.append(r.offset)
-                else:
-                    self._dead_letter(event, r)
             consumed += len(recs)
             self._positions[tp] = recs[-1].offset + 1
         self.metrics.events_consumed.inc(consumed)
-        if not keys:
+        if self.mapping.skipped:
+            self.metrics.skipped_fields.inc(self.mapping.skipped)
+            self.mapping.skipped = 0
+        if not names:
             return
-        batch = Batch(keys, np.array(seqs, np.int64), np.array(values, np.float64),
-                      np.array(parts, np.int32), np.array(offsets, np.int64))
+        # The store key is the stream id's UTF-8 bytes (with the default mapping: the key).
+        batch = Batch.of([name.encode() for name in names], np.array(values, np.float64),
+                         seq=np.array(seqs, np.int64), partition=np.array(parts, np.int32),
+                         offset=np.array(offsets, np.int64))
+        # epoch: passed once engine.Batch has it (epoch=np.array(epochs, np.int64))
         result = self.engine.process(batch)
         self._publish(batch, names, tss, result)
 
@@ -285,9 +295,11 @@ class Pipeline(ConsumerRebalanceListener):
         detected_json = repr(detected_at)
         model_json = self._model_json
         keys, flags = batch.streams, res.flag[done]
+        # seq: res.seq once engine.Result has it (the engine numbers inputs without a seq)
+        seqs = batch.seq[done]
         # Python lists once: indexing numpy arrays per event costs more than the encoding.
         for i, seq, value, flag, prob, up, rule, p, offset in zip(
-            done.tolist(), batch.seq[done].tolist(), batch.value[done].tolist(),
+            done.tolist(), seqs.tolist(), batch.value[done].tolist(),
             flags.tolist(), res.probability[done].tolist(), res.up[done].tolist(),
             res.rule_flag[done].tolist(), batch.partition[done].tolist(),
             batch.offset[done].tolist(), strict=True,

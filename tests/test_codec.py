@@ -12,10 +12,10 @@ from detector.codec import (
     BadInput,
     Event,
     dead_letter,
-    decode_event,
     encode_event,
     encode_flag,
 )
+from detector.mapping import decode_event
 
 
 def ok(**fields):
