@@ -11,17 +11,26 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
-from detector.codec import REASONS, BadInput, Event
-from detector.config import ConfigError, DetectorSettings, InputSettings, add_options, build
+from detector.codec import REASONS, BadInput, Event, encode_event
+from detector.config import (
+    ConfigError,
+    DetectorSettings,
+    InputSettings,
+    ProducerSettings,
+    add_options,
+    build,
+)
 from detector.errors import UsageError
-from detector.mapping import InputMapping
+from detector.mapping import InputMapping, decode_event
 from detector.rule import exact_flags
 from producer.csv_source import CsvSource, json_number, read_columns
+from producer.publish import open_source
 from tests.support import (
     ROOT,
     DetectorThread,
@@ -115,6 +124,17 @@ def test_epoch_is_read_by_default_and_checked():
         got = mapping.decode(b"s", json.dumps(body | {"epoch": epoch}).encode())
         assert got.reason == "bad_epoch" and "--epoch-path epoch" in got.detail
     assert "bad_epoch" in REASONS
+    assert decode_event(b"s", encode_event("s", 1, 0.5, None, 9)) == Event("s", 1, 0.5, None, 9)
+
+
+def test_the_random_producer_writes_its_start_as_epoch():
+    before = int(time.time() * 1000)
+    source = open_source(ProducerSettings(streams=2, seed=1))
+    source.next_round()
+    event = decode_event(b"s-1", source.record(1, 5.0))
+    assert event.stream == "s-1" and event.seq == 0 and event.ts == 5.0
+    assert before <= event.epoch <= int(time.time() * 1000)
+    assert decode_event(b"s-1", source.record(1, 5.0)).epoch == event.epoch  # one per start
 
 
 @pytest.mark.parametrize(("overrides", "says"), [
@@ -153,6 +173,14 @@ def test_empty_paths_come_from_flags_and_environment():
     assert (s.mapping.seq_path, s.mapping.epoch_path, s.mapping.time_unit) == ("", "", "ms")
     assert s.state_topic == "trend-detector.state"  # an empty variable is still "unset" there
     assert build(DetectorSettings, p.parse_args([]), "DETECTOR", {}).mapping.seq_path == "seq"
+    p = argparse.ArgumentParser()
+    add_options(p, ProducerSettings, "PRODUCER")
+    cli = build(ProducerSettings, p.parse_args(["--from-csv", "f.csv", "--column", "a,b",
+                                                "--column", "c"]), "PRODUCER", {})
+    assert cli.column == ("a,b", "c")  # a flag is one column, whatever its name holds
+    env = build(ProducerSettings, p.parse_args([]), "PRODUCER",
+                {"PRODUCER_FROM_CSV": "f.csv", "PRODUCER_COLUMN": "a, b"})
+    assert (env.from_csv, env.column, env.stream_prefix) == ("f.csv", ("a", "b"), None)
 
 
 # --- CSV replay, no broker --------------------------------------------------------------------
