@@ -108,7 +108,8 @@ LINGER_HELP = ("How long records gather into one batch per partition before they
 
 
 INPUT_FORMATS = ("json", "number")
-TIME_UNITS = ("s", "ms", "us", "ns")
+#: A numeric event time's unit, and its divisor to epoch seconds.
+TIME_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 #: The producer's contract: the id is the record's ``stream`` field, equal to the record key.
 DEFAULT_STREAM_ID = "{stream}"
 
@@ -134,7 +135,7 @@ class InputSettings:
     time_path: str = opt(
         "ts", "Dotted JSON path of the optional event time (a number in --time-unit, or an "
         "ISO-8601 string); empty: none.", empty_ok=True)
-    time_unit: str = opt("s", "Unit of a numeric event time.", TIME_UNITS)
+    time_unit: str = opt("s", "Unit of a numeric event time.", tuple(TIME_UNITS))
     epoch_path: str = opt(
         "epoch", "Dotted JSON path of the optional producer epoch (an integer that grows "
         "with each producer start); empty: none.", empty_ok=True)

@@ -22,10 +22,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from detector.codec import MAX_SEQ, MAX_STREAM_CHARS, MAX_VALUE_BYTES, BadInput, Event
-from detector.config import DEFAULT_STREAM_ID, ConfigError, InputSettings
-
-#: Divisor of a numeric event time to epoch seconds.
-TIME_DIVISORS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+from detector.config import (
+    DEFAULT_STREAM_ID,
+    INPUT_FORMATS,
+    TIME_UNITS,
+    ConfigError,
+    InputSettings,
+)
 
 _MISSING: Any = object()
 
@@ -105,6 +108,10 @@ class InputMapping:
     """Input settings compiled for decoding; raises ConfigError for settings that cannot work."""
 
     def __init__(self, s: InputSettings):
+        if s.input_format not in INPUT_FORMATS or s.time_unit not in TIME_UNITS:
+            raise ConfigError(f"--input-format {s.input_format!r} / --time-unit "
+                              f"{s.time_unit!r}: expected one of {', '.join(INPUT_FORMATS)} / "
+                              f"{', '.join(TIME_UNITS)}")
         self.number = s.input_format == "number"
         self.spread = s.value_path.endswith(".*")  # one event per numeric entry
         #: Entries of an OBJECT.* that were not numbers, skipped (the pipeline moves the count
@@ -123,7 +130,7 @@ class InputMapping:
         self._value_path = _path(value, "--value-path")
         self._seq_path = _path(s.seq_path, "--seq-path") if s.seq_path else None
         self._time_path = _path(s.time_path, "--time-path") if s.time_path else None
-        self._divisor = TIME_DIVISORS[s.time_unit]
+        self._divisor = TIME_UNITS[s.time_unit]
         self._epoch_path = _path(s.epoch_path, "--epoch-path") if s.epoch_path else None
 
     # --- decoding --------------------------------------------------------------------------
@@ -160,8 +167,8 @@ class InputMapping:
         elif self._id_path is not None:
             stream = found[0]
             if type(stream) is not str or not 0 < len(stream) <= MAX_STREAM_CHARS:
-                return BadInput("bad_stream",
-                                f"stream must be a string of 1..{MAX_STREAM_CHARS} chars")
+                return BadInput("bad_stream", f"stream must be a string of 1.."
+                                f"{MAX_STREAM_CHARS} chars (--stream-id {self._template})")
         else:
             stream = self._build_id(key, found)
             if type(stream) is BadInput:
@@ -172,7 +179,8 @@ class InputMapping:
             except UnicodeDecodeError:
                 key_text = None
             if key_text != stream:
-                return BadInput("key_mismatch", "record key differs from the stream id")
+                return BadInput("key_mismatch", "record key differs from the stream id "
+                                f"(--stream-id {self._template} must equal the key)")
         if self._seq_path is not None and (type(seq) is not int or not 0 <= seq <= MAX_SEQ):
             return BadInput("bad_seq", "seq must be an integer in [0, 2^63) "
                             f"(--seq-path {_dotted(self._seq_path)})")  # type: ignore[arg-type]
