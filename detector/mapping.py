@@ -123,8 +123,9 @@ class InputMapping:
         self._id_paths = [p for kind, p in self._parts if kind == "path"]
         #: The producer's contract: the id is the ``stream`` field and equals the record key.
         self.key_checked = not self.number and self._template == DEFAULT_STREAM_ID
-        #: A template that is one path and nothing else: the id is that string field, as is.
-        self._id_path = self._id_paths[0] if len(self._parts) == 1 and self._id_paths else None
+        #: The default's fast path: the id is the ``stream`` field as it is (the key check
+        #: covers what else ``_build_id`` checks).
+        self._id_path = self._id_paths[0] if self.key_checked else None
         self._value_setting = f"--value-path {s.value_path}"
         value = s.value_path[:-2] if self.spread else s.value_path
         self._value_path = _path(value, "--value-path")

@@ -8,6 +8,7 @@ exact rule's flags and the model's flags of an uninterrupted run) or its dead le
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -16,6 +17,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as fuzz_settings
+from hypothesis import strategies as st
 
 from detector.codec import REASONS, BadInput, Event, encode_event
 from detector.config import (
@@ -76,6 +80,27 @@ def test_telegraf_record_is_one_event_per_numeric_field():
     assert not_string.reason == "bad_stream" and "tags.host is not a string" in not_string.detail
 
 
+@fuzz_settings(max_examples=3_000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(name=st.one_of(st.text(max_size=300), st.integers(), st.none()),
+       host=st.one_of(st.text(max_size=40), st.booleans()),
+       fields=st.dictionaries(st.text(max_size=300), st.one_of(
+           st.floats(), st.integers(-(2**70), 2**70), st.text(max_size=5), st.booleans(),
+           st.none()), max_size=5),
+       timestamp=st.one_of(st.floats(), st.integers(), st.text(max_size=30)))
+def test_telegraf_mapping_classifies_every_record(name, host, fields, timestamp):
+    body = {"name": name, "tags": {"host": host, "cpu": "c"}, "fields": fields,
+            "timestamp": timestamp}
+    raw = json.dumps(body).encode("utf-8", "surrogatepass")
+    got = InputMapping(TELEGRAF).decode(b"k", raw)
+    if isinstance(got, BadInput):
+        assert got.reason in REASONS and got.detail
+        return
+    assert got and len({e.stream for e in got}) == len(got)
+    for e in got:
+        assert 0 < len(e.stream) <= 256 and e.stream.encode()
+        assert math.isfinite(e.value) and e.seq == -1 and math.isfinite(e.ts)
+
+
 def test_bare_numbers_keyed_by_stream():
     mapping = InputMapping(InputSettings(input_format="number"))
     assert mapping.decode(b"sensor-1", b" 23.5\n") == [Event("sensor-1", -1, 23.5, None)]
@@ -85,6 +110,9 @@ def test_bare_numbers_keyed_by_stream():
     assert mapping.decode(None, b"1").reason == "bad_stream"
     assert mapping.decode(b"\xff", b"1").reason == "bad_stream"
     assert mapping.decode(b"k", b"\xff").reason == "not_utf8"
+    device = InputMapping(InputSettings(stream_id="{device}"))
+    lone = device.decode(None, b'{"device":"\\ud800","seq":0,"value":1}')
+    assert lone.reason == "bad_stream" and "not valid Unicode" in lone.detail
     assert mapping.decode(b"x" * 257, b"1").reason == "bad_stream"
     prefixed = InputMapping(InputSettings(input_format="number", stream_id="plant/{key}"))
     assert prefixed.decode(b"p1", b"3")[0].stream == "plant/p1"
