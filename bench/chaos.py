@@ -217,11 +217,11 @@ def scenario_garbage(model: str, events: int, streams: int, share: float) -> dic
     records: list[tuple[bytes, bytes]] = []
     bad: list[tuple[bytes, bytes, str]] = []
     while len(records) - len(bad) < events:
-        values = source.next_round()
+        source.next_round()
         for i in range(streams):
             if len(records) - len(bad) >= events:
                 break
-            records.append((source.keys[i], source.record(i, float(values[i]), time.time())))
+            records.append((source.keys[i], source.record(i, time.time())))
             if rng.random() < share / (1 - share):
                 body, reason = rng.choice(GARBAGE)
                 key = source.keys[rng.randrange(streams)]

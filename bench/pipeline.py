@@ -93,7 +93,7 @@ def ceiling(kafka: KafkaSettings, topic: str, events: int) -> float:
 
 def naive(kafka: KafkaSettings, topic: str, events: int) -> float:
     """(c): the seed's way, one ``model.predict`` per message."""
-    from detector.codec import decode_event
+    from detector.mapping import decode_event
     from detector.serving import ModelStep
 
     model = ModelStep.load("seed").model

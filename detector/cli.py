@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from detector.config import DetectorSettings, Parser, ProducerSettings, add_options, build
-from detector.errors import DetectorError
+from detector.errors import DetectorError, UsageError
 
 if TYPE_CHECKING:
     from detector.evaluation import Report
@@ -185,8 +185,12 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from detector.demo import demo
 
+    if args.column and not args.csv:
+        raise UsageError("--column needs --csv FILE")
+    if args.csv and not args.column:
+        raise UsageError("--csv needs at least one --column")
     return demo(duration=args.duration, streams=args.streams, rate=args.rate, model=args.model,
-                metrics_port=args.metrics_port)
+                metrics_port=args.metrics_port, csv=args.csv, columns=tuple(args.column or ()))
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -268,6 +272,10 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=300.0, help="events/s over all streams")
     demo.add_argument("--model", default="seed", help=MODEL_HELP)
     demo.add_argument("--metrics-port", type=int, default=9108)
+    demo.add_argument("--csv", metavar="FILE", help="replay columns of this CSV instead of "
+                      "random values")
+    demo.add_argument("--column", action="append", metavar="NAME",
+                      help="a CSV column to replay as a stream (repeat for more)")
 
     command("config", cmd_config, "Print the configuration tables (Markdown).")
     return p

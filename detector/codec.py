@@ -1,16 +1,17 @@
-"""The message codec: input events in, flag records and dead letters out.
+"""The message formats: the decoded event, the reasons input can be wrong, the producer's
+record, the flag record and the dead letter.
 
 Input (the producer's record): key = stream id (UTF-8), value = JSON
-``{"stream": "s-17", "seq": 42, "value": 0.734, "ts": 1764179385.123}`` (``ts`` optional).
+``{"stream": "s-17", "seq": 42, "value": 0.734, "ts": 1764179385.123, "epoch": 1764179000000}``
+(``ts`` and ``epoch`` optional). Decoding, per the input settings, is ``detector/mapping.py``.
 
 Every way an input can be wrong has one reason from ``REASONS`` (a bounded set: it is a
-metric label). ``decode_event`` never raises: it returns an ``Event`` or a ``BadInput``.
+metric label).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,21 +27,26 @@ REASONS = (
     "not_utf8",
     "not_json",
     "not_object",  # JSON, but not an object
-    "missing_field",  # stream, seq or value absent
-    "bad_stream",  # not a string, empty or longer than MAX_STREAM_CHARS
+    "missing_field",  # a path of the input mapping absent (stream, seq or value by default)
+    "bad_stream",  # not a string, empty or longer than MAX_STREAM_CHARS (also a built id)
     "key_mismatch",  # stream differs from the record key (or the key is missing)
     "bad_seq",  # not an integer, negative or beyond int64
     "bad_value",  # not a finite number (NaN, infinities, bools and strings included)
-    "bad_ts",  # present but not a finite number
+    "bad_ts",  # present but not a finite number or an ISO-8601 time
+    "bad_epoch",  # present but not an integer in [0, 2^63)
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """One decoded event. ``seq`` -1: the input has none (the engine numbers the stream's
+    events); ``epoch`` -1: none (a producer's start, so a restart is not a duplicate)."""
+
     stream: str
     seq: int
     value: float
     ts: float | None
+    epoch: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,64 +55,14 @@ class BadInput:
     detail: str
 
 
-def _number(x: Any) -> float | None:
-    """A finite float from a JSON number; None for bools, strings, NaN, infinities, overflow."""
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        return None
-    try:
-        f = float(x)
-    except OverflowError:
-        return None
-    return f if math.isfinite(f) else None
-
-
-def decode_event(key: bytes | None, value: bytes | None) -> Event | BadInput:
-    """Validate one input record. Never raises."""
-    if value is None:
-        return BadInput("empty", "record has no value")
-    if len(value) > MAX_VALUE_BYTES:
-        return BadInput("too_large", f"value is {len(value)} bytes, limit {MAX_VALUE_BYTES}")
-    try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return BadInput("not_utf8", f"value is not UTF-8: {exc.reason} at byte {exc.start}")
-    try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        return BadInput("not_json", f"value is not JSON: {str(exc)[:200]}")
-    if not isinstance(obj, dict):
-        return BadInput("not_object", f"value is a JSON {type(obj).__name__}, not an object")
-    missing = [name for name in ("stream", "seq", "value") if name not in obj]
-    if missing:
-        return BadInput("missing_field", f"missing field(s): {', '.join(missing)}")
-    stream = obj["stream"]
-    if not isinstance(stream, str) or not 0 < len(stream) <= MAX_STREAM_CHARS:
-        return BadInput("bad_stream", f"stream must be a string of 1..{MAX_STREAM_CHARS} chars")
-    try:
-        key_text = None if key is None else key.decode("utf-8")
-    except UnicodeDecodeError:
-        key_text = None
-    if key_text != stream:
-        return BadInput("key_mismatch", "record key differs from the stream id")
-    seq = obj["seq"]
-    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
-        return BadInput("bad_seq", "seq must be an integer in [0, 2^63)")
-    number = _number(obj["value"])
-    if number is None:
-        return BadInput("bad_value", "value must be a finite number")
-    ts = obj.get("ts")
-    if ts is not None:
-        ts = _number(ts)
-        if ts is None:
-            return BadInput("bad_ts", "ts must be a finite number of epoch seconds")
-    return Event(stream, seq, number, ts)
-
-
-def encode_event(stream: str, seq: int, value: float, ts: float | None) -> bytes:
+def encode_event(stream: str, seq: int, value: float, ts: float | None, epoch: int = -1
+                 ) -> bytes:
     """The producer's record value."""
     body: dict[str, Any] = {"stream": stream, "seq": seq, "value": value}
     if ts is not None:
         body["ts"] = ts
+    if epoch >= 0:
+        body["epoch"] = epoch
     return json.dumps(body, separators=(",", ":")).encode()
 
 

@@ -34,9 +34,15 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    """A settings field with its documentation (and allowed values) attached."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+def opt(default: Any, help: str, choices: tuple[str, ...] | None = None,
+        empty_ok: bool = False) -> Any:
+    """A settings field with its documentation (and allowed values) attached.
+
+    ``empty_ok``: an empty environment variable is a value (``""``: none), not "unset";
+    for paths where empty says that the input has no such field.
+    """
+    return field(default=default, metadata={"help": help, "choices": choices,
+                                            "empty_ok": empty_ok})
 
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -101,6 +107,45 @@ LINGER_HELP = ("How long records gather into one batch per partition before they
                "adds up to this much latency; fewer, larger batches cost the broker less.")
 
 
+INPUT_FORMATS = ("json", "number")
+#: A numeric event time's unit, and its divisor to epoch seconds.
+TIME_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+#: The producer's contract: the id is the record's ``stream`` field, equal to the record key.
+DEFAULT_STREAM_ID = "{stream}"
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """How an input record becomes events (``detector/mapping.py``); the defaults are the
+    producer's own records."""
+
+    input_format: str = opt(
+        "json", "Record value: a JSON object, or a bare number (UTF-8 text such as 23.5) whose "
+        "stream id is the record key.", INPUT_FORMATS)
+    stream_id: str = opt(
+        DEFAULT_STREAM_ID, "Template of the stream id: {key} (the record key), {field} (with "
+        "--value-path OBJECT.*) and dotted JSON paths such as {name} or {tags.host}. The "
+        "default {stream} must equal the record key.")
+    value_path: str = opt(
+        "value", "Dotted JSON path of the value; OBJECT.* (such as fields.*) makes every "
+        "numeric entry of OBJECT an event of its own stream.")
+    seq_path: str = opt(
+        "seq", "Dotted JSON path of the per-stream sequence number; empty: the input has "
+        "none (the partition offset orders a stream).", empty_ok=True)
+    time_path: str = opt(
+        "ts", "Dotted JSON path of the optional event time (a number in --time-unit, or an "
+        "ISO-8601 string); empty: none.", empty_ok=True)
+    time_unit: str = opt("s", "Unit of a numeric event time.", tuple(TIME_UNITS))
+    epoch_path: str = opt(
+        "epoch", "Dotted JSON path of the optional producer epoch (an integer that grows "
+        "with each producer start); empty: none.", empty_ok=True)
+
+    def __post_init__(self) -> None:
+        from detector.mapping import InputMapping  # here: the mapping imports this module
+
+        InputMapping(self)  # raises ConfigError on a template or path that cannot work
+
+
 @dataclass(frozen=True)
 class DetectorSettings:
     """``python -m detector run``."""
@@ -135,6 +180,7 @@ class DetectorSettings:
     session_timeout_ms: int = opt(10000, "Consumer group session timeout.")
     heartbeat_interval_ms: int = opt(3000, "Consumer group heartbeat interval.")
     retry_backoff_max_s: float = opt(10.0, "Longest wait between retries while the broker is gone.")
+    mapping: InputSettings = field(default_factory=InputSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
     def __post_init__(self) -> None:
@@ -175,19 +221,30 @@ class ProducerSettings:
 
     topic: str = opt("values", "Topic to write values to.")
     partitions: int = opt(6, "Partitions of the topic when the producer has to create it.")
-    streams: int = opt(20, "Number of independent streams (keys s-0 .. s-N-1).")
+    streams: int = opt(20, "Number of independent random streams (keys s-0 .. s-N-1).")
     rate: float = opt(200.0, "Events per second over all streams; 0 = as fast as possible.")
     count: int = opt(0, "Events to send in all, then exit; 0 = run until stopped.")
     seed: int | None = opt(None, "Random seed; set it for a reproducible sequence.")
     pattern: str = opt("uniform", "Values: uniform (the seed's generator) or walk.",
                        ("uniform", "walk"))
-    stream_prefix: str = opt("s-", "Prefix of stream ids.")
+    stream_prefix: str | None = opt(
+        None, "Prefix of stream ids (random streams: s- when not given; CSV columns: none).")
+    from_csv: str | None = opt(
+        None, "Replay the --column(s) of this CSV file (a header row, then one row per step) "
+        "instead of random values, then exit.")
+    column: tuple[str, ...] = opt(
+        (), "A CSV column to replay as a stream; repeat the flag for more (environment: "
+        "comma-separated).")
     linger_ms: int = opt(5, LINGER_HELP)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
     def __post_init__(self) -> None:
         if not self.topic.strip():
             raise ConfigError("--topic is empty")
+        if self.from_csv is not None and not self.column:
+            raise ConfigError("--from-csv needs at least one --column")
+        if self.column and self.from_csv is None:
+            raise ConfigError("--column needs --from-csv FILE")
         _positive("partitions", self.partitions)
         _positive("streams", self.streams)
         for name in ("rate", "count", "linger_ms"):
@@ -231,10 +288,10 @@ def _fields(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:
 
 
 def _base_type(hint: Any) -> type:
-    """``int | None`` -> ``int``."""
+    """``int | None`` -> ``int``; ``tuple[str, ...]`` -> ``tuple``."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         return next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint
+    return typing.get_origin(hint) or hint
 
 
 def _env_name(prefix: str, name: str) -> str:
@@ -249,6 +306,8 @@ def _convert(text: str, kind: type, where: str) -> Any:
         if low in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{where}: expected true or false, got {text!r}")
+    if kind is tuple:
+        return tuple(part.strip() for part in text.split(",") if part.strip())
     try:
         return kind(text)
     except ValueError:
@@ -266,6 +325,9 @@ def add_options(parser: argparse.ArgumentParser, cls: type, prefix: str) -> None
         help_text = f"{f.metadata['help']} [env {_env_name(prefix, f.name)}; default {f.default}]"
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
+        elif kind is tuple:
+            parser.add_argument(flag, action="append", default=None, metavar="NAME",
                                 help=help_text)
         else:
             parser.add_argument(flag, type=str, default=None, metavar=kind.__name__.upper(),
@@ -286,8 +348,9 @@ def build(cls: type[T], args: argparse.Namespace, prefix: str,
         env = _env_name(prefix, f.name)
         given = getattr(args, f.name, None)
         if given is not None:
-            value = given if isinstance(given, bool) else _convert(given, kind, flag)
-        elif environ.get(env, "") != "":
+            value = (given if isinstance(given, bool) else tuple(given) if kind is tuple
+                     else _convert(given, kind, flag))
+        elif environ.get(env, "") != "" or (env in environ and f.metadata["empty_ok"]):
             value = _convert(environ[env], kind, env)
         else:
             continue
@@ -305,7 +368,7 @@ def markdown_table(cls: type, prefix: str) -> str:
         if dataclasses.is_dataclass(hint):
             rows += markdown_table(hint, prefix).splitlines()[2:]
             continue
-        default = "" if f.default is None else f"`{f.default}`"
+        default = "" if f.default in (None, ()) else f"`{f.default}`"
         if isinstance(f.default, bool):
             default = f"`{str(f.default).lower()}`"
         if f.name == "state_topic":

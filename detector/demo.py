@@ -2,11 +2,14 @@
 
 Starts the bundled local broker, the producer and the detector (with its metrics endpoint),
 then shows alerts as they come, a few a second at most, and a stats line every few seconds.
-Everything it starts stops with it: Ctrl-C or ``--duration``.
+The producer sends random values, or replays columns of a CSV (``--csv FILE --column NAME``)
+so a person can watch their own data go through. Everything it starts stops with it: Ctrl-C
+or ``--duration``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import threading
@@ -49,7 +52,14 @@ DEMO_LINGER_MS = 100
 
 
 def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str = "seed",
-         metrics_port: int = 9108, out: Callable[[str], None] = _say) -> int:
+         metrics_port: int = 9108, out: Callable[[str], None] = _say,
+         csv: str | None = None, columns: tuple[str, ...] = ()) -> int:
+    from producer.publish import open_source, publish
+
+    # The CSV is read and checked first: a wrong column is one line, before anything starts.
+    producer_settings = ProducerSettings(streams=streams, rate=rate, from_csv=csv, column=columns,
+                                         linger_ms=DEMO_LINGER_MS)
+    source = open_source(producer_settings)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -62,7 +72,6 @@ def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str
         from detector.metrics import MetricsServer
         from detector.pipeline import Pipeline, settle_garbage_collector
         from detector.serving import ModelStep
-        from producer.publish import publish
 
         step = ModelStep.load(model)
         # Larger batches than the defaults: the local broker's fetches slow down with the
@@ -79,19 +88,20 @@ def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str
         server.start()
         pipeline.connect()
         settle_garbage_collector()
-        producer_settings = ProducerSettings(kafka=kafka, streams=streams, rate=rate,
-                                             topic=settings.input_topic,
-                                             linger_ms=DEMO_LINGER_MS)
+        producer_settings = dataclasses.replace(producer_settings, kafka=kafka,
+                                                topic=settings.input_topic)
         workers = [_Thread("detector", pipeline.run)]
         workers[0].start()
         out("demo: detector joining its consumer group ...")
         deadline = time.monotonic() + 60
         while not pipeline.ready and workers[0].is_alive() and time.monotonic() < deadline:
             stop.wait(0.1)
-        workers.append(_Thread("producer",
-                               lambda: publish(producer_settings, stop, progress=lambda _: None)))
+        workers.append(_Thread("producer", lambda: publish(
+            producer_settings, stop, progress=lambda _: None, source=source)))
         workers[1].start()
-        out(f"demo: producer sends {streams} streams at {rate:g} events/s; detector model "
+        what = (f"{csv}: {len(source.ids)} column(s), {source.events:,} values" if csv
+                else f"{streams} streams")
+        out(f"demo: producer sends {what} at {rate:g} events/s; detector model "
             f"{step.name}; metrics at {server.url} (health: /healthz)")
         out("demo: alerts (flag 1: the last three values moved the same way) as they come; "
             "Ctrl-C to stop")
@@ -120,6 +130,7 @@ def _show(kafka: KafkaSettings, topic: str, metrics: Metrics, url: str, stop: th
     consumer.assign([TopicPartition(topic, p) for p in range(n)])
     started = last_stats = last_line = time.monotonic()
     held = 0
+    replayed = False
     latency_name = "detector_end_to_end_latency_seconds"
     buckets_before = metrics.buckets(latency_name)
     processed_before = 0.0
@@ -128,8 +139,11 @@ def _show(kafka: KafkaSettings, topic: str, metrics: Metrics, url: str, stop: th
             now = time.monotonic()
             if duration and now - started >= duration:
                 break
-            if any(not w.is_alive() for w in workers):
+            if not workers[0].is_alive() or any(w.error for w in workers):
                 break
+            if not workers[1].is_alive() and not replayed:
+                replayed = True
+                out("demo: the producer has sent everything; Ctrl-C to stop")
             for recs in consumer.poll(timeout_ms=100).values():
                 for r in recs:
                     if time.monotonic() - last_line >= 1 / ALERT_LINES_PER_SECOND:

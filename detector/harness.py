@@ -19,13 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from kafka import TopicPartition
 
 from detector import kafka_io
-from detector.codec import Event, decode_event
+from detector.codec import Event
 from detector.config import KafkaSettings
 from detector.local_broker import free_port
+from detector.mapping import decode_event
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,10 +85,12 @@ def expected_flags(step, records: list[tuple[bytes | None, bytes | None]]
     from detector.engine import Batch, Engine
 
     events = [e for e in (decode_event(k, v) for k, v in records) if isinstance(e, Event)]
-    res = Engine(step).process(Batch.of([e.stream for e in events],
-                                        np.array([e.value for e in events]),
-                                        seq=np.array([e.seq for e in events], np.int64)))
-    return {(e.stream, e.seq): int(res.flag[i]) for i, e in enumerate(events) if res.processed[i]}
+    res = Engine(step).process(Batch.of([e.stream for e in events], [e.value for e in events],
+                                        seq=[e.seq for e in events],
+                                        epoch=[e.epoch for e in events]))
+    seqs = res.seq.tolist()
+    return {(e.stream, seqs[i]): int(res.flag[i]) for i, e in enumerate(events)
+            if res.processed[i]}
 
 
 @dataclass(frozen=True)

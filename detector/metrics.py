@@ -61,6 +61,11 @@ class Metrics:
             "detector_dlq_messages", "Input records sent to the dead-letter topic.", ["reason"],
             registry=r,
         )
+        self.skipped_fields = Counter(
+            "detector_skipped_fields",
+            "Entries of a --value-path OBJECT.* that are not numbers: skipped, not events.",
+            registry=r,
+        )
         self.duplicates = Counter(
             "detector_duplicates", "Events skipped: seq at or below the stream's last.", registry=r
         )

@@ -24,17 +24,10 @@ from kafka.errors import KafkaError
 
 from detector import kafka_io
 from detector.checkpoint import Checkpointer, OutputFailed
-from detector.codec import (
-    BadInput,
-    Event,
-    dead_letter,
-    decode_event,
-    encode_flag,
-    encode_run,
-    json_string,
-)
+from detector.codec import BadInput, dead_letter, encode_flag, encode_run, json_string
 from detector.config import DetectorSettings
 from detector.engine import Batch, Engine, Result
+from detector.mapping import InputMapping
 from detector.metrics import Metrics
 from detector.serving import ModelStep
 from detector.state import StateRecordError, decode_state
@@ -116,6 +109,7 @@ class Pipeline(ConsumerRebalanceListener):
         self.metrics = metrics
         self.engine = Engine(step, alert_min_length=settings.alert_min_length,
                              wall_clock=wall_clock)
+        self.mapping = InputMapping(settings.mapping)
         self.store = self.engine.store
         self.stop_event = stop if stop is not None else threading.Event()
         self._now = wall_clock
@@ -236,33 +230,40 @@ class Pipeline(ConsumerRebalanceListener):
 
     def _handle(self, records: dict) -> None:
         names: list[str] = []
-        keys: list[bytes] = []
         seqs: list[int] = []
         values: list[float] = []
         tss: list[float] = []
+        epochs: list[int] = []
         parts: list[int] = []
         offsets: list[int] = []
         consumed = 0
+        decode = self.mapping.decode
         for tp, recs in records.items():
             partition = tp.partition
             for r in recs:
-                event = decode_event(r.key, r.value)
-                if type(event) is Event:
+                events = decode(r.key, r.value)
+                if type(events) is BadInput:
+                    self._dead_letter(events, r)
+                    continue
+                for event in events:
                     names.append(event.stream)
-                    keys.append(r.key)
                     seqs.append(event.seq)
                     values.append(event.value)
                     tss.append(nan if event.ts is None else event.ts)
+                    epochs.append(event.epoch)
                     parts.append(partition)
                     offsets.append(r.offset)
-                else:
-                    self._dead_letter(event, r)
             consumed += len(recs)
             self._positions[tp] = recs[-1].offset + 1
         self.metrics.events_consumed.inc(consumed)
-        if not keys:
+        if self.mapping.skipped:
+            self.metrics.skipped_fields.inc(self.mapping.skipped)
+            self.mapping.skipped = 0
+        if not names:
             return
-        batch = Batch.of(keys, values, seq=seqs, partition=parts, offset=offsets, ts=tss)
+        # The store key is the stream id's UTF-8 bytes (with the default mapping: the key).
+        batch = Batch.of([name.encode() for name in names], values, seq=seqs, partition=parts,
+                         offset=offsets, epoch=epochs, ts=tss)
         result = self.engine.process(batch)
         self._publish(batch, names, result)
 

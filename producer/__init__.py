@@ -1,1 +1,1 @@
-"""The producer: random values for many streams, keyed by stream id, into Kafka."""
+"""The producer: random values for many streams (or CSV columns), keyed by stream id, into Kafka."""

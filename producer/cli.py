@@ -1,4 +1,5 @@
-"""``python -m producer``: random values for many streams into Kafka. Never imports TensorFlow."""
+"""``python -m producer``: random values for many streams, or a CSV's columns replayed, into
+Kafka. Never imports TensorFlow."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from detector.errors import DetectorError
 def parser() -> Parser:
     p = Parser(
         prog="producer",
-        description="Emit random values for many independent streams to a Kafka topic. Every "
-        "option --x-y is also the environment variable PRODUCER_X_Y.",
+        description="Emit random values for many independent streams to a Kafka topic, or "
+        "replay columns of a CSV file (--from-csv FILE --column NAME ...). Every option --x-y "
+        "is also the environment variable PRODUCER_X_Y.",
     )
     add_options(p, ProducerSettings, "PRODUCER")
     return p
@@ -29,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         settings = build(ProducerSettings, args, "PRODUCER")
-        from producer.publish import publish  # after parsing: --help stays instant
+        from producer.publish import open_source, publish  # after parsing: --help stays instant
 
-        publish(settings, stop)
+        publish(settings, stop, source=open_source(settings))
     except DetectorError as exc:
         print(f"producer: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -11,9 +11,24 @@ from kafka.partitioner.default import murmur2
 
 from detector import kafka_io
 from detector.config import ProducerSettings
+from producer.csv_source import CsvSource
 from producer.source import StreamSource
 
 PROGRESS_EVERY_S = 2.0
+#: The random streams' prefix when none is given (a CSV column's id is its name).
+RANDOM_PREFIX = "s-"
+
+Source = StreamSource | CsvSource
+
+
+def open_source(settings: ProducerSettings) -> Source:
+    """The CSV replay or the random streams the settings ask for; the CSV is read and checked
+    here, before any connection. Raises UsageError."""
+    if settings.from_csv is not None:
+        return CsvSource(settings.from_csv, settings.column, settings.stream_prefix or "")
+    prefix = RANDOM_PREFIX if settings.stream_prefix is None else settings.stream_prefix
+    return StreamSource(settings.streams, settings.pattern, settings.seed, prefix,
+                        epoch=int(time.time() * 1000))
 
 
 def java_partition(key: bytes, partitions: int) -> int:
@@ -25,15 +40,17 @@ def publish(
     settings: ProducerSettings,
     stop: threading.Event,
     progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    source: Source | None = None,
 ) -> int:
-    """Send events until ``count`` is reached or ``stop`` is set; returns how many were sent."""
+    """Send events until ``count`` is reached, the source ends or ``stop`` is set; returns how
+    many were sent. ``source``: one already opened (``open_source``), else the settings'."""
+    source = source if source is not None else open_source(settings)
     counts = kafka_io.ensure_topics(
         settings.kafka, [kafka_io.TopicSpec(settings.topic, settings.partitions)]
     )
     partitions = counts[settings.topic]
     client = kafka_io.producer(settings.kafka, acks="all", linger_ms=settings.linger_ms,
                                batch_size=256 * 1024)
-    source = StreamSource(settings.streams, settings.pattern, settings.seed, settings.stream_prefix)
     # Computing each key's partition once saves the pure-Python murmur2 on every send.
     targets = [java_partition(k, partitions) for k in source.keys]
     total = settings.count or float("inf")
@@ -43,19 +60,20 @@ def publish(
     chunk = max(1, min(len(source.ids), int(settings.rate / 50) or len(source.ids)))
     try:
         while sent < total and not stop.is_set():
-            values = source.next_round()
-            for start in range(0, len(values), chunk):
+            streams = source.next_round()
+            if streams is None:
+                break
+            for start in range(0, len(streams), chunk):
                 if settings.rate:
                     wait = started + sent / settings.rate - time.monotonic()
                     if wait > 0 and stop.wait(wait):
                         break
-                end = min(len(values), start + chunk)
+                end = min(len(streams), start + chunk)
                 if settings.count:
                     end = min(end, start + settings.count - sent)
                 now = time.time()
-                for i in range(start, end):
-                    client.send(settings.topic, key=source.keys[i],
-                                value=source.record(i, float(values[i]), now),
+                for i in streams[start:end]:
+                    client.send(settings.topic, key=source.keys[i], value=source.record(i, now),
                                 partition=targets[i])
                 sent += end - start
                 if sent >= total:

@@ -12,11 +12,11 @@ from detector.codec import (
     BadInput,
     Event,
     dead_letter,
-    decode_event,
     encode_event,
     encode_flag,
     encode_run,
 )
+from detector.mapping import decode_event
 
 
 def ok(**fields):

@@ -6,7 +6,8 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detector.codec import MAX_STREAM_CHARS, REASONS, BadInput, Event, decode_event
+from detector.codec import MAX_STREAM_CHARS, REASONS, BadInput, Event
+from detector.mapping import decode_event
 
 json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
