@@ -101,20 +101,21 @@ class Run:
     firing: RunRecord | None  #: None: known only by a resolution (its firing was read earlier)
     resolved: RunRecord | None = None
     posted_at: float | None = None  #: monotonic time of the last accepted post while firing
+    first_posted_at: float | None = None  #: ... and of the first
 
     @property
     def first(self) -> RunRecord:
         return self.firing or self.resolved  # type: ignore[return-value]
 
 
-def alert(run: Run, now: float, ttl_s: float) -> dict:
-    """The Alertmanager alert for a run's latest state (``now``: wall-clock seconds)."""
+def alert(run: Run, now: float, ttl_s: float, resolved: bool) -> dict:
+    """The Alertmanager alert for a run, firing or resolved (``now``: wall-clock seconds)."""
     first = run.first
     starts = first.time
     labels = {"alertname": ALERTNAME, "stream": first.stream, "direction": first.direction,
               "model": first.model, "start_seq": str(first.start_seq)}
     way = "up" if first.direction == "up" else "down"
-    if run.resolved is None:
+    if not resolved:
         r = run.firing
         assert r is not None
         ends = max(now, starts) + ttl_s
@@ -122,6 +123,7 @@ def alert(run: Run, now: float, ttl_s: float) -> dict:
                    f"so far (seq {r.seq}, value {r.value:.6g})")
     else:
         r = run.resolved
+        assert r is not None
         ends = max(r.time, starts)
         summary = (f"{r.stream} trended {way} for {r.length} values, seq {r.start_seq}.."
                    f"{r.seq - 1}; seq {r.seq} (value {r.value:.6g}) ended it")
@@ -266,35 +268,56 @@ class Bridge(ConsumerRebalanceListener):
     # --- Alertmanager -------------------------------------------------------------------------
 
     def _post(self) -> None:
-        """Post every pending alert, in chunks; on a failure back off and pause reading."""
+        """Post every pending alert that is due, in chunks; on a failure back off, stop reading."""
         if self._clock() < self._retry_at:
             return
-        while self._pending:
-            keys = list(self._pending)[:MAX_ALERTS_PER_POST]
+        due = [k for k in self._pending if self._due(self._runs[k])]
+        for at in range(0, len(due), MAX_ALERTS_PER_POST):
+            keys = due[at:at + MAX_ALERTS_PER_POST]
             runs = [self._runs[k] for k in keys]
+            resolve = [self._resolve_now(run) for run in runs]
             now = self._now()
             started = self._clock()
             try:
-                self.alertmanager.post([alert(run, now, self.s.firing_ttl_s) for run in runs])
+                self.alertmanager.post([alert(run, now, self.s.firing_ttl_s, res)
+                                        for run, res in zip(runs, resolve, strict=True)])
             except PostFailed as exc:
                 self._failed(exc)
                 return
             finally:
                 self.metrics.post_seconds.observe(self._clock() - started)
             self.metrics.posts.inc()
-            for key, run in zip(keys, runs, strict=True):
-                del self._pending[key]
-                if run.resolved is None:
-                    run.posted_at = started
-                    self.metrics.alerts_sent.labels("firing").inc()
-                else:
+            for key, run, res in zip(keys, runs, resolve, strict=True):
+                self.metrics.alerts_sent.labels("resolved" if res else "firing").inc()
+                if res:
+                    del self._pending[key]
                     self._finish(key, run)
-                    self.metrics.alerts_sent.labels("resolved").inc()
+                    continue
+                run.posted_at = started
+                if run.first_posted_at is None:
+                    run.first_posted_at = started
+                if run.resolved is None:
+                    del self._pending[key]
         if self._failing:
             log.info("Alertmanager accepts alerts again; reading on")
             self.consumer.resume(*self.consumer.paused())
         self._failing = False
         self._backoff = FIRST_BACKOFF_S
+
+    def _resolve_now(self, run: Run) -> bool:
+        """Post the resolution (rather than the firing)? Not before the firing was held
+        ``min_firing_s``, so that Alertmanager notified it; a run known only by its resolution
+        (its firing was read before a restart) has nothing to hold."""
+        if run.resolved is None:
+            return False
+        if run.firing is None or self.s.min_firing_s == 0:
+            return True
+        return run.first_posted_at is not None and \
+            self._clock() - run.first_posted_at >= self.s.min_firing_s
+
+    def _due(self, run: Run) -> bool:
+        """A resolution held back is not due until its time (its firing is posted first)."""
+        return run.resolved is None or run.first_posted_at is None or self._resolve_now(run)
 
     def _failed(self, exc: PostFailed) -> None:
         self.metrics.post_failures.labels(exc.reason).inc()

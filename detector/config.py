@@ -168,6 +168,10 @@ class BridgeSettings:
     firing_ttl_s: float = opt(
         300.0, "A firing alert's endsAt lies this far ahead, so Alertmanager resolves it by "
         "itself once the bridge stops re-posting it.")
+    min_firing_s: float = opt(
+        0.0, "Hold a resolution until its firing alert was accepted this long ago, so that "
+        "Alertmanager notifies runs shorter than its group_wait too (set it above the route's "
+        "group_wait plus group_interval); 0: post at once.")
     timeout_s: float = opt(10.0, "How long one request to Alertmanager may take.")
     retry_backoff_max_s: float = opt(
         30.0, "Longest wait between retries while Alertmanager is down or failing.")
@@ -188,6 +192,7 @@ class BridgeSettings:
                 raise ConfigError(f"--{name.replace('_', '-')} is empty")
         for name in ("resend_interval_s", "firing_ttl_s", "timeout_s", "retry_backoff_max_s"):
             _positive(name, getattr(self, name))
+        _not_negative("min_firing_s", self.min_firing_s)
         if self.firing_ttl_s <= self.resend_interval_s + self.timeout_s:
             raise ConfigError("--firing-ttl-s must exceed --resend-interval-s plus --timeout-s, "
                               "or open runs would resolve between two posts")

@@ -118,14 +118,16 @@ def test_alert_for_a_run_firing_and_resolved():
     end = decode_run(resolved("s-7", 40, length=7, ts=1764179390.5)[1])
     assert isinstance(fire, RunRecord) and isinstance(end, RunRecord)
     run = Run(partition=0, offset=0, firing=fire)
-    body = alert(run, now=1764179400.0, ttl_s=300)
+    body = alert(run, now=1764179400.0, ttl_s=300, resolved=False)
     assert body["labels"] == {"alertname": "TrendRun", "stream": "s-7", "direction": "up",
                               "model": "seed", "start_seq": "40"}
     assert body["startsAt"] == "2025-11-26T17:49:45.123Z"
     assert body["endsAt"] == "2025-11-26T17:55:00.000Z"  # now + ttl
     assert "3 values so far" in body["annotations"]["summary"]
     run.resolved = end
-    body = alert(run, now=1764179400.0, ttl_s=300)
+    assert alert(run, now=1764179400.0, ttl_s=300, resolved=False)["endsAt"] == \
+        "2025-11-26T17:55:00.000Z"  # a resolution held back: still firing
+    body = alert(run, now=1764179400.0, ttl_s=300, resolved=True)
     assert body["labels"]["start_seq"] == "40"
     assert body["startsAt"] == "2025-11-26T17:49:45.123Z"
     assert body["endsAt"] == "2025-11-26T17:49:50.500Z"  # the resolution's time
@@ -221,11 +223,14 @@ def test_each_run_is_notified_firing_then_resolved_once(kafka, alertmanager):
 
 @pytest.mark.broker
 def test_alertmanager_stopped_for_30_s_loses_nothing(kafka, alertmanager):
+    """Runs that fire before the outage and end in it, fire in it and end after it, or live
+    only in it (a resolution held ``min_firing_s`` after its firing): each is notified."""
     am, webhook = alertmanager
-    before = [(f"s-{i}", 10) for i in range(6)]  # fire before the outage, resolve during it
-    during = [(f"s-{i}", 40) for i in range(6)]  # fire during the outage, resolve after it
+    before = [(f"s-{i}", 10) for i in range(6)]
+    during = [(f"s-{i}", 40) for i in range(6)]
+    within = [(f"s-{i}", 20) for i in range(6)]
     send(kafka, TOPIC, [firing(s, n) for s, n in before])
-    bridge = BridgeThread(kafka, am.url).start()
+    bridge = BridgeThread(kafka, am.url, min_firing_s=3.0).start()
     try:
         wait_for(lambda: webhook.runs("firing") >= set(before), 30, what="the first firings")
         wait_for(lambda: bridge.value("alert_bridge_pending_alerts") == 0, 10, what="posted")
@@ -233,11 +238,10 @@ def test_alertmanager_stopped_for_30_s_loses_nothing(kafka, alertmanager):
         am.pause()
         paused_at = time.monotonic()
         ends = ends_of_partitions(kafka)
-        for s, n in before:  # records keep coming, a few a second
-            send(kafka, TOPIC, [resolved(s, n)])
+        for i in range(6):  # records keep coming, a few a second
+            send(kafka, TOPIC, [resolved(*before[i]), firing(*within[i])])
             time.sleep(0.5)
-        for s, n in during:
-            send(kafka, TOPIC, [firing(s, n)])
+            send(kafka, TOPIC, [resolved(*within[i]), firing(*during[i])])
             time.sleep(0.5)
         wait_for(lambda: bridge.value("alert_bridge_post_failures_total",
                                       {"reason": "timeout"}) >= 2, 20, what="failed posts")
@@ -250,7 +254,7 @@ def test_alertmanager_stopped_for_30_s_loses_nothing(kafka, alertmanager):
         assert webhook.runs("resolved") == set() and webhook.runs("firing") == set(before)
 
         am.resume()
-        wait_for(lambda: webhook.runs("resolved") >= set(before)
+        wait_for(lambda: webhook.runs("resolved") >= set(before) | set(within)
                  and webhook.runs("firing") >= set(during), 30,
                  what=lambda: f"notifications after the outage: {webhook.received}")
         assert bridge.healthz() == 200
@@ -258,7 +262,7 @@ def test_alertmanager_stopped_for_30_s_loses_nothing(kafka, alertmanager):
         wait_for(lambda: webhook.runs("resolved") >= set(during), 30, what="the last ones")
     finally:
         bridge.stop()
-    runs = set(before) | set(during)
+    runs = set(before) | set(during) | set(within)
     assert webhook.runs("firing") == runs == webhook.runs("resolved")
     for run in runs:
         assert statuses(webhook, run) == ["firing", "resolved"], (run, statuses(webhook, run))
