@@ -125,8 +125,8 @@ def alert(run: Run, now: float, ttl_s: float, resolved: bool) -> dict:
         r = run.resolved
         assert r is not None
         ends = max(r.time, starts)
-        summary = (f"{r.stream} trended {way} for {r.length} values, seq {r.start_seq}.."
-                   f"{r.seq - 1}; seq {r.seq} (value {r.value:.6g}) ended it")
+        summary = (f"{r.stream} trended {way} for {r.length} values from seq {r.start_seq}; "
+                   f"seq {r.seq} (value {r.value:.6g}) ended it")
     return {
         "labels": labels,
         "annotations": {"summary": summary, "length": str(r.length), "seq": str(r.seq),

@@ -175,7 +175,7 @@ def dead_letter(
 # --- run records (the alert topic) ---------------------------------------------------------
 
 RUN_STATUSES = ("firing", "resolved")
-DIRECTIONS = ("up", "down")
+RUN_DIRECTIONS = ("up", "down")
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +215,7 @@ def decode_run(value: bytes | None) -> RunRecord | None:
     ints = [r.get(k) for k in ("start_seq", "seq", "length")]
     numbers = [_number(r.get(k)) for k in ("value", "detected_at")]
     ts = r.get("ts")
-    if (r.get("status") not in RUN_STATUSES or r.get("direction") not in DIRECTIONS
+    if (r.get("status") not in RUN_STATUSES or r.get("direction") not in RUN_DIRECTIONS
             or not isinstance(r.get("stream"), str) or not r["stream"]
             or not isinstance(r.get("model"), str)
             or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ints)

@@ -29,7 +29,7 @@ def _describe_run(r: RunRecord) -> str:
     if r.status == "firing":
         what = f"run from seq {r.start_seq}, {r.length} values so far (value {r.value:.4f})"
     else:
-        what = f"run of {r.length} values, seq {r.start_seq}..{r.seq - 1}"
+        what = f"run of {r.length} values from seq {r.start_seq}, ended at seq {r.seq}"
     return f"{_clock(r.time)} {r.status.upper():<8} {r.stream} {_arrow(r.direction)} {what}"
 
 

@@ -132,7 +132,8 @@ def test_alert_for_a_run_firing_and_resolved():
     assert body["startsAt"] == "2025-11-26T17:49:45.123Z"
     assert body["endsAt"] == "2025-11-26T17:49:50.500Z"  # the resolution's time
     assert body["annotations"]["length"] == "7"
-    assert "7 values, seq 40..46" in body["annotations"]["summary"]
+    assert body["annotations"]["summary"] == \
+        "s-7 trended up for 7 values from seq 40; seq 47 (value 0.547) ended it"
 
 
 @pytest.mark.parametrize("bad", [

@@ -49,7 +49,7 @@ def test_describe_run_records_firing_and_resolved():
     assert describe(run("firing", 42, 3)) == \
         f"{clock}.123 FIRING   s-17 ↑ run from seq 40, 3 values so far (value 0.7340)"
     assert describe(run("resolved", 47, 7, "down")) == \
-        f"{clock}.123 RESOLVED s-17 ↓ run of 7 values, seq 40..46"
+        f"{clock}.123 RESOLVED s-17 ↓ run of 7 values from seq 40, ended at seq 47"
     # Without an event time, the detection time.
     later = time.strftime("%H:%M:%S", time.localtime(1764179402))
     assert describe(run("firing", 42, 3, ts=None)).startswith(f"{later}.500 FIRING ")
