@@ -105,9 +105,9 @@ def cmd_alertmanager(args: argparse.Namespace) -> int:
     server = MetricsServer(metrics, settings.metrics_host, settings.metrics_port,
                            lambda: bridge.ready).start()
     try:
+        bridge.connect()
         log.info("run records from %s (group %s) to Alertmanager at %s; metrics on %s",
                  settings.alert_topic, settings.group_id, settings.url, server.url)
-        bridge.connect()
         bridge.run()
     finally:
         server.stop()
