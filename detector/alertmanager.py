@@ -157,8 +157,10 @@ class Bridge(ConsumerRebalanceListener):
         self._last_commit = 0.0
         self._backoff = FIRST_BACKOFF_S
         self._retry_at = 0.0
-        self._failing = False
+        self._failing = False  # the last post failed
+        self._commit_failed = False
         self._joined = False
+        self._warned_foreign = False
         self._revoked: set[int] = set()
         self._lock = threading.Lock()  # the rebalance callbacks run on the client's IO thread
         metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
@@ -168,8 +170,8 @@ class Bridge(ConsumerRebalanceListener):
 
     @property
     def ready(self) -> bool:
-        """In the group, and Alertmanager took the last post (or none was needed yet)."""
-        return self._joined and not self._failing
+        """In the group, the last commit went through, and Alertmanager took the last post."""
+        return self._joined and not self._failing and not self._commit_failed
 
     # --- set-up and tear-down -----------------------------------------------------------------
 
@@ -231,6 +233,11 @@ class Bridge(ConsumerRebalanceListener):
         record = decode_run(value)
         if record is None:
             self.metrics.skipped.labels("not_a_run_record").inc()
+            if not self._warned_foreign:
+                log.warning("skipping records of %s that are not run records (partition %d, "
+                            "offset %d): a detector without run alerts?", self.s.alert_topic,
+                            partition, offset)
+                self._warned_foreign = True
             return
         self.metrics.records.labels(record.status).inc()
         key = (record.stream, record.start_seq)
@@ -356,7 +363,9 @@ class Bridge(ConsumerRebalanceListener):
             self.consumer.commit(offsets)
         except KafkaError as exc:
             log.warning("committing offsets failed (%s); retrying", exc)
+            self._commit_failed = True
             return
+        self._commit_failed = False
         for tp, committed in offsets.items():
             self._committed[tp.partition] = committed.offset
 

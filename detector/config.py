@@ -196,6 +196,9 @@ class BridgeSettings:
         if self.firing_ttl_s <= self.resend_interval_s + self.timeout_s:
             raise ConfigError("--firing-ttl-s must exceed --resend-interval-s plus --timeout-s, "
                               "or open runs would resolve between two posts")
+        if self.min_firing_s >= self.firing_ttl_s:
+            raise ConfigError("--min-firing-s must be below --firing-ttl-s, or a held run "
+                              "would resolve by itself before its resolution is posted")
         _port(self.metrics_port)
         _group_timing(self.session_timeout_ms, self.heartbeat_interval_ms)
 

@@ -159,6 +159,7 @@ def test_a_run_record_without_event_time_uses_the_detection_time():
     ({"url": "alertmanager:9093"}, "is not an http:// or https:// URL"),
     ({"url": "http://am:9093", "firing_ttl_s": 60}, "--firing-ttl-s must exceed"),
     ({"url": "http://am:9093", "timeout_s": 0}, "--timeout-s must be positive"),
+    ({"url": "http://am:9093", "min_firing_s": 300}, "--min-firing-s must be below"),
     ({"url": "http://am:9093", "metrics_port": 70000}, "not a port number"),
 ])
 def test_wrong_bridge_settings_are_one_line(overrides, says):
@@ -182,7 +183,8 @@ def test_each_run_is_notified_firing_then_resolved_once(kafka, alertmanager):
     first = [(f"s-{i}", 10) for i in range(4)]
     second = [(f"s-{i}", 30) for i in range(4)]
     send(kafka, TOPIC, [firing(s, n, ts=t0 + i) for i, (s, n) in enumerate(first)]
-         + [firing("s-0", 10, ts=t0)])  # a detector's replay: an identical duplicate
+         + [firing("s-0", 10, ts=t0)]  # a detector's replay: an identical duplicate
+         + [(b"s-9", json.dumps({"stream": "s-9", "seq": 4, "flag": 1}).encode())])
     bridge = BridgeThread(kafka, am.url).start()
     try:
         wait_for(lambda: webhook.runs("firing") >= set(first), 30,
@@ -216,6 +218,8 @@ def test_each_run_is_notified_firing_then_resolved_once(kafka, alertmanager):
         assert got["labels"]["direction"] == "up" and got["labels"]["model"] == "seed"
         assert "5 values" in got["annotations"]["summary"]
     assert bridge.value("alert_bridge_records_skipped_total", {"reason": "duplicate"}) == 4
+    assert bridge.value("alert_bridge_records_skipped_total",
+                        {"reason": "not_a_run_record"}) == 1
     assert bridge.value("alert_bridge_open_runs") == 0
     assert bridge.value("alert_bridge_post_failures_total", {"reason": "timeout"}) == 0
     # Every run resolved and posted: the bridge committed every partition to its end.
