@@ -21,7 +21,7 @@ from detector.alertmanager import Bridge, alert
 from detector.codec import RunRecord, decode_run
 from detector.config import BridgeSettings, ConfigError
 from detector.metrics import BridgeMetrics, MetricsServer
-from tests.support import FAST_GROUP, read_topic, send, wait_for
+from tests.support import FAST_GROUP, DetectorProcess, read_topic, send, wait_for
 
 TOPIC = "trend-alerts"
 
@@ -279,32 +279,49 @@ def active_alerts(am) -> dict[tuple[str, int], dict]:
     return {(a["labels"]["stream"], int(a["labels"]["start_seq"])): a for a in body}
 
 
+def bridge_process(kafka, url: str, **env: str) -> DetectorProcess:
+    """``python -m detector alertmanager`` as a real process, configured by its environment."""
+    return DetectorProcess(kafka, command="alertmanager", DETECTOR_URL=url,
+                           DETECTOR_TIMEOUT_S="1", **env).start()
+
+
 @pytest.mark.broker
-def test_a_restarted_bridge_keeps_open_runs_alive_and_resolves_them(kafka, alertmanager):
+def test_a_bridge_killed_and_started_again_keeps_open_runs_alive_and_resolves_them(
+        kafka, alertmanager):
     am, webhook = alertmanager
     runs = [("s-1", 5), ("s-2", 7)]
-    send(kafka, TOPIC, [firing(s, n) for s, n in runs])
-    first = BridgeThread(kafka, am.url).start()
+    send(kafka, TOPIC, [firing("s-3", 1)] + [firing(s, n) for s, n in runs])
+    first = bridge_process(kafka, am.url)
     try:
-        wait_for(lambda: webhook.runs("firing") >= set(runs), 30, what="the firings")
-        wait_for(lambda: first.value("alert_bridge_pending_alerts") == 0, 10, what="posted")
+        wait_for(lambda: webhook.runs("firing") >= set(runs) | {("s-3", 1)}, 60,
+                 what=lambda: f"the firings{first.output()}")
+        send(kafka, TOPIC, [resolved("s-3", 1)])
+        wait_for(lambda: webhook.runs("resolved") == {("s-3", 1)}, 30, what="a resolution")
+        time.sleep(1.5)  # a commit interval: the commit stops at the open runs' firings
+        assert first.healthz() == 200
+        first.kill()
     finally:
-        first.stop()
+        first.close()
     ends_before = {run: parse_time(a["endsAt"]) for run, a in active_alerts(am).items()}
     assert set(ends_before) == set(runs)
 
-    # A new bridge in the same group re-reads the open runs' firing records (the commit stops
-    # there) and re-posts them, pushing their endsAt further out; then resolves them.
-    second = BridgeThread(kafka, am.url, resend_interval_s=1.0, firing_ttl_s=600).start()
+    # A new bridge in the same group reads the open runs' firing records again and re-posts
+    # them, which moves their endsAt further out; then it resolves them.
+    second = bridge_process(kafka, am.url, DETECTOR_RESEND_INTERVAL_S="1",
+                            DETECTOR_FIRING_TTL_S="600")
     try:
-        wait_for(lambda: second.value("alert_bridge_open_runs") == len(runs), 30,
-                 what="the open runs rebuilt")
+        wait_for(lambda: second.metric("alert_bridge_open_runs") == len(runs), 60,
+                 what=lambda: f"the open runs rebuilt{second.output()}")
         wait_for(lambda: all(parse_time(a["endsAt"]) > ends_before[run] + 200
                              for run, a in active_alerts(am).items()), 15,
                  what="re-posts from the new bridge")
         send(kafka, TOPIC, [resolved(s, n) for s, n in runs])
         wait_for(lambda: webhook.runs("resolved") >= set(runs), 30, what="the resolutions")
         wait_for(lambda: not active_alerts(am), 10, what="no alert left firing")
+        assert second.terminate(30) == 0
     finally:
-        second.stop()
-    assert webhook.runs("firing") == set(runs) == webhook.runs("resolved")
+        second.close()
+    assert webhook.runs("firing") == set(runs) | {("s-3", 1)} == webhook.runs("resolved")
+    for run in webhook.runs("firing"):
+        assert statuses(webhook, run) == ["firing", "resolved"], (run, statuses(webhook, run))
+    assert committed(kafka, "trend-alertmanager") == ends_of_partitions(kafka)
