@@ -14,7 +14,10 @@ Alertmanager accepted, and never past the firing record of a run still open: a r
 bridge, or the next owner of a partition, reads every open run's firing record again and keeps
 re-posting it. What it reads again of runs already resolved is posted again; Alertmanager
 takes the same labels as the same alert, so that is harmless. Each post sends a run's latest
-state only, so a firing and its resolution read together become one resolved alert.
+state only, so a firing and its resolution read together become one resolved alert; unless
+``min_firing_s`` holds resolutions back until their firing was accepted that long ago, so that
+Alertmanager (which tells a receiver of a resolution only if it told it of the firing) notifies
+short runs too.
 """
 
 from __future__ import annotations

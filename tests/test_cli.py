@@ -88,7 +88,8 @@ def test_producer_without_a_broker_is_one_line(capsys):
 
 
 def test_entry_points_and_the_producer_never_import_tensorflow():
-    code = ("import sys, producer.cli, producer.publish, detector.cli, detector.tail; "
+    code = ("import sys, producer.cli, producer.publish, detector.cli, detector.tail, "
+            "detector.alertmanager; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
     for module in ("detector", "producer"):
