@@ -16,11 +16,13 @@ $(STAMP):
 demo: $(STAMP)
 	$(BIN)/python -m detector demo $(DEMO_ARGS)
 
-# Prometheus (server and promtool) and docker-compose serve the deployment tests; where they
-# cannot be installed those tests skip and say what is missing.
+# Prometheus (server and promtool), Alertmanager (and amtool) and docker-compose serve the
+# deployment and alerting tests; where they cannot be installed those tests skip and say what
+# is missing.
 system-tools:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

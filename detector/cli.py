@@ -1,4 +1,5 @@
-"""``python -m detector <command>``: run, train, evaluate, reproduce, plot, tail, demo, config.
+"""``python -m detector <command>``: run, alertmanager, train, evaluate, reproduce, plot, tail,
+demo, config.
 
 Heavy imports (TensorFlow, Kafka) happen inside the command that needs them, so ``--help``,
 ``tail`` and ``config`` start at once. Every expected failure (a wrong setting, a missing
@@ -16,7 +17,14 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from detector.config import DetectorSettings, Parser, ProducerSettings, add_options, build
+from detector.config import (
+    BridgeSettings,
+    DetectorSettings,
+    Parser,
+    ProducerSettings,
+    add_options,
+    build,
+)
 from detector.errors import DetectorError, UsageError
 
 if TYPE_CHECKING:
@@ -82,6 +90,29 @@ def cmd_run(args: argparse.Namespace) -> int:
                  settings.input_topic, settings.group_id, settings.output_topic,
                  settings.alert_topic, settings.dlq_topic)
         pipeline.run()
+    finally:
+        server.stop()
+    log.info("stopped cleanly")
+    return 0
+
+
+def cmd_alertmanager(args: argparse.Namespace) -> int:
+    settings = build(BridgeSettings, args, "DETECTOR")
+    _logging()
+    log = logging.getLogger("detector")
+    from detector.alertmanager import Bridge
+    from detector.metrics import BridgeMetrics, MetricsServer
+
+    metrics = BridgeMetrics()
+    stop = _stop_on_signals()
+    bridge = Bridge(settings, metrics, stop)
+    server = MetricsServer(metrics, settings.metrics_host, settings.metrics_port,
+                           lambda: bridge.ready).start()
+    try:
+        bridge.connect()
+        log.info("run records from %s (group %s) to Alertmanager at %s; metrics on %s",
+                 settings.alert_topic, settings.group_id, settings.url, server.url)
+        bridge.run()
     finally:
         server.stop()
     log.info("stopped cleanly")
@@ -198,6 +229,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     print("### Detector (`python -m detector run`)\n")
     print(markdown_table(DetectorSettings, "DETECTOR"))
+    print("\n### Alertmanager bridge (`python -m detector alertmanager`)\n")
+    print(markdown_table(BridgeSettings, "DETECTOR"))
     print("\n### Producer (`python -m producer`)\n")
     print(markdown_table(ProducerSettings, "PRODUCER"))
     return 0
@@ -223,6 +256,12 @@ def parser() -> argparse.ArgumentParser:
     run = command("run", cmd_run, "Consume values, publish flags and alerts. Every option "
                   "--x-y is also the environment variable DETECTOR_X_Y.")
     add_options(run, DetectorSettings, "DETECTOR")
+
+    bridge = command("alertmanager", cmd_alertmanager,
+                     "Post the alert topic's runs to Alertmanager (one alert per run, firing "
+                     "then resolved). Every option --x-y is also the environment variable "
+                     "DETECTOR_X_Y.")
+    add_options(bridge, BridgeSettings, "DETECTOR")
 
     train = command("train", cmd_train, "Train a model; write .keras, model card and curves.")
     train.add_argument("--features", choices=("seed", "pair"), required=True)

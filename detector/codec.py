@@ -12,6 +12,7 @@ metric label).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,3 +139,69 @@ def dead_letter(
         ("dlq.truncated", b"true" if truncated else b"false"),
     ]
     return body, headers
+
+
+# --- run records (the alert topic) ---------------------------------------------------------
+
+RUN_STATUSES = ("firing", "resolved")
+RUN_DIRECTIONS = ("up", "down")
+
+
+def finite_number(x: Any) -> float | None:
+    """A finite float from a JSON number; None for bools, strings, NaN, infinities, overflow."""
+    kind = type(x)
+    if kind is float:
+        return x if math.isfinite(x) else None
+    if kind is not int:
+        return None
+    try:
+        return float(x)
+    except OverflowError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RunAlert:
+    """One step in the life of a run, as the detector writes it to the alert topic (key: stream).
+
+    ``firing`` once, at the event where the run reaches the minimum length (``seq`` that event,
+    ``length`` the minimum); ``resolved`` once, at the first event that does not continue it
+    (``seq`` that event, ``length`` the run's final number of values).
+    """
+
+    status: str
+    stream: str
+    direction: str
+    start_seq: int
+    seq: int
+    length: int
+    value: float
+    model: str
+    ts: float | None
+    detected_at: float
+
+    @property
+    def time(self) -> float:
+        """When it happened: the event time, else the detection time."""
+        return self.detected_at if self.ts is None else self.ts
+
+
+def decode_run(value: bytes | None) -> RunAlert | None:
+    """The run record in ``value``, or None when it is not one (a flag record, garbage)."""
+    try:
+        r = json.loads(value or b"")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(r, dict):
+        return None
+    ints = [r.get(k) for k in ("start_seq", "seq", "length")]
+    numbers = [finite_number(r.get(k)) for k in ("value", "detected_at")]
+    ts = r.get("ts")
+    if (r.get("status") not in RUN_STATUSES or r.get("direction") not in RUN_DIRECTIONS
+            or not isinstance(r.get("stream"), str) or not r["stream"]
+            or not isinstance(r.get("model"), str)
+            or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ints)
+            or None in numbers or (ts is not None and finite_number(ts) is None)):
+        return None
+    return RunAlert(r["status"], r["stream"], r["direction"], *ints, numbers[0], r["model"],
+                     None if ts is None else float(ts), numbers[1])

@@ -14,6 +14,7 @@ import dataclasses
 import os
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -106,6 +107,11 @@ class KafkaSettings:
 LINGER_HELP = ("How long records gather into one batch per partition before they are sent: "
                "adds up to this much latency; fewer, larger batches cost the broker less.")
 
+METRICS_HOST_HELP = "Address the metrics and /healthz endpoint binds to."
+METRICS_PORT_HELP = "Port of the metrics and /healthz endpoint (0 picks a free one)."
+SESSION_TIMEOUT_HELP = "Consumer group session timeout."
+HEARTBEAT_HELP = "Consumer group heartbeat interval."
+
 
 INPUT_FORMATS = ("json", "number")
 #: A numeric event time's unit, and its divisor to epoch seconds.
@@ -164,8 +170,8 @@ class DetectorSettings:
                           "suffix; 0 = never): its state is deleted (a tombstone on the state "
                           "topic) and it starts afresh if it comes back.")
     partitions: int = opt(6, "Partitions of the input topic when the detector has to create it.")
-    metrics_host: str = opt("127.0.0.1", "Address the metrics and /healthz endpoint binds to.")
-    metrics_port: int = opt(9108, "Port of the metrics and /healthz endpoint (0 picks a free one).")
+    metrics_host: str = opt("127.0.0.1", METRICS_HOST_HELP)
+    metrics_port: int = opt(9108, METRICS_PORT_HELP)
     max_poll_records: int = opt(2000, "Most records taken per poll: the largest batch.")
     poll_timeout_ms: int = opt(100, "How long a poll waits for records.")
     fetch_max_wait_ms: int = opt(
@@ -177,8 +183,8 @@ class DetectorSettings:
         2000, "Outputs acknowledged, changed state written, offsets committed this often (and "
         "on revoke and shutdown); a crash replays at most about this much input."
     )
-    session_timeout_ms: int = opt(10000, "Consumer group session timeout.")
-    heartbeat_interval_ms: int = opt(3000, "Consumer group heartbeat interval.")
+    session_timeout_ms: int = opt(10000, SESSION_TIMEOUT_HELP)
+    heartbeat_interval_ms: int = opt(3000, HEARTBEAT_HELP)
     retry_backoff_max_s: float = opt(10.0, "Longest wait between retries while the broker is gone.")
     mapping: InputSettings = field(default_factory=InputSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -192,15 +198,12 @@ class DetectorSettings:
         topics = [self.input_topic, self.output_topic, self.alert_topic, self.dlq_topic]
         if len(set([*topics, self.state_topic])) != 5:
             raise ConfigError("input, output, alert, dead-letter and state topics must differ")
-        if not 0 <= self.metrics_port <= 65535:
-            raise ConfigError(f"--metrics-port {self.metrics_port} is not a port number")
+        _port(self.metrics_port)
         for name in ("partitions", "max_poll_records", "poll_timeout_ms", "fetch_max_wait_ms",
-                     "checkpoint_interval_ms",
-                     "session_timeout_ms", "heartbeat_interval_ms", "retry_backoff_max_s"):
+                     "checkpoint_interval_ms", "retry_backoff_max_s"):
             _positive(name, getattr(self, name))
         _not_negative("linger_ms", self.linger_ms)
-        if self.heartbeat_interval_ms >= self.session_timeout_ms:
-            raise ConfigError("--heartbeat-interval-ms must be below --session-timeout-ms")
+        _group_timing(self.session_timeout_ms, self.heartbeat_interval_ms)
         if self.alert_min_length < 3:
             raise ConfigError("--alert-min-length must be at least 3 (a run's first flag has "
                               f"three values; got {self.alert_min_length})")
@@ -213,6 +216,55 @@ class DetectorSettings:
     def stream_ttl_s(self) -> float:
         """``stream_ttl`` in seconds; 0 = never forget."""
         return duration_s("stream_ttl", self.stream_ttl)
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """``python -m detector alertmanager``: run records from the alert topic to Alertmanager."""
+
+    url: str | None = opt(None, "Alertmanager's base URL, e.g. http://alertmanager:9093 "
+                          "(required).")
+    group_id: str = opt("trend-alertmanager",
+                        "Consumer group of the bridge, its own (not the detectors').")
+    alert_topic: str = opt("trend-alerts", "Topic of the run records (firing, resolved).")
+    resend_interval_s: float = opt(
+        60.0, "A firing alert is posted again this often while its run is open.")
+    firing_ttl_s: float = opt(
+        300.0, "A firing alert's endsAt lies this far ahead, so Alertmanager resolves it by "
+        "itself once the bridge stops re-posting it.")
+    min_firing_s: float = opt(
+        0.0, "Hold a resolution until its firing alert was accepted this long ago, so that "
+        "Alertmanager notifies runs shorter than its group_wait too (set it above the route's "
+        "group_wait plus group_interval); 0: post at once.")
+    timeout_s: float = opt(10.0, "How long one request to Alertmanager may take.")
+    retry_backoff_max_s: float = opt(
+        30.0, "Longest wait between retries while Alertmanager is down or failing.")
+    metrics_host: str = opt("127.0.0.1", METRICS_HOST_HELP)
+    metrics_port: int = opt(9109, METRICS_PORT_HELP)
+    session_timeout_ms: int = opt(10000, SESSION_TIMEOUT_HELP)
+    heartbeat_interval_ms: int = opt(3000, HEARTBEAT_HELP)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+
+    def __post_init__(self) -> None:
+        if not self.url:
+            raise ConfigError("--url (DETECTOR_URL) is required: Alertmanager's base URL")
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"--url {self.url!r} is not an http:// or https:// URL")
+        for name in ("group_id", "alert_topic"):
+            if not getattr(self, name).strip():
+                raise ConfigError(f"--{name.replace('_', '-')} is empty")
+        for name in ("resend_interval_s", "firing_ttl_s", "timeout_s", "retry_backoff_max_s"):
+            _positive(name, getattr(self, name))
+        _not_negative("min_firing_s", self.min_firing_s)
+        if self.firing_ttl_s <= self.resend_interval_s + self.timeout_s:
+            raise ConfigError("--firing-ttl-s must exceed --resend-interval-s plus --timeout-s, "
+                              "or open runs would resolve between two posts")
+        if self.min_firing_s >= self.firing_ttl_s:
+            raise ConfigError("--min-firing-s must be below --firing-ttl-s, or a held run "
+                              "would resolve by itself before its resolution is posted")
+        _port(self.metrics_port)
+        _group_timing(self.session_timeout_ms, self.heartbeat_interval_ms)
 
 
 @dataclass(frozen=True)
@@ -267,6 +319,18 @@ def duration_s(name: str, text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise ConfigError(f"--{name.replace('_', '-')} must be a finite duration >= 0")
     return value
+
+
+def _port(value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"--metrics-port {value} is not a port number")
+
+
+def _group_timing(session_timeout_ms: int, heartbeat_interval_ms: int) -> None:
+    _positive("session_timeout_ms", session_timeout_ms)
+    _positive("heartbeat_interval_ms", heartbeat_interval_ms)
+    if heartbeat_interval_ms >= session_timeout_ms:
+        raise ConfigError("--heartbeat-interval-ms must be below --session-timeout-ms")
 
 
 def _positive(name: str, value: float) -> None:

@@ -138,9 +138,11 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60.0, every: floa
 
 
 class DetectorProcess:
-    """``python -m detector run`` as a real process, configured only through its environment."""
+    """``python -m detector run`` (or another ``command`` with a metrics endpoint, such as
+    ``alertmanager``) as a real process, configured only through its environment."""
 
-    def __init__(self, kafka: KafkaSettings, model: str = "seed", **env: str):
+    def __init__(self, kafka: KafkaSettings, model: str = "seed", command: str = "run",
+                 **env: str):
         self.metrics_port = free_port()
         self.env = {
             **os.environ,
@@ -151,13 +153,14 @@ class DetectorProcess:
             "DETECTOR_HEARTBEAT_INTERVAL_MS": str(FAST_GROUP["heartbeat_interval_ms"]),
             **env,
         }
+        self.command = command
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
         self._log = tempfile.NamedTemporaryFile(prefix="detector-", suffix=".log", delete=False)  # noqa: SIM115
 
     def start(self) -> DetectorProcess:
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "detector", "run"], env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "detector", self.command], env=self.env,
                                      stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
         return self
 

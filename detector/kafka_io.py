@@ -12,8 +12,9 @@ import logging
 import re
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,3 +221,26 @@ def partition_count(kafka: KafkaSettings, topic: str) -> int | None:
         raise KafkaUnavailable(describe_failure(kafka, exc, [])) from exc
     finally:
         client.close()
+
+
+def close_bounded(close: Callable[[], None], what: str, timeout_s: float = 5.0) -> None:
+    """Close a client, waiting at most ``timeout_s`` and never raising: with the broker gone,
+    kafka-python 3.0's consumer close waits without limit to leave its group, and the
+    producer's raises once its flush times out (a daemon thread is left behind instead, and
+    ends with the process)."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            close()
+        except Exception as exc:  # reported below: closing must not stop the shutdown
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="close", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        log.warning("%s did not close within %g s (broker unreachable?); leaving it", what,
+                    timeout_s)
+    elif errors:
+        log.warning("closing %s failed: %s", what, errors[0])

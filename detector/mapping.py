@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import string
 from datetime import UTC, datetime
 from typing import Any
 
-from detector.codec import MAX_SEQ, MAX_STREAM_CHARS, MAX_VALUE_BYTES, BadInput, Event
+from detector.codec import (
+    MAX_SEQ,
+    MAX_STREAM_CHARS,
+    MAX_VALUE_BYTES,
+    BadInput,
+    Event,
+    finite_number,
+)
 from detector.config import (
     DEFAULT_STREAM_ID,
     INPUT_FORMATS,
@@ -56,19 +62,6 @@ def _get(obj: dict, path: Path) -> Any:
         if obj is _MISSING:
             break
     return obj
-
-
-def _number(x: Any) -> float | None:
-    """A finite float from a JSON number; None for bools, strings, NaN, infinities, overflow."""
-    kind = type(x)
-    if kind is float:
-        return x if math.isfinite(x) else None
-    if kind is not int:
-        return None
-    try:
-        return float(x)
-    except OverflowError:
-        return None
 
 
 def _dotted(path: Path) -> str:
@@ -203,7 +196,7 @@ class InputMapping:
                 epoch = given
         if self.spread:
             return self._entries(key, found, raw, seq, ts, epoch)
-        number = _number(raw)
+        number = finite_number(raw)
         if number is None:
             return BadInput("bad_value", f"value must be a finite number ({self._value_setting})")
         return [Event(stream, seq, number, ts, epoch)]  # type: ignore[arg-type]
@@ -214,7 +207,7 @@ class InputMapping:
         if type(stream) is BadInput:
             return stream
         try:
-            number = _number(json.loads(text))
+            number = finite_number(json.loads(text))
         except (ValueError, RecursionError):
             number = None
         if number is None:
@@ -240,7 +233,7 @@ class InputMapping:
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
             return moment.timestamp()
-        number = _number(given)
+        number = finite_number(given)
         return None if number is None else number / self._divisor
 
     def _build_id(self, key: bytes | None, found: list[Any], field: str = "") -> str | BadInput:
@@ -284,7 +277,7 @@ class InputMapping:
                             f"{_dotted(self._value_path)} is not an object")
         events = []
         for name, entry in raw.items():
-            number = _number(entry)
+            number = finite_number(entry)
             if number is None:
                 self.skipped += 1
                 continue

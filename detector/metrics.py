@@ -26,8 +26,23 @@ CHECKPOINT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 RUN_LENGTH_BUCKETS = (3, 4, 5, 6, 8, 10, 15, 20, 30, 50, 100, 200, 500, 1000)
 RESTORE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
+#: Why the alert bridge skips a record, and why a request to Alertmanager fails.
+SKIP_REASONS = ("duplicate", "not_a_run_record")
+POST_FAILURES = ("unreachable", "timeout", "rejected", "server_error")
 
-class Metrics:
+
+class MetricSet:
+    """Metrics on one registry (served by MetricsServer; read back by tests and the demo)."""
+
+    registry: CollectorRegistry
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """A sample's current value (0 when absent)."""
+        got = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if got is None else got
+
+
+class Metrics(MetricSet):
     """Every metric the detector exports, registered on ``registry``."""
 
     def __init__(self, registry: CollectorRegistry | None = None):
@@ -124,11 +139,6 @@ class Metrics:
         for status in ("firing", "resolved"):
             self.run_alerts.labels(status)
 
-    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
-        """A sample's current value, for tests and the demo's stats line (0 when absent)."""
-        got = self.registry.get_sample_value(name, labels or {})
-        return 0.0 if got is None else got
-
     @staticmethod
     def observe_many(histogram: Histogram, values: list[float]) -> None:
         """``observe`` for many values at once: one bucket count per bucket, not per value.
@@ -165,6 +175,57 @@ class Metrics:
                 self.consumer_lag.remove(str(partition))
 
 
+class BridgeMetrics(MetricSet):
+    """What ``python -m detector alertmanager`` exports: its posts, their failures, its runs."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.records = Counter(
+            "alert_bridge_records", "Run records read from the alert topic, by status.",
+            ["status"], registry=r,
+        )
+        self.skipped = Counter(
+            "alert_bridge_records_skipped",
+            "Records not posted: duplicates of a record already handled, or not run records.",
+            ["reason"], registry=r,
+        )
+        self.posts = Counter(
+            "alert_bridge_posts", "Requests Alertmanager accepted.", registry=r
+        )
+        self.post_failures = Counter(
+            "alert_bridge_post_failures", "Requests to Alertmanager that failed (retried).",
+            ["reason"], registry=r,
+        )
+        self.alerts_sent = Counter(
+            "alert_bridge_alerts_sent",
+            "Alerts Alertmanager accepted, by status (re-posts of open runs included).",
+            ["status"], registry=r,
+        )
+        self.post_seconds = Histogram(
+            "alert_bridge_post_seconds", "Wall time of one request to Alertmanager.",
+            buckets=CHECKPOINT_BUCKETS, registry=r,
+        )
+        self.open_runs = Gauge(
+            "alert_bridge_open_runs", "Runs firing, as far as the bridge has read.", registry=r
+        )
+        self.pending = Gauge(
+            "alert_bridge_pending_alerts", "Alerts waiting for Alertmanager to accept them.",
+            registry=r,
+        )
+        self.ready = Gauge(
+            "alert_bridge_ready",
+            "1 while the bridge is in its group and Alertmanager accepts its posts.", registry=r,
+        )
+        for status in ("firing", "resolved"):
+            self.records.labels(status)
+            self.alerts_sent.labels(status)
+        for reason in SKIP_REASONS:
+            self.skipped.labels(reason)
+        for reason in POST_FAILURES:
+            self.post_failures.labels(reason)
+
+
 def histogram_quantile(q: float, before: list[tuple[float, float]],
                        after: list[tuple[float, float]]) -> float | None:
     """Prometheus's ``histogram_quantile`` over the observations between two bucket snapshots."""
@@ -192,7 +253,7 @@ class _QuietHandler(WSGIRequestHandler):
 class MetricsServer:
     """``/metrics`` (Prometheus text format) and ``/healthz`` on one port, in a daemon thread."""
 
-    def __init__(self, metrics: Metrics, host: str, port: int, ready: Callable[[], bool]):
+    def __init__(self, metrics: MetricSet, host: str, port: int, ready: Callable[[], bool]):
         prometheus_app = make_wsgi_app(metrics.registry)
 
         def app(environ, start_response):  # type: ignore[no-untyped-def]

@@ -56,29 +56,6 @@ SHUTDOWN_FLUSH_TIMEOUT_S = 10.0
 TRANSIENT = (KafkaError, OutputFailed, kafka_io.KafkaUnavailable)
 
 
-def _bounded(close: Callable[[], None], what: str, timeout_s: float = 5.0) -> None:
-    """Close a client, waiting at most ``timeout_s`` and never raising: with the broker gone,
-    kafka-python 3.0's consumer close waits without limit to leave its group, and the
-    producer's raises once its flush times out (a daemon thread is left behind instead, and
-    ends with the process)."""
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            close()
-        except Exception as exc:  # reported below: closing must not stop the shutdown
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name="close", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        log.warning("%s did not close within %g s (broker unreachable?); leaving it", what,
-                    timeout_s)
-    elif errors:
-        log.warning("closing %s failed: %s", what, errors[0])
-
-
 def settle_garbage_collector() -> None:
     """Keep the garbage collector from stopping the process for 200 ms every few seconds.
 
@@ -180,9 +157,9 @@ class Pipeline(ConsumerRebalanceListener):
         except TRANSIENT as exc:
             log.warning("final checkpoint failed (%s); the next owner replays from the last one",
                         exc)
-        _bounded(lambda: self.consumer.close(autocommit=False), "the consumer")
-        _bounded(self.restorer.close, "the state reader")
-        _bounded(lambda: self.producer.close(timeout=5), "the producer", 10.0)
+        kafka_io.close_bounded(lambda: self.consumer.close(autocommit=False), "the consumer")
+        kafka_io.close_bounded(self.restorer.close, "the state reader")
+        kafka_io.close_bounded(lambda: self.producer.close(timeout=5), "the producer", 10.0)
         self._closed = True
 
     # --- the loop ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``python -m detector tail``: one readable line per flag, alert or dead-letter record."""
+"""``python -m detector tail``: one readable line per flag, run or dead-letter record."""
 
 from __future__ import annotations
 
@@ -10,11 +10,31 @@ from collections.abc import Callable
 from kafka import TopicPartition
 
 from detector import kafka_io
+from detector.codec import RunAlert, decode_run
 from detector.config import KafkaSettings
 
 
+def _clock(ts: float) -> str:
+    """Local time to the millisecond (rounded: 0.123 is not printed as .122)."""
+    seconds, ms = divmod(round(ts * 1000), 1000)
+    return time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{ms:03d}"
+
+
+def _arrow(direction: str) -> str:
+    return "↑" if direction == "up" else "↓"
+
+
+def _describe_run(r: RunAlert) -> str:
+    """A run's firing or resolution as a sentence."""
+    if r.status == "firing":
+        what = f"run from seq {r.start_seq}, {r.length} values so far (value {r.value:.4f})"
+    else:
+        what = f"run of {r.length} values from seq {r.start_seq}, ended at seq {r.seq}"
+    return f"{_clock(r.time)} {r.status.upper():<8} {r.stream} {_arrow(r.direction)} {what}"
+
+
 def describe(value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> str:
-    """A flag record as a sentence; a dead letter by its reason; anything else as text."""
+    """A flag or run record as a sentence; a dead letter by its reason; anything else as text."""
     meta = dict(headers or [])
     if "dlq.reason" in meta:
         where = f"{meta.get('dlq.source.topic', b'?').decode()}:" \
@@ -22,11 +42,13 @@ def describe(value: bytes | None, headers: list[tuple[str, bytes]] | None = None
                 f"{meta.get('dlq.source.offset', b'?').decode()}"
         text = (value or b"")[:80].decode("utf-8", "replace")
         return f"DEAD LETTER {meta['dlq.reason'].decode()} from {where}: {text!r}"
+    run = decode_run(value)
+    if run is not None:
+        return _describe_run(run)
     try:
         r = json.loads(value or b"")
-        ts = r.get("ts") or r["detected_at"]
-        clock = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
-        arrow = "↑" if r["direction"] == "up" else "↓"
+        clock = _clock(r.get("ts") or r["detected_at"])
+        arrow = _arrow(r["direction"])
         mark = "ALERT" if r["flag"] else "     "
         rule = "" if r["flag"] == r["rule_flag"] else "  (exact rule disagrees)"
         return (f"{clock} {mark} {r['stream']:>10} seq {r['seq']:<7} value {r['value']:.4f} "

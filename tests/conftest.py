@@ -38,3 +38,17 @@ def steps():
         return cache[name]
 
     return get
+
+
+@pytest.fixture
+def alertmanager(tmp_path):
+    """A real Alertmanager whose one receiver is a webhook this test runs: ``(am, webhook)``."""
+    from tests.support import AlertmanagerProcess, Webhook
+
+    webhook = Webhook()
+    am = AlertmanagerProcess(webhook.url, tmp_path)
+    try:
+        yield am, webhook
+    finally:
+        am.close()
+        webhook.close()

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
+import signal
+import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from detector import kafka_io
 from detector.config import DetectorSettings, KafkaSettings
@@ -19,6 +27,7 @@ from detector.harness import (  # noqa: F401 - re-exported for the tests
     read_topic,
     wait_for,
 )
+from detector.local_broker import free_port
 from detector.metrics import Metrics, MetricsServer
 
 FAST = {**FAST_GROUP, "checkpoint_interval_ms": 300}
@@ -94,3 +103,100 @@ class DetectorThread:
         assert not self.thread.is_alive(), "detector did not stop"
         if self.error:
             raise self.error
+
+
+# --- Alertmanager, real (Debian's prometheus-alertmanager), with a webhook this process runs ---
+
+
+class Webhook:
+    """An HTTP server Alertmanager notifies: every alert of every notification, in order."""
+
+    def __init__(self):
+        self.received: list[dict] = []  # {"status", "labels", "startsAt", "endsAt", "at"}
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                at = time.monotonic()
+                received.extend({**a, "at": at} for a in body["alerts"])
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format, *args) -> None:
+                """Quiet: the test reads what arrived."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def runs(self, status: str) -> set[tuple[str, int]]:
+        """(stream, start_seq) of the TrendRun alerts notified with ``status``."""
+        return {(a["labels"]["stream"], int(a["labels"]["start_seq"]))
+                for a in list(self.received)
+                if a["status"] == status and a["labels"].get("alertname") == "TrendRun"}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+#: Short timings so a test sees notifications within a few seconds.
+ALERTMANAGER_CONFIG = """
+route:
+  receiver: webhook
+  group_by: [alertname, stream, start_seq]   # one notification group per run
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: webhook
+    webhook_configs:
+      - url: {url}
+        send_resolved: true
+"""
+
+
+class AlertmanagerProcess:
+    """``prometheus-alertmanager`` on a free loopback port, with its own storage, no cluster."""
+
+    def __init__(self, webhook_url: str, workdir: Path):
+        exe = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        if exe is None:
+            pytest.skip("Alertmanager missing (apt-get install prometheus-alertmanager)")
+        config = workdir / "alertmanager.yml"
+        config.write_text(ALERTMANAGER_CONFIG.format(url=webhook_url))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "alertmanager.log"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [exe, f"--config.file={config}", f"--storage.path={workdir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
+                 "--log.level=warn"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+        wait_for(self._ready, 30, what=lambda: "Alertmanager to start: " + self.output())
+
+    def _ready(self) -> bool:
+        try:
+            return urllib.request.urlopen(f"{self.url}/-/ready", timeout=2).status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-2000:]
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        self.resume()
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)

@@ -36,6 +36,11 @@ def one_line(capsys) -> str:
         (["run", "--ssl-cafile", "/no/ca.pem", "--security-protocol", "SSL"], 2, "not found"),
         (["run", "--output-topic", "values"], 2, "must differ"),
         (["run", "--model", "nope", "--metrics-port", "0"], 2, "unknown model"),
+        (["alertmanager"], 2, "--url (DETECTOR_URL) is required"),
+        (["alertmanager", "--url", "am:9093"], 2, "is not an http:// or https:// URL"),
+        (["alertmanager", "--url", "http://am:9093", "--timeout-s", "x"], 2, "expected float"),
+        (["alertmanager", "--url", "http://am:9093", "--resend-interval-s", "400"], 2,
+         "--firing-ttl-s must exceed"),
         (["nonsense"], 2, "invalid choice"),
     ],
 )
@@ -44,6 +49,14 @@ def test_detector_wrong_arguments(argv, code, says, capsys):
         sys.exit(detector_main(argv))
     assert exit_info.value.code == code
     assert says in one_line(capsys)
+
+
+def test_alertmanager_bridge_without_a_broker_is_one_line(capsys):
+    port = free_port()
+    assert detector_main(["alertmanager", "--url", "http://127.0.0.1:9", "--metrics-port", "0",
+                          "--bootstrap-servers", f"127.0.0.1:{port}",
+                          "--connect-timeout-s", "1"]) == 1
+    assert "cannot reach Kafka" in one_line(capsys)
 
 
 def test_wrong_environment_variable_names_the_variable(monkeypatch, capsys):
@@ -75,7 +88,8 @@ def test_producer_without_a_broker_is_one_line(capsys):
 
 
 def test_entry_points_and_the_producer_never_import_tensorflow():
-    code = ("import sys, producer.cli, producer.publish, detector.cli, detector.tail; "
+    code = ("import sys, producer.cli, producer.publish, detector.cli, detector.tail, "
+            "detector.alertmanager; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
     for module in ("detector", "producer"):

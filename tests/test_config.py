@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 
 from detector.config import (
+    BridgeSettings,
     ConfigError,
     DetectorSettings,
     KafkaSettings,
@@ -57,7 +58,8 @@ def test_bad_boolean_in_the_environment():
 
 def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
-    for cls, prefix in ((DetectorSettings, "DETECTOR"), (ProducerSettings, "PRODUCER")):
+    for cls, prefix in ((DetectorSettings, "DETECTOR"), (BridgeSettings, "DETECTOR"),
+                        (ProducerSettings, "PRODUCER")):
         table = markdown_table(cls, prefix)
         for row in table.splitlines()[2:]:
             assert row in readme, (f"README configuration table lacks: {row} "

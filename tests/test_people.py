@@ -1,5 +1,6 @@
 """What people run: tail prints readable lines; the demo shows alerts and cleans up after itself."""
 
+import json
 import os
 import re
 import signal
@@ -35,6 +36,28 @@ def test_describe_dead_letters_and_foreign_text():
                                ("dlq.source.partition", b"1"), ("dlq.source.offset", b"9")])
     assert line.startswith("DEAD LETTER not_json from values:1@9")
     assert describe(b"plain text") == "plain text"
+
+
+def test_describe_run_records_firing_and_resolved():
+    def run(status: str, seq: int, length: int, direction: str = "up",
+            ts: float | None = 1764179401.123) -> bytes:
+        return json.dumps({"status": status, "stream": "s-17", "direction": direction,
+                           "start_seq": 40, "seq": seq, "length": length, "value": 0.734,
+                           "model": "seed", "ts": ts, "detected_at": 1764179402.5}).encode()
+
+    clock = time.strftime("%H:%M:%S", time.localtime(1764179401))
+    assert describe(run("firing", 42, 3)) == \
+        f"{clock}.123 FIRING   s-17 ↑ run from seq 40, 3 values so far (value 0.7340)"
+    assert describe(run("resolved", 47, 7, "down")) == \
+        f"{clock}.123 RESOLVED s-17 ↓ run of 7 values from seq 40, ended at seq 47"
+    # Without an event time, the detection time.
+    later = time.strftime("%H:%M:%S", time.localtime(1764179402))
+    assert describe(run("firing", 42, 3, ts=None)).startswith(f"{later}.500 FIRING ")
+    # A flag record stays a flag line.
+    flag = {"stream": "s-1", "seq": 4, "value": 0.5, "flag": 1, "probability": 0.99,
+            "direction": "up", "rule_flag": 1, "model": "seed", "ts": 1764179401.0,
+            "detected_at": 1764179401.1}
+    assert re.search(r"ALERT +s-1 seq 4 ", describe(json.dumps(flag).encode()))
 
 
 def test_demo_shows_alerts_and_stats_then_stops_everything_on_ctrl_c():
