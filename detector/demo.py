@@ -103,8 +103,8 @@ def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str
                 else f"{streams} streams")
         out(f"demo: producer sends {what} at {rate:g} events/s; detector model "
             f"{step.name}; metrics at {server.url} (health: /healthz)")
-        out("demo: alerts (flag 1: the last three values moved the same way) as they come; "
-            "Ctrl-C to stop")
+        out("demo: alerts (a run of values moving the same way fires, then is resolved) as they "
+            "come; Ctrl-C to stop")
         _show(kafka, settings.alert_topic, metrics, server.url, stop, workers, duration, out)
     finally:
         stop.set()

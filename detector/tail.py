@@ -20,8 +20,11 @@ def _clock(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{ms:03d}"
 
 
+_ARROWS = {"up": "↑", "down": "↓", "flat": "→"}
+
+
 def _arrow(direction: str) -> str:
-    return "↑" if direction == "up" else "↓"
+    return _ARROWS.get(direction, "?")
 
 
 def _describe_run(r: RunAlert) -> str:

@@ -18,7 +18,7 @@ from kafka import TopicPartition
 
 from detector import kafka_io
 from detector.alertmanager import Bridge, alert
-from detector.codec import RunRecord, decode_run
+from detector.codec import RunAlert, decode_run
 from detector.config import BridgeSettings, ConfigError
 from detector.metrics import BridgeMetrics, MetricsServer
 from tests.support import FAST_GROUP, DetectorProcess, read_topic, send, wait_for
@@ -116,7 +116,7 @@ def test_alert_for_a_run_firing_and_resolved():
 
     fire = decode_run(firing("s-7", 40, ts=1764179385.123)[1])
     end = decode_run(resolved("s-7", 40, length=7, ts=1764179390.5)[1])
-    assert isinstance(fire, RunRecord) and isinstance(end, RunRecord)
+    assert isinstance(fire, RunAlert) and isinstance(end, RunAlert)
     run = Run(partition=0, offset=0, firing=fire)
     body = alert(run, now=1764179400.0, ttl_s=300, resolved=False)
     assert body["labels"] == {"alertname": "TrendRun", "stream": "s-7", "direction": "up",

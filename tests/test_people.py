@@ -24,11 +24,14 @@ def test_tail_prints_one_readable_line_per_alert(kafka, steps):
         wait_for(lambda: det.value("detector_events_processed_total") >= 120, 60)
     finally:
         det.stop()
-    alerts = int(det.value("detector_alerts_total"))
+    alerts = int(sum(det.value("detector_run_alerts_total", {"status": s})
+                     for s in ("firing", "resolved")))
     lines: list[str] = []
     shown = tail(kafka, "trend-alerts", True, threading.Event(), limit=alerts, out=lines.append)
     assert shown == alerts == len(lines) > 0
-    assert all(re.search(r"ALERT +s-\d seq \d+ +value 0\.\d{4} [↑↓] p=", line) for line in lines)
+    assert all(re.search(r"(FIRING   s-\d [↑↓] run from seq \d+, 3 values so far|"
+                         r"RESOLVED s-\d [↑↓] run of \d+ values from seq \d+, ended at seq \d+)",
+                         line) for line in lines), lines
 
 
 def test_describe_dead_letters_and_foreign_text():
@@ -80,10 +83,10 @@ def test_demo_shows_alerts_and_stats_then_stops_everything_on_ctrl_c():
     reader.join(5)
     text = "".join(lines)
     port = re.search(r"broker ready at 127\.0\.0\.1:(\d+)", text).group(1)
-    assert "ALERT" in text
+    assert "FIRING" in text
     stats = next(line for line in lines if line.startswith("[stats]"))
-    assert re.search(r"events/s .* alerts .* agreement with exact rule \d+\.\d+% .* p99 latency "
-                     r"(\d+ ms|n/a) .* http://127\.0\.0\.1:\d+/metrics", stats), stats
+    assert re.search(r"events/s .* runs fired .* agreement with exact rule \d+\.\d+% .* "
+                     r"p99 latency (\d+ ms|n/a) .* http://127\.0\.0\.1:\d+/metrics", stats), stats
     assert "stopped" in lines[-1]
     leftover = subprocess.run(["pgrep", "-f", f"tcp://127.0.0.1:{port}"], capture_output=True)
     assert leftover.returncode == 1, "the demo's broker is still running"
