@@ -105,6 +105,15 @@ def growth(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.exp(np.cumsum(rng.normal(0.01, 0.01, n))) * 10 ** rng.uniform(2, 5)
 
 
+def smooth_trend(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A slow curve read to three significant digits (a yearly rate, a population): runs of
+    dozens of values that flatten into a repeat where the curve turns."""
+    t = np.linspace(0, 1, n)
+    curve = np.polyval(rng.normal(0, 1, 4), t * rng.uniform(0.5, 3))
+    x = 2 + curve - curve.min()
+    return np.round(x, 3 - int(np.floor(np.log10(x.max()))))
+
+
 def zigzag(n: int, rng: np.random.Generator) -> np.ndarray:
     """Small alternating steps: runs of one, the hardest pattern for alerts."""
     sign = np.where(np.arange(n) % 2, 1.0, -1.0)
@@ -115,7 +124,8 @@ SHAPES: dict[str, Shape] = {
     "uniform": uniform, "walk": walk, "heavy_walk": heavy_walk, "rounded_walk": rounded_walk,
     "counts": counts, "plateaus": plateaus, "constant": constant, "slow_ramp": slow_ramp,
     "spikes": spikes, "level_shifts": level_shifts, "seasonal": seasonal,
-    "smooth_cycle": smooth_cycle, "price": price, "growth": growth, "zigzag": zigzag,
+    "smooth_cycle": smooth_cycle, "smooth_trend": smooth_trend, "price": price,
+    "growth": growth, "zigzag": zigzag,
 }
 
 
