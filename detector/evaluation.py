@@ -8,8 +8,6 @@ here is the pipeline's.
 
 from __future__ import annotations
 
-import csv
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,8 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from detector import shapes
+from detector.csv_columns import read_columns
 from detector.engine import Batch, Engine, occurrence_rank
-from detector.errors import UsageError
 from detector.features import near_tie
 from detector.rule import exact_flags, repeat_nearby, uniform_streams
 
@@ -144,46 +142,11 @@ def score(step: ModelStep, streams: dict[str, np.ndarray], seed: int = 12345) ->
 
 
 def read_csv(path: str | Path, columns: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Named columns of a CSV as streams, in row order; empty cells skipped.
-
-    Without ``columns``, every column whose non-empty cells are all numbers. Raises UsageError
-    (one line) for a missing file or column, or a cell that is not a finite number.
-    """
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise UsageError(f"{path} is not a readable CSV file: {exc}") from exc
-    if not rows:
-        raise UsageError(f"{path} is empty")
-    header = [h.strip() for h in rows[0]]
-    wanted = columns if columns else header
-    out: dict[str, np.ndarray] = {}
-    for name in wanted:
-        if name not in header:
-            raise UsageError(f"{path}: no column {name!r} (columns: {', '.join(header)})")
-        col = header.index(name)
-        cells = [(i, r[col].strip()) for i, r in enumerate(rows[1:], start=2)
-                 if col < len(r) and r[col].strip()]
-        values = []
-        for line, cell in cells:
-            try:
-                value = float(cell)
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value):
-                if columns:
-                    raise UsageError(f"{path}: column {name!r} line {line}: {cell!r} is not a "
-                                     "finite number")
-                break
-            values.append(value)
-        else:
-            out[name] = np.array(values, np.float64)
-    if not out:
-        raise UsageError(f"{path}: no numeric column")
-    return out
+    """Named columns of a CSV (default: every numeric one) as streams, in row order; empty
+    cells skipped. Raises UsageError (one line) for a missing file or column, or a cell that
+    is not a finite number."""
+    return {c.name: np.array(c.values(), np.float64)
+            for c in read_columns(path, tuple(columns) if columns else None)}
 
 
 def battery(real_dir: Path = REAL_DIR) -> dict[str, dict[str, np.ndarray]]:

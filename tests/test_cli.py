@@ -1,5 +1,6 @@
 """Wrong arguments and settings: one clear line and a non-zero exit, never a traceback."""
 
+import json
 import subprocess
 import sys
 
@@ -96,3 +97,28 @@ def test_entry_points_and_the_producer_never_import_tensorflow():
         out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
                              text=True, cwd=ROOT, check=True)
         assert "usage:" in out.stdout
+
+
+def test_evaluate_a_csv_prints_per_stream_agreement_and_json(tmp_path, capsys):
+    csv_file = tmp_path / "readings.csv"
+    csv_file.write_text("temp,load,note\n20.5,3,a\n20.5,4,b\n21.0,,c\n21.5,5,d\n21.0,5,e\n")
+    assert detector_main(["evaluate", "--model", "seed", "--csv", str(csv_file), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["streams"]) == {"temp", "load"}  # "note" is not numeric
+    assert result["events"] == 9 and result["streams"]["load"]["events"] == 4
+    assert result["accuracy"] == 1.0 and set(result["errors_by_kind"]) == {
+        "near_tie", "repeat", "other"}
+    assert detector_main(["evaluate", "--model", "pair", "--csv", str(csv_file),
+                          "--column", "temp"]) == 0
+    out = capsys.readouterr().out
+    assert "agreement with the exact rule: 100.0000%" in out and "temp" in out
+
+
+@pytest.mark.parametrize(("column", "says"), [("nope", "no column 'nope'"),
+                                               ("note", "column 'note' is not numeric")])
+def test_evaluate_a_wrong_column_is_one_line(tmp_path, capsys, column, says):
+    csv_file = tmp_path / "readings.csv"
+    csv_file.write_text("temp,note\n20.5,a\n")
+    assert detector_main(["evaluate", "--csv", str(csv_file), "--column", column]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1

@@ -30,10 +30,11 @@ from detector.config import (
     add_options,
     build,
 )
+from detector.csv_columns import json_number, read_columns
 from detector.errors import UsageError
 from detector.mapping import InputMapping, decode_event
 from detector.rule import exact_flags
-from producer.csv_source import CsvSource, json_number, read_columns
+from producer.csv_source import CsvSource
 from producer.publish import open_source
 from tests.support import (
     ROOT,
