@@ -39,6 +39,8 @@ def opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
+#: What runs the model (``detector.serving``); here so that reading settings imports no model code.
+RUNTIMES = ("litert", "keras")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -112,6 +114,8 @@ class DetectorSettings:
     dlq_topic: str = opt("values.dlq", "Dead-letter topic for input that cannot be processed.")
     state_topic: str | None = opt(None, "Compacted per-stream state topic (<group-id>.state).")
     model: str = opt("seed", "Model: seed, pair, raw or the path of a .keras file.")
+    runtime: str = opt("litert", "What runs the model: litert (the converted .tflite, no "
+                       "TensorFlow) or keras (needs TensorFlow).", RUNTIMES)
     partitions: int = opt(6, "Partitions of the input topic when the detector has to create it.")
     metrics_host: str = opt("127.0.0.1", "Address the metrics and /healthz endpoint binds to.")
     metrics_port: int = opt(9108, "Port of the metrics and /healthz endpoint (0 picks a free one).")
@@ -125,6 +129,11 @@ class DetectorSettings:
     checkpoint_interval_ms: int = opt(
         2000, "Outputs acknowledged, changed state written, offsets committed this often (and "
         "on revoke and shutdown); a crash replays at most about this much input."
+    )
+    group_instance_id: str = opt(
+        "", "Static group membership (KIP-345): an id unique in the group and stable across "
+        "restarts (e.g. the host name); a restarted member gets its partitions back without a "
+        "rebalance. Empty: dynamic membership."
     )
     session_timeout_ms: int = opt(10000, "Consumer group session timeout.")
     heartbeat_interval_ms: int = opt(3000, "Consumer group heartbeat interval.")

@@ -49,7 +49,8 @@ DEMO_LINGER_MS = 100
 
 
 def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str = "seed",
-         metrics_port: int = 9108, out: Callable[[str], None] = _say) -> int:
+         metrics_port: int = 9108, out: Callable[[str], None] = _say,
+         runtime: str = "litert") -> int:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -58,13 +59,13 @@ def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str
     workers: list[_Thread] = []
     try:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        out(f"demo: broker ready at {broker.bootstrap}; loading model {model!r} (TensorFlow) ...")
+        out(f"demo: broker ready at {broker.bootstrap}; loading model {model!r} ({runtime}) ...")
         from detector.metrics import MetricsServer
         from detector.pipeline import Pipeline, settle_garbage_collector
         from detector.serving import ModelStep
         from producer.publish import publish
 
-        step = ModelStep.load(model)
+        step = ModelStep.load(model, runtime)
         # Larger batches than the defaults: the local broker's fetches slow down with the
         # number of batches its partitions hold, and a demo may run for hours.
         settings = DetectorSettings(kafka=kafka, model=model, session_timeout_ms=6000,

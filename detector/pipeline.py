@@ -146,6 +146,7 @@ class Pipeline(ConsumerRebalanceListener):
         self.consumer = kafka_io.consumer(
             kafka,
             group_id=s.group_id,
+            group_instance_id=s.group_instance_id or None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.max_poll_records,
