@@ -13,6 +13,7 @@ Needs TensorFlow: the serving path imports this only to convert a model at load.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,9 +57,11 @@ def convert(keras_path: Path) -> tuple[bytes, str]:
         return converter.convert(), tf.__version__
     except ModelError as exc:
         raise ConversionError(str(exc)) from exc
-    except Exception as exc:  # the converter raises many types; the first line says which op
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise ConversionError(first.strip()[:300]) from exc
+    except Exception as exc:  # the converter raises many types; its first error names the op
+        text = str(exc)
+        found = re.search(r"error: ([^\n]+)", text)
+        first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
+        raise ConversionError((found.group(1) if found else first).strip()[:300]) from exc
 
 
 def export_tflite(keras_path: str | Path, series: Sequence[np.ndarray] = (),
