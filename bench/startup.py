@@ -9,6 +9,8 @@
 - ``static``: two detectors; one SIGKILLed and started again at once, with dynamic membership
   and with ``--group-instance-id``: seconds until it processes again, and whether the other
   member went through a rebalance (its restore count and assignment log lines).
+- ``gc``: garbage-collector pauses in a LiteRT detector with Python's defaults and after
+  ``settle_garbage_collector`` (freeze, larger young generation).
 - ``step``: events/s of the serving step alone (one call for 4,096 streams) and of the whole
   engine path at batch 4,096, per runtime, in one process (LiteRT measured before TensorFlow
   is imported).
@@ -160,6 +162,67 @@ def _kill_one_of_two(model: str, streams: int, rate: float, session_ms: int,
                 d.close()
 
 
+def gc_pauses(model: str, streams: int, rate: float, seconds: float) -> dict:
+    """Garbage-collector pauses of a detector in this process (LiteRT), first with Python's
+    defaults, then after ``settle_garbage_collector`` (a freeze cannot be undone: that order)."""
+    import gc
+
+    from detector.config import DetectorSettings
+    from detector.metrics import Metrics
+    from detector.pipeline import Pipeline, settle_garbage_collector
+    from detector.serving import ModelStep
+
+    step = ModelStep.load(model)
+    assert step.runtime == "litert"
+    pauses: list[tuple[int, float]] = []
+    started: list[float] = []
+
+    def record(phase: str, info: dict) -> None:
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            pauses.append((info["generation"], time.perf_counter() - started.pop()))
+
+    out = {}
+    for label in ("default", "settled"):
+        with LocalBroker() as broker:
+            kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+            stop = threading.Event()
+            produce(kafka, 0, streams, rate, seed=4, stop=stop)
+            settings = DetectorSettings(kafka=kafka, metrics_port=0, session_timeout_ms=6000,
+                                        heartbeat_interval_ms=2000)
+            pipeline = Pipeline(settings, step, Metrics(), threading.Event())
+            pipeline.connect()
+            if label == "settled":
+                settle_garbage_collector()
+            objects = len(gc.get_objects())
+            full = time.perf_counter()
+            gc.collect()
+            full = time.perf_counter() - full
+            runner = threading.Thread(target=pipeline.run)
+            runner.start()
+            wait_for(lambda p=pipeline: p.ready, 60, what="ready")
+            pauses.clear()
+            gc.callbacks.append(record)
+            time.sleep(seconds)
+            gc.callbacks.remove(record)
+            processed = pipeline.metrics.value("detector_events_processed_total")
+            pipeline.stop_event.set()
+            runner.join(60)
+            stop.set()
+        gen2 = [d for g, d in pauses if g == 2]
+        out[label] = {"tracked_objects": objects, "full_collection_ms": full * 1000,
+                      "collections": len(pauses), "full_collections": len(gen2),
+                      "max_pause_ms": max((d for _, d in pauses), default=0) * 1000,
+                      "total_pause_ms": sum(d for _, d in pauses) * 1000,
+                      "events": processed, "seconds": seconds}
+        say(f"  gc {label}: {objects:,} tracked objects, a full collection {full * 1000:.1f} ms; "
+            f"in {seconds:g} s at {rate:,.0f} events/s: {len(pauses)} collections "
+            f"({len(gen2)} full), longest {out[label]['max_pause_ms']:.1f} ms, total "
+            f"{out[label]['total_pause_ms']:.0f} ms")
+    return out
+
+
 def step(models: list[str], seconds: float) -> dict:
     """Events/s at batch 4,096: the step call alone, and the whole engine path."""
     from inference import rate, serving_rate
@@ -185,8 +248,8 @@ def step(models: list[str], seconds: float) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sections", nargs="+", default=["rss", "restart", "static", "step"],
-                   choices=["rss", "restart", "static", "step"])
+    p.add_argument("--sections", nargs="+", default=["rss", "restart", "static", "gc", "step"],
+                   choices=["rss", "restart", "static", "gc", "step"])
     p.add_argument("--model", default="seed")
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--streams", type=int, default=1_000)
@@ -212,6 +275,12 @@ def main() -> None:
     if "static" in args.sections:
         say("static: two members, one SIGKILLed and restarted at once (session 10 s)")
         results["static"] = static(args.model, 100, 200, 10_000)
+    if "gc" in args.sections:
+        say("gc: collector pauses of a LiteRT detector, 1,000 streams at 5,000 events/s, 30 s")
+        r = results["gc"] = gc_pauses(args.model, 1000, 5000, 30)
+        rows += [[f"gc ({label}): full collections / longest pause (ms) in 30 s",
+                  f"{r[label]['full_collections']} / {r[label]['max_pause_ms']:.1f}"]
+                 for label in ("default", "settled")]
     if "step" in args.sections:
         say("step: batch 4,096")
         r = results["step"] = step(args.step_models, args.seconds)
