@@ -195,7 +195,7 @@ def gc_pauses(model: str, streams: int, rate: float, seconds: float) -> dict:
             pipeline.connect()
             if label == "settled":
                 settle_garbage_collector()
-            objects = len(gc.get_objects())
+            objects = len(gc.get_objects()) + gc.get_freeze_count()
             full = time.perf_counter()
             gc.collect()
             full = time.perf_counter() - full
@@ -216,7 +216,8 @@ def gc_pauses(model: str, streams: int, rate: float, seconds: float) -> dict:
                       "max_pause_ms": max((d for _, d in pauses), default=0) * 1000,
                       "total_pause_ms": sum(d for _, d in pauses) * 1000,
                       "events": processed, "seconds": seconds}
-        say(f"  gc {label}: {objects:,} tracked objects, a full collection {full * 1000:.1f} ms; "
+        say(f"  gc {label}: {objects:,} objects (tracked or frozen), a full collection "
+            f"{full * 1000:.1f} ms; "
             f"in {seconds:g} s at {rate:,.0f} events/s: {len(pauses)} collections "
             f"({len(gen2)} full), longest {out[label]['max_pause_ms']:.1f} ms, total "
             f"{out[label]['total_pause_ms']:.0f} ms")
@@ -256,6 +257,8 @@ def main() -> None:
     p.add_argument("--restarts", type=int, default=3)
     p.add_argument("--step-models", nargs="+", default=["seed", "pair"])
     p.add_argument("--seconds", type=float, default=2.0, help="time per step measurement")
+    p.add_argument("--static-session-ms", type=int, default=10_000,
+                   help="session timeout of the two members in the static section")
     args = p.parse_args()
     os.environ.pop("DETECTOR_RUNTIME", None)
     results: dict = {"model": args.model}
@@ -273,8 +276,9 @@ def main() -> None:
                  ["restart: first output (s, mean)",
                   *(f"{r[rt]['first_output_mean_s']:.2f}" for rt in RUNTIMES)]]
     if "static" in args.sections:
-        say("static: two members, one SIGKILLed and restarted at once (session 10 s)")
-        results["static"] = static(args.model, 100, 200, 10_000)
+        say(f"static: two members, one SIGKILLed and restarted at once (session "
+            f"{args.static_session_ms / 1000:g} s)")
+        results["static"] = static(args.model, 100, 200, args.static_session_ms)
     if "gc" in args.sections:
         say("gc: collector pauses of a LiteRT detector, 1,000 streams at 5,000 events/s, 30 s")
         r = results["gc"] = gc_pauses(args.model, 1000, 5000, 30)
@@ -301,7 +305,7 @@ def main() -> None:
     command = ("python bench/startup.py --sections " + " ".join(args.sections)
                + f" --model {args.model} --events {args.events} --streams {args.streams}"
                + f" --restarts {args.restarts} --step-models {' '.join(args.step_models)}"
-               + f" --seconds {args.seconds}")
+               + f" --seconds {args.seconds} --static-session-ms {args.static_session_ms}")
     save("startup", results, command)
 
 
