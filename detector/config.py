@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import socket
 import types
 import typing
 from collections.abc import Mapping
@@ -132,8 +133,9 @@ class DetectorSettings:
     )
     group_instance_id: str = opt(
         "", "Static group membership (KIP-345): an id unique in the group and stable across "
-        "restarts (e.g. the host name); a restarted member gets its partitions back without a "
-        "rebalance. Empty: dynamic membership."
+        "restarts; a restarted member gets its partitions back without a rebalance of the "
+        "others, but a stopped one no longer leaves the group (its partitions wait out the "
+        "session timeout). {hostname} in it is replaced by the host name. Empty: dynamic."
     )
     session_timeout_ms: int = opt(10000, "Consumer group session timeout.")
     heartbeat_interval_ms: int = opt(3000, "Consumer group heartbeat interval.")
@@ -146,6 +148,10 @@ class DetectorSettings:
                 raise ConfigError(f"--{name.replace('_', '-')} is empty")
         if self.state_topic is None:
             object.__setattr__(self, "state_topic", f"{self.group_id}.state")
+        # One environment for every replica of a compose service; each container's host name
+        # is its own and survives a restart of the container.
+        object.__setattr__(self, "group_instance_id",
+                           self.group_instance_id.replace("{hostname}", socket.gethostname()))
         topics = [self.input_topic, self.output_topic, self.alert_topic, self.dlq_topic]
         if len(set([*topics, self.state_topic])) != 5:
             raise ConfigError("input, output, alert, dead-letter and state topics must differ")
@@ -278,7 +284,7 @@ def markdown_table(cls: type, prefix: str) -> str:
         if dataclasses.is_dataclass(hint):
             rows += markdown_table(hint, prefix).splitlines()[2:]
             continue
-        default = "" if f.default is None else f"`{f.default}`"
+        default = "" if f.default in (None, "") else f"`{f.default}`"
         if isinstance(f.default, bool):
             default = f"`{str(f.default).lower()}`"
         if f.name == "state_topic":
