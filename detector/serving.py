@@ -179,7 +179,12 @@ class ModelStep:
 def _litert_runner(path: Path, name: str, keras_sha256: str) -> Runner | None:
     """The LiteRT step of the model, converting it first if it has no current ``.tflite``;
     None (and one log line) if it cannot be converted: Keras serves it then."""
-    from detector.litert import LiteRTStep
+    try:
+        from detector.litert import LiteRTStep
+    except ImportError as exc:
+        raise ModelError(f"the litert runtime needs ai-edge-litert, which is not installed "
+                         f"({exc.name}): pip install ai-edge-litert, or use --runtime keras"
+                         ) from None
 
     stored = current_tflite(path, keras_sha256)
     if stored is not None:

@@ -146,6 +146,13 @@ def test_without_tensorflow_a_model_needing_conversion_is_one_line(tmp_path, mon
         ModelStep.load(str(bare), "keras")
 
 
+def test_without_litert_the_default_runtime_is_one_line(monkeypatch):
+    for module in ("ai_edge_litert", "ai_edge_litert.interpreter", "detector.litert"):
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ModelError, match=r"needs ai-edge-litert.*--runtime keras"):
+        ModelStep.load("seed")
+
+
 @keras.saving.register_keras_serializable(package="test_litert")
 class Erfinv(keras.layers.Layer):
     """A layer whose op (tf.Erfinv) has no LiteRT builtin."""
