@@ -133,9 +133,10 @@ class DetectorSettings:
     )
     group_instance_id: str = opt(
         "", "Static group membership (KIP-345): an id unique in the group and stable across "
-        "restarts; a restarted member gets its partitions back without a rebalance of the "
-        "others, but a stopped one no longer leaves the group (its partitions wait out the "
-        "session timeout). {hostname} in it is replaced by the host name. Empty: dynamic."
+        "restarts; with Kafka 2.3+ a restarted member gets its partitions back without a "
+        "rebalance of the others, but a stopped one no longer leaves the group (its "
+        "partitions wait out the session timeout). {hostname} in it is replaced by the host "
+        "name. Empty: dynamic."
     )
     session_timeout_ms: int = opt(10000, "Consumer group session timeout.")
     heartbeat_interval_ms: int = opt(3000, "Consumer group heartbeat interval.")
