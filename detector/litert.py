@@ -11,10 +11,14 @@ padding to buckets, which would cost more in wasted rows than it saves.
 One thread (``num_threads=1``): the detector calls the step from one thread, the Kafka
 client's I/O thread and (locally) the broker need the other core, and one thread already runs
 the ``seed`` step ten times faster than the Kafka client moves events here. A second thread
-made ``pair`` slower at batches up to 1,024 and ``seed`` slower at batch 1.
+made ``pair`` slower at batches up to 1,024 and ``seed`` slower at batch 1. An interpreter is
+not safe to call from two threads at once (its input tensors are shared), so a call holds a
+lock: free when, as in the detector, one thread calls, and right when a step is shared.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
@@ -39,6 +43,7 @@ class LiteRTStep:
             self._state_in = self._state_out = None
             self.state_size = 0
         self._batch = -1
+        self._lock = threading.Lock()
 
     def _resize(self, batch: int) -> None:
         it = self._interpreter
@@ -52,13 +57,14 @@ class LiteRTStep:
         batch = len(x)
         if batch == 0:
             return np.zeros(0, np.float32), np.zeros((0, self.state_size), np.float32)
-        if batch != self._batch:
-            self._resize(batch)
         it = self._interpreter
-        it.set_tensor(self._x, x)
-        if self._state_in is None:
+        with self._lock:
+            if batch != self._batch:
+                self._resize(batch)
+            it.set_tensor(self._x, x)
+            if self._state_in is None:
+                it.invoke()
+                return it.get_tensor(self._prob), np.zeros((batch, 0), np.float32)
+            it.set_tensor(self._state_in, np.ascontiguousarray(state, dtype=np.float32))
             it.invoke()
-            return it.get_tensor(self._prob), np.zeros((batch, 0), np.float32)
-        it.set_tensor(self._state_in, np.ascontiguousarray(state, dtype=np.float32))
-        it.invoke()
-        return it.get_tensor(self._prob), it.get_tensor(self._state_out)
+            return it.get_tensor(self._prob), it.get_tensor(self._state_out)

@@ -200,3 +200,19 @@ def test_a_running_detector_loads_tensorflow_only_under_keras(kafka, converted, 
     finally:
         det.terminate()
         det.close()
+
+
+def test_one_step_shared_by_threads_gives_each_its_own_answer(both):
+    """The interpreter's tensors are shared: concurrent calls of different sizes must not mix."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    step = both[MODELS[-1]]["litert"]
+    rng = np.random.default_rng(9)
+    jobs = [(rng.random((n, step._run.width)).astype(np.float32),
+             rng.random((n, step.state_size)).astype(np.float32)) for n in (1, 7, 64, 300) * 10]
+    alone = [step(x, s) for x, s in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda job: step(*job), jobs))
+    for (p1, s1), (p2, s2) in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(p1, p2)
+        np.testing.assert_array_equal(s1, s2)
