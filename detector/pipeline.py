@@ -83,10 +83,10 @@ def settle_garbage_collector() -> None:
     Measured with TensorFlow loaded: about a million long-lived objects, a full collection
     every 2-3 s of 200-300 ms at 5,000 events/s, which was the whole p99 latency. With LiteRT
     (``python bench/startup.py --sections gc``) about 49,000 objects remain, yet at 5,000
-    events/s over 1,000 streams Python's default thresholds still ran 3,180 collections in
-    30 s (24 full, the longest 52 ms, 1.5 s in all); frozen, with a larger young generation,
-    one (36 ms). So it stays. Call once per process, after the model is loaded and the
-    clients are up.
+    events/s over 1,000 streams Python's default thresholds still ran about 3,000 collections
+    in 30 s (23-24 full, the longest 50 ms, 1.3-1.5 s in all); frozen, with a larger young
+    generation, none or one (36 ms). So it stays. Call once per process, after the model is
+    loaded and the clients are up.
     """
     gc.collect()
     gc.freeze()
