@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: demo test lint system-tools bench-inference bench-pipeline bench-chaos models clean
+.PHONY: demo test lint system-tools bench-inference bench-pipeline bench-chaos bench-startup models convert clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,9 +48,16 @@ bench-pipeline: $(STAMP)
 bench-chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py
 
+bench-startup: $(STAMP)
+	$(BIN)/python bench/startup.py
+
 # Retrain the shipped models (each at most ~20 minutes on 2 cores); writes detector/models/.
 models: $(STAMP)
 	for f in seed pair raw; do $(BIN)/python -m detector train --features $$f --out detector/models || exit 1; done
+
+# (Re)write each shipped model's .tflite (what the detector serves) and its card entry.
+convert: $(STAMP)
+	for f in detector/models/*.keras; do $(BIN)/python -m detector convert --model $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

@@ -1,5 +1,5 @@
-"""``python -m detector <command>``: run, alertmanager, train, evaluate, reproduce, plot, tail,
-demo, config.
+"""``python -m detector <command>``: run, alertmanager, train, convert, evaluate, reproduce,
+plot, tail, demo, config.
 
 Heavy imports (TensorFlow, Kafka) happen inside the command that needs them, so ``--help``,
 ``tail`` and ``config`` start at once. Every expected failure (a wrong setting, a missing
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,7 +19,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from detector.config import (
+    RUNTIMES,
     BridgeSettings,
+    ConfigError,
     DetectorSettings,
     Parser,
     ProducerSettings,
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from detector.evaluation import Report
 
 MODEL_HELP = "seed, pair or the path of a .keras file"
+RUNTIME_HELP = "litert (default; no TensorFlow) or keras [env DETECTOR_RUNTIME]"
 
 
 def _count(text: str) -> int:
@@ -45,6 +49,14 @@ def _seed(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
     return value
+
+
+def _runtime(args: argparse.Namespace) -> str:
+    """``--runtime``, else DETECTOR_RUNTIME, else litert (as ``run`` resolves its settings)."""
+    runtime = args.runtime or os.environ.get("DETECTOR_RUNTIME") or "litert"
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"DETECTOR_RUNTIME: {runtime!r} is not one of {', '.join(RUNTIMES)}")
+    return runtime
 
 
 def _stop_on_signals() -> threading.Event:
@@ -75,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from detector.pipeline import Pipeline, settle_garbage_collector
     from detector.serving import ModelStep
 
-    step = ModelStep.load(settings.model)
+    step = ModelStep.load(settings.model, settings.runtime)
     metrics = Metrics()
     stop = _stop_on_signals()
     pipeline = Pipeline(settings, step, metrics, stop)
@@ -84,8 +96,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         pipeline.connect()
         settle_garbage_collector()
-        log.info("model %s (%s features, %d state floats per stream); metrics on %s",
-                 step.name, step.features, step.state_size, server.url)
+        log.info("model %s (%s features, %d state floats per stream) on %s; metrics on %s",
+                 step.name, step.features, step.state_size, step.runtime, server.url)
         log.info("consuming %s as group %s; flags to %s, alerts to %s, dead letters to %s",
                  settings.input_topic, settings.group_id, settings.output_topic,
                  settings.alert_topic, settings.dlq_topic)
@@ -152,7 +164,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     from detector.serving import ModelStep
 
-    result = evaluate(ModelStep.load(args.model), args.events, args.streams, args.seed)
+    step = ModelStep.load(args.model, _runtime(args))
+    result = evaluate(step, args.events, args.streams, args.seed)
     if args.json:
         print(json.dumps(result.as_dict()))
         return 0
@@ -199,7 +212,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         source = "a fresh uniform stream"
     from detector.serving import ModelStep
 
-    info = plot_stream(ModelStep.load(args.model), values, args.out, source)
+    info = plot_stream(ModelStep.load(args.model, _runtime(args)), values, args.out, source)
     print(f"wrote {info['out']}: {info['events']} events, {info['disagreements']} "
           f"disagreement(s) with the exact rule")
     return 0
@@ -221,7 +234,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.csv and not args.column:
         raise UsageError("--csv needs at least one --column")
     return demo(duration=args.duration, streams=args.streams, rate=args.rate, model=args.model,
-                metrics_port=args.metrics_port, csv=args.csv, columns=tuple(args.column or ()))
+                metrics_port=args.metrics_port, csv=args.csv, columns=tuple(args.column or ()),
+                runtime=_runtime(args))
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from detector.serving import resolve_model_path
+
+    path = resolve_model_path(args.model)
+    try:
+        from detector.conversion import export_tflite
+    except ImportError as exc:
+        raise ConfigError(f"converting needs TensorFlow, which is not installed ({exc.name}): "
+                          "pip install 'trend-detector[train]'") from None
+    from detector.evaluation import battery
+
+    out = export_tflite(path, series=[v for part in battery().values() for v in part.values()],
+                        series_label="the battery")
+    entry = json.loads(path.with_suffix(".card.json").read_text())["litert"]
+    diff = entry["max_abs_difference"]
+    print(f"wrote {out} and its entry in {path.with_suffix('.card.json').name}: on "
+          f"{entry['events']:,} events ({entry['measured_on']}) LiteRT and Keras differ by at "
+          f"most {diff['probability']:.1e} in probability and {diff['state']:.1e} in state; "
+          f"{entry['flags_differing']} flags differ")
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -284,6 +320,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--streams", type=_count, default=10, help="uniform streams")
     ev.add_argument("--seed", type=_seed, default=12345)
     ev.add_argument("--json", action="store_true", help="print one JSON object (last line)")
+    ev.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
 
     rep = command("reproduce", cmd_reproduce, "The seed's own experiment, reproduced.")
     rep.add_argument("--seeds", type=_count, default=3, help="random seeds per feature set")
@@ -298,6 +335,7 @@ def parser() -> argparse.ArgumentParser:
     plot.add_argument("--events", type=_count, default=120)
     plot.add_argument("--seed", type=_seed, default=7)
     plot.add_argument("--out", default="stream.png")
+    plot.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
 
     tail = command("tail", cmd_tail, "Print one readable line per record of a topic.")
     tail.add_argument("--topic", default="trend-alerts")
@@ -315,6 +353,11 @@ def parser() -> argparse.ArgumentParser:
                       "random values")
     demo.add_argument("--column", action="append", metavar="NAME",
                       help="a CSV column to replay as a stream (repeat for more)")
+    demo.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
+
+    conv = command("convert", cmd_convert, "Convert a model's serving step to LiteRT (.tflite "
+                   "beside the .keras) and record both hashes and their agreement on its card.")
+    conv.add_argument("--model", required=True, help=MODEL_HELP)
 
     command("config", cmd_config, "Print the configuration tables (Markdown).")
     return p

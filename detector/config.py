@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import socket
 import types
 import typing
 import urllib.parse
@@ -46,6 +47,8 @@ def opt(default: Any, help: str, choices: tuple[str, ...] | None = None,
                                             "empty_ok": empty_ok})
 
 
+#: What runs the model (``detector.serving``); here so that reading settings imports no model code.
+RUNTIMES = ("litert", "keras")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -169,6 +172,8 @@ class DetectorSettings:
     stream_ttl: str = opt("7d", "Forget a stream after this long without events (s, m, h or d "
                           "suffix; 0 = never): its state is deleted (a tombstone on the state "
                           "topic) and it starts afresh if it comes back.")
+    runtime: str = opt("litert", "What runs the model: litert (the converted .tflite, no "
+                       "TensorFlow) or keras (needs TensorFlow).", RUNTIMES)
     partitions: int = opt(6, "Partitions of the input topic when the detector has to create it.")
     metrics_host: str = opt("127.0.0.1", METRICS_HOST_HELP)
     metrics_port: int = opt(9108, METRICS_PORT_HELP)
@@ -183,6 +188,13 @@ class DetectorSettings:
         2000, "Outputs acknowledged, changed state written, offsets committed this often (and "
         "on revoke and shutdown); a crash replays at most about this much input."
     )
+    group_instance_id: str = opt(
+        "", "Static group membership (KIP-345): an id unique in the group and stable across "
+        "restarts; with Kafka 2.3+ a restarted member gets its partitions back without a "
+        "rebalance of the others, but a stopped one no longer leaves the group (its "
+        "partitions wait out the session timeout). {hostname} in it is replaced by the host "
+        "name. Empty: dynamic."
+    )
     session_timeout_ms: int = opt(10000, SESSION_TIMEOUT_HELP)
     heartbeat_interval_ms: int = opt(3000, HEARTBEAT_HELP)
     retry_backoff_max_s: float = opt(10.0, "Longest wait between retries while the broker is gone.")
@@ -195,6 +207,10 @@ class DetectorSettings:
                 raise ConfigError(f"--{name.replace('_', '-')} is empty")
         if self.state_topic is None:
             object.__setattr__(self, "state_topic", f"{self.group_id}.state")
+        # One environment for every replica of a compose service; each container's host name
+        # is its own and survives a restart of the container.
+        object.__setattr__(self, "group_instance_id",
+                           self.group_instance_id.replace("{hostname}", socket.gethostname()))
         topics = [self.input_topic, self.output_topic, self.alert_topic, self.dlq_topic]
         if len(set([*topics, self.state_topic])) != 5:
             raise ConfigError("input, output, alert, dead-letter and state topics must differ")
@@ -432,7 +448,7 @@ def markdown_table(cls: type, prefix: str) -> str:
         if dataclasses.is_dataclass(hint):
             rows += markdown_table(hint, prefix).splitlines()[2:]
             continue
-        default = "" if f.default in (None, ()) else f"`{f.default}`"
+        default = "" if f.default in (None, (), "") else f"`{f.default}`"
         if isinstance(f.default, bool):
             default = f"`{str(f.default).lower()}`"
         if f.name == "state_topic":

@@ -53,7 +53,7 @@ DEMO_LINGER_MS = 100
 
 def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str = "seed",
          metrics_port: int = 9108, out: Callable[[str], None] = _say,
-         csv: str | None = None, columns: tuple[str, ...] = ()) -> int:
+         csv: str | None = None, columns: tuple[str, ...] = (), runtime: str = "litert") -> int:
     from producer.publish import open_source, publish
 
     # The CSV is read and checked first: a wrong column is one line, before anything starts.
@@ -68,12 +68,12 @@ def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str
     workers: list[_Thread] = []
     try:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        out(f"demo: broker ready at {broker.bootstrap}; loading model {model!r} (TensorFlow) ...")
+        out(f"demo: broker ready at {broker.bootstrap}; loading model {model!r} ({runtime}) ...")
         from detector.metrics import MetricsServer
         from detector.pipeline import Pipeline, settle_garbage_collector
         from detector.serving import ModelStep
 
-        step = ModelStep.load(model)
+        step = ModelStep.load(model, runtime)
         # Larger batches than the defaults: the local broker's fetches slow down with the
         # number of batches its partitions hold, and a demo may run for hours.
         settings = DetectorSettings(kafka=kafka, model=model, session_timeout_ms=6000,

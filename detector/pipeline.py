@@ -57,13 +57,15 @@ TRANSIENT = (KafkaError, OutputFailed, kafka_io.KafkaUnavailable)
 
 
 def settle_garbage_collector() -> None:
-    """Keep the garbage collector from stopping the process for 200 ms every few seconds.
+    """Keep the garbage collector from stopping the process for tens of milliseconds, often.
 
-    TensorFlow and Keras leave about a million long-lived Python objects behind, and each full
-    collection walks them all: measured here, a 200-300 ms pause every 2-3 s at 5,000 events/s,
-    which was the whole p99 latency. Freezing them (once loaded) takes them out of the
-    collector; a larger young generation makes collections rarer. Call once per process,
-    after the model is loaded and the clients are up.
+    Measured with TensorFlow loaded: about a million long-lived objects, a full collection
+    every 2-3 s of 200-300 ms at 5,000 events/s, which was the whole p99 latency. With LiteRT
+    (``python bench/startup.py --sections gc``) about 49,000 objects remain, yet at 5,000
+    events/s over 1,000 streams Python's default thresholds still ran about 3,000 collections
+    in 30 s (23-24 full, the longest 50 ms, 1.3-1.5 s in all); frozen, with a larger young
+    generation, none or one (36 ms). So it stays. Call once per process, after the model is
+    loaded and the clients are up.
     """
     gc.collect()
     gc.freeze()
@@ -128,6 +130,7 @@ class Pipeline(ConsumerRebalanceListener):
         self.consumer = kafka_io.consumer(
             kafka,
             group_id=s.group_id,
+            group_instance_id=s.group_instance_id or None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.max_poll_records,

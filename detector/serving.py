@@ -1,36 +1,49 @@
-"""The serving step: one compiled call for a batch of events from many streams.
+"""The serving step: one call for a batch of events from many streams, with their LSTM state.
 
 Everything that runs a model (the pipeline, ``evaluate``, ``plot``, the benchmarks) goes through
 ``ModelStep``, so the accuracy we report is the accuracy the pipeline has. Never
 ``model.predict`` per event: that costs ~37 ms a call here, the batched step a few µs an event.
 
-The stateless ``seed`` model takes ``[x3, x2, x2 > x1]`` as a length-3 sequence and carries no
-LSTM state between events (the stream state carries x2 and the direction). The stateful models
-(``pair``) are trained as sequence models; here each LSTM layer's cell is stepped once
-with the stream's carried ``[h, c]`` and the new ``[h, c]`` is handed back to be stored.
+Two runtimes behind one interface. ``litert`` (the default) runs the ``.tflite`` converted
+from the model's serving step (``detector.conversion``) and never imports TensorFlow, which
+costs about 3 s and 500 MB per process; ``keras`` runs the ``.keras`` model itself
+(``detector.keras_step``). A ``.tflite`` is used only if the model card says it was converted
+from this very ``.keras`` file (its sha256); otherwise the model is converted at load, and a
+model that cannot be converted is served by Keras. The fingerprint is the ``.keras`` file's
+either way, so state records written under one runtime are restored under the other.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-from dataclasses import dataclass
+import logging
+import time
 from pathlib import Path
+from typing import Any, Protocol
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# oneDNN reorders float sums (results differ in the last bits between batch sizes) and prints
-# a banner at import; plain kernels are as fast for these small LSTMs and exactly repeatable.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-
-import keras
 import numpy as np
-import tensorflow as tf
 
+from detector.config import RUNTIMES
 from detector.errors import UsageError
-from detector.features import FEATURE_SETS, FEATURE_WIDTH, FeatureSet
+from detector.features import FEATURE_SETS, FEATURE_WIDTH, STATEFUL, FeatureSet
+
+log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).parent / "models"
+#: The card's entry for the converted step (``detector.conversion`` writes it).
+CARD_KEY = "litert"
+
+
+
+class Runner(Protocol):
+    """What runs the step: ``detector.litert.LiteRTStep`` or ``detector.keras_step.KerasStep``."""
+
+    width: int  # values per event
+    state_size: int  # LSTM state floats per stream (0: stateless)
+
+    def __call__(self, x: np.ndarray, state: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class ModelError(UsageError):
@@ -59,127 +72,149 @@ def card_path(model_path: Path) -> Path:
     return model_path.with_suffix(".card.json")
 
 
-def _infer_features(model: keras.Model, path: Path) -> FeatureSet:
-    card = card_path(path)
-    if card.exists():
-        features = json.loads(card.read_text()).get("features")
-        if features in FEATURE_SETS:
-            return features
-    shape = tuple(model.inputs[0].shape)
-    if shape[1:] == (3, 1):
-        return "seed"
-    if len(shape) == 3 and shape[1] is None and shape[2] == 2:
-        return "pair"
-    raise ModelError(f"{path}: cannot tell the feature set from input shape {shape}")
+def tflite_path(model_path: Path) -> Path:
+    """Where a model's converted serving step lives: ``seed.keras`` -> ``seed.tflite``."""
+    return model_path.with_suffix(".tflite")
 
 
-@dataclass(frozen=True)
-class StepLayout:
-    """Which layers a stateful step runs and where each LSTM's ``[h, c]`` sits in the state row."""
+def read_card(model_path: Path) -> dict[str, Any]:
+    """The model card, or an empty one (a ``.keras`` given by path may have none)."""
+    path = card_path(model_path)
+    try:
+        card = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read model card {path}: {exc}") from exc
+    return card if isinstance(card, dict) else {}
 
-    layers: tuple[keras.layers.Layer, ...]
-    state_slices: tuple[tuple[int, int] | None, ...]
-    state_size: int
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _step_layout(model: keras.Model) -> StepLayout:
-    layers: list[keras.layers.Layer] = []
-    slices: list[tuple[int, int] | None] = []
-    offset = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.TimeDistributed):
-            layer = layer.layer
-        if isinstance(layer, keras.layers.Dropout | keras.layers.InputLayer):
-            continue
-        if isinstance(layer, keras.layers.LSTM):
-            units = layer.cell.units
-            slices.append((offset, units))
-            offset += 2 * units
-        elif isinstance(layer, keras.layers.RNN):
-            raise ModelError(f"unsupported recurrent layer {type(layer).__name__}")
-        else:
-            slices.append(None)
-        layers.append(layer)
-    return StepLayout(tuple(layers), tuple(slices), offset)
+def current_tflite(model_path: Path, keras_sha256: str) -> Path | None:
+    """The ``.tflite`` beside the model if its card says it was converted from this ``.keras``
+    and the file is the one it recorded; None if missing or stale (e.g. after retraining)."""
+    entry = read_card(model_path).get(CARD_KEY)
+    path = tflite_path(model_path)
+    if (not isinstance(entry, dict) or entry.get("keras_sha256") != keras_sha256
+            or not path.exists() or entry.get("sha256") != sha256(path)):
+        return None
+    return path
+
+
+def features_of(width: int, stateful: bool, where: Path) -> FeatureSet:
+    """The feature set a model's input implies, when its card does not name one."""
+    matches = [f for f in FEATURE_SETS if FEATURE_WIDTH[f] == width and STATEFUL[f] == stateful]
+    if len(matches) != 1:
+        kind = "stateful" if stateful else "stateless"
+        raise ModelError(f"{where}: cannot tell the feature set of a {kind} model taking "
+                         f"{width} values per event")
+    return matches[0]
 
 
 class ModelStep:
-    """A loaded model and its compiled batched step: ``(features, state) -> (prob, new_state)``."""
+    """A loaded model's batched step: ``(features, state) -> (prob, new_state)``."""
 
-    def __init__(self, model: keras.Model, features: FeatureSet, name: str, fingerprint: bytes):
-        self.model = model
+    def __init__(self, run: Runner, features: FeatureSet, name: str, fingerprint: bytes,
+                 runtime: str, path: Path, model: Any = None):
+        self._run = run
         self.features: FeatureSet = features
+        self.state_size = run.state_size
         self.name = name
         self.fingerprint = fingerprint
-        width = FEATURE_WIDTH[features]
-        if features == "seed":
-            self.state_size = 0
-            self._fn = tf.function(
-                self._stateless,
-                input_signature=[tf.TensorSpec((None, width), tf.float32)],
-                reduce_retracing=True,
-            )
-        else:
-            self._layout = _step_layout(model)
-            self.state_size = self._layout.state_size
-            self._fn = tf.function(
-                self._stateful,
-                input_signature=[
-                    tf.TensorSpec((None, width), tf.float32),
-                    tf.TensorSpec((None, self.state_size), tf.float32),
-                ],
-                reduce_retracing=True,
-            )
+        self.runtime = runtime
+        self.path = path
+        self._model = model
 
     @classmethod
-    def load(cls, model: str) -> ModelStep:
+    def load(cls, model: str, runtime: str = "litert") -> ModelStep:
         """Load a shipped model by name or a ``.keras`` file; nothing is trained here."""
+        if runtime not in RUNTIMES:
+            raise ModelError(f"unknown runtime {runtime!r}: give one of {', '.join(RUNTIMES)}")
         path = resolve_model_path(model)
-        try:
-            loaded = keras.saving.load_model(path, compile=False)
-        except Exception as exc:  # Keras raises many types for a bad file; report one line.
-            raise ModelError(f"cannot load model {path}: {str(exc).splitlines()[0]}") from exc
-        fingerprint = hashlib.sha256(path.read_bytes()).digest()[:8]
+        data = path.read_bytes()
         name = model if model in FEATURE_SETS else path.stem
-        step = cls(loaded, _infer_features(loaded, path), name, fingerprint)
-        step.warm_up()
+        digest = hashlib.sha256(data)
+        run = _litert_runner(path, name, digest.hexdigest()) if runtime == "litert" else None
+        keras_model = None
+        if run is None:
+            runtime = "keras"
+            keras_model, run = _keras_runner(path)
+        features = read_card(path).get("features")
+        if features not in FEATURE_SETS:
+            features = features_of(run.width, run.state_size > 0, path)
+        step = cls(run, features, name, digest.digest()[:8], runtime, path, keras_model)
+        if runtime == "keras":
+            step.warm_up()
         return step
 
+    @property
+    def model(self):
+        """The Keras model (loaded on first use under LiteRT: tests and benchmarks want it)."""
+        if self._model is None:
+            from detector.keras_step import load_model
+
+            self._model = load_model(self.path)
+        return self._model
+
     def warm_up(self) -> None:
-        """Trace the compiled step now (about a second) rather than on the first events."""
-        self(np.zeros((1, FEATURE_WIDTH[self.features]), np.float32), self.zero_state(1))
-
-    def _stateless(self, x: tf.Tensor) -> tf.Tensor:
-        return tf.reshape(self.model(tf.expand_dims(x, -1), training=False), (-1,))
-
-    def _stateful(self, x: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        out = x
-        new_state = []
-        for layer, where in zip(self._layout.layers, self._layout.state_slices, strict=True):
-            if where is None:
-                out = layer(out, training=False)
-                continue
-            start, units = where
-            h = state[:, start : start + units]
-            c = state[:, start + units : start + 2 * units]
-            out, (h, c) = layer.cell(out, [h, c], training=False)
-            new_state += [h, c]
-        return tf.reshape(out, (-1,)), tf.concat(new_state, axis=1)
+        """Compile the step now rather than on the first events: about a second under Keras
+        (tracing); under LiteRT the first call costs about a millisecond, so load skips it."""
+        self(np.zeros((1, self._run.width), np.float32), self.zero_state(1))
 
     def __call__(
         self, x: np.ndarray, state: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities ``(batch,)`` and new LSTM states ``(batch, state_size)`` as numpy."""
-        x = np.asarray(x, dtype=np.float32)
-        batch = x.shape[0]
-        if self.state_size == 0:
-            prob = self._fn(x).numpy() if batch else np.zeros(0, np.float32)
-            return prob, np.zeros((batch, 0), np.float32)
-        if batch == 0:
-            return np.zeros(0, np.float32), np.zeros((0, self.state_size), np.float32)
-        prob, new_state = self._fn(x, np.asarray(state, dtype=np.float32))
-        return prob.numpy(), new_state.numpy()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.state_size and state is None:
+            state = self.zero_state(len(x))
+        return self._run(x, state)
 
     def zero_state(self, batch: int) -> np.ndarray:
         """The state of a stream that has seen nothing yet."""
         return np.zeros((batch, self.state_size), np.float32)
+
+
+def _litert_runner(path: Path, name: str, keras_sha256: str) -> Runner | None:
+    """The LiteRT step of the model, converting it first if it has no current ``.tflite``;
+    None (and one log line) if it cannot be converted: Keras serves it then."""
+    try:
+        from detector.litert import LiteRTStep
+    except ImportError as exc:
+        raise ModelError(f"the litert runtime needs ai-edge-litert, which is not installed "
+                         f"({exc.name}): pip install ai-edge-litert, or use --runtime keras"
+                         ) from None
+
+    stored = current_tflite(path, keras_sha256)
+    if stored is not None:
+        return LiteRTStep(stored.read_bytes())
+    try:
+        from detector.conversion import ConversionError, convert
+    except ImportError as exc:
+        raise ModelError(
+            f"model {name} has no current {tflite_path(path).name} beside it and converting "
+            f"it needs TensorFlow, which is not installed ({exc.name}): run `python -m detector "
+            f"convert --model {path}` where it is (pip install 'trend-detector[train]')"
+        ) from None
+    started = time.perf_counter()
+    try:
+        content, _ = convert(path)
+    except ConversionError as exc:
+        log.warning("model %s cannot be converted to LiteRT (%s); serving it with Keras",
+                    name, exc)
+        return None
+    log.info("model %s had no current %s; converted at load in %.1f s (`python -m detector "
+             "convert --model %s` stores it)", name, tflite_path(path).name,
+             time.perf_counter() - started, path)
+    return LiteRTStep(content)
+
+
+def _keras_runner(path: Path) -> tuple[Any, Runner]:
+    try:
+        from detector.keras_step import KerasStep, load_model
+    except ImportError as exc:
+        raise ModelError(f"the keras runtime needs TensorFlow, which is not installed "
+                         f"({exc.name}): pip install 'trend-detector[train]'") from None
+    model = load_model(path)
+    return model, KerasStep(model)

@@ -57,11 +57,15 @@ def constant(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def slow_ramp(n: int, rng: np.random.Generator) -> np.ndarray:
-    """A ramp whose steps are 1e-7 to 1e-4 of its value, with rare small hesitations."""
+    """Ramps of 20 to 300 steps, each step 1e-7 to 1e-4 of the level, that stop and hold the
+    value for a while (a gauge filling, then full) before the next ramp, up or down."""
     level = 10 ** rng.uniform(0, 6)
-    step = level * 10 ** rng.uniform(-7, -4) * rng.choice([-1.0, 1.0])
-    wobble = np.where(rng.random(n) < 0.05, rng.normal(0, 2, n), 1.0)
-    return level + np.cumsum(step * wobble)
+    steps = np.empty(0)
+    while len(steps) < n:
+        size = level * 10 ** rng.uniform(-7, -4) * rng.choice([-1.0, 1.0])
+        ramp = size * rng.uniform(0.5, 1.5, int(rng.integers(20, 301)))
+        steps = np.concatenate([steps, ramp, np.zeros(int(rng.integers(1, 21)))])
+    return level + np.cumsum(steps[:n])
 
 
 def spikes(n: int, rng: np.random.Generator) -> np.ndarray:

@@ -96,13 +96,10 @@ def build_stateful_model(recipe: Recipe) -> keras.Model:
 
 
 def _head_start(model: keras.Model, recipe: Recipe) -> None:
-    """Before training (every weight stays trainable): two units of the first Dense compute
-    ``+-gain * u``, and the LSTM's forget gates start nearly shut.
+    """Set two units of the first Dense to ``+-gain * u`` before training (all stay trainable).
 
     The flag turns on the sign of a step that can be 1e-4 of the stream's typical step; from
-    Keras's default initialisation gradient descent finds that sharp a comparison slowly. And
-    the flag needs only the last two steps: a cell that starts out remembering (Keras's forget
-    bias of 1) piles up a long run in its state until a tie at its end cannot outweigh it.
+    Keras's default initialisation gradient descent finds that sharp a comparison slowly.
     """
     if not recipe.init_gain or not recipe.pre_units:
         return
@@ -111,10 +108,6 @@ def _head_start(model: keras.Model, recipe: Recipe) -> None:
     w[:, :2] = 0.0
     w[0, 0], w[0, 1] = recipe.init_gain, -recipe.init_gain
     dense.set_weights([w, b])
-    lstm = next(layer for layer in model.layers if isinstance(layer, keras.layers.LSTM))
-    kernel, recurrent, bias = lstm.get_weights()
-    bias[recipe.units:2 * recipe.units] = -3.0  # Keras gate order: input, forget, cell, output
-    lstm.set_weights([kernel, recurrent, bias])
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -231,6 +224,7 @@ def train(features: FeatureSet, out_dir: str | Path = "models", epochs: int | No
     curves = out / f"{features}.curves.png"
     plot_history(history.history, curves, f"{features} model")
 
+    from detector.evaluation import battery as evaluation_battery
     from detector.evaluation import evaluate, evaluate_battery
     from detector.serving import ModelStep
 
@@ -264,6 +258,10 @@ def train(features: FeatureSet, out_dir: str | Path = "models", epochs: int | No
                      "python": platform.python_version()},
     }
     (out / f"{features}.card.json").write_text(json.dumps(card, indent=2) + "\n")
+    from detector.conversion import export_tflite  # adds its own entry to the card
+
+    export_tflite(path, series=[v for part in evaluation_battery().values()
+                                for v in part.values()], series_label="the battery")
     battery_text = "; ".join(f"{name} {r.accuracy:.4%} (worst stream {r.worst_accuracy:.2%})"
                              for name, r in real.items())
     print(f"train {features}: uniform {result.accuracy:.4%} on {result.events:,} fresh events; "

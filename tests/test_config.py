@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import socket
 
 import pytest
 
@@ -64,3 +65,10 @@ def test_readme_documents_every_setting():
         for row in table.splitlines()[2:]:
             assert row in readme, (f"README configuration table lacks: {row} "
                                    "(paste the output of `python -m detector config`)")
+
+
+def test_hostname_in_the_group_instance_id_is_this_host_name():
+    """One compose environment for every replica still gives each its own static id."""
+    settings = DetectorSettings(group_instance_id="detector-{hostname}")
+    assert settings.group_instance_id == f"detector-{socket.gethostname()}"
+    assert DetectorSettings().group_instance_id == ""

@@ -1,0 +1,158 @@
+"""Convert a model's serving step to LiteRT and record on its card how far the two agree.
+
+``export_tflite`` runs after training (and ``python -m detector convert``): it writes
+``<name>.tflite`` beside ``<name>.keras`` and adds to ``<name>.card.json`` both files' sha256
+and the largest differences between the two runtimes, measured through ``Engine`` (the
+pipeline's own path) on fresh uniform streams and on any real series given. The converted
+step is ``detector.keras_step.KerasStep.step_function``, so both runtimes compute the same
+graph: for a stateful model one cell step with the carried ``[h, c]`` as input and output;
+for ``seed`` the model with its LSTMs unrolled (builtin ops only, no Flex delegate).
+Needs TensorFlow: the serving path imports this only to convert a model at load.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from detector.keras_step import KerasStep, input_kind, load_model, unrolled
+from detector.serving import (
+    CARD_KEY,
+    MODELS_DIR,
+    ModelError,
+    ModelStep,
+    card_path,
+    sha256,
+    tflite_path,
+)
+
+#: The default battery: fresh uniform streams, stepped as the pipeline steps them.
+FRESH_STREAMS, FRESH_LENGTH, FRESH_SEED = 64, 250, 0
+
+
+class ConversionError(ModelError):
+    """The model's step does not convert to LiteRT builtin ops; one line saying why."""
+
+
+def convert(keras_path: Path) -> tuple[bytes, str]:
+    """The ``.tflite`` bytes of the model's serving step, and the converter's version."""
+    model = load_model(keras_path)
+    _, stateful = input_kind(model)
+    try:
+        step = KerasStep(model if stateful else unrolled(model))
+        # The trackable object must hold the variables themselves: a Keras 3 model passed
+        # directly converts them to uninitialised resource variables (every output NaN).
+        holder = tf.Module()
+        holder.variables_ = [getattr(v, "value", v) for v in step.model.weights]
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [step.step_function.get_concrete_function()], holder)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        return converter.convert(), tf.__version__
+    except ModelError as exc:
+        raise ConversionError(str(exc)) from exc
+    except Exception as exc:  # the converter raises many types; its first error names the op
+        text = str(exc)
+        found = re.search(r"error: ([^\n]+)", text)
+        first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
+        raise ConversionError((found.group(1) if found else first).strip()[:300]) from exc
+
+
+def export_tflite(keras_path: str | Path, series: Sequence[np.ndarray] = (),
+                  series_label: str = "") -> Path:
+    """Write ``<name>.tflite`` beside the model and its card entry; return the file's path.
+
+    ``series`` are extra real streams (1-D arrays of values) to measure the agreement on,
+    described in the card by ``series_label``. Raises ConversionError if it cannot convert.
+    """
+    keras_path = Path(keras_path)
+    content, version = convert(keras_path)
+    out = tflite_path(keras_path)
+    out.write_bytes(content)
+    rng = np.random.default_rng(FRESH_SEED)
+    battery = [*rng.random((FRESH_STREAMS, FRESH_LENGTH)), *series]
+    measured_on = f"{FRESH_STREAMS} fresh uniform streams x {FRESH_LENGTH} events"
+    if series:
+        measured_on += f" and {len(series)} given series ({series_label or 'unnamed'})"
+    entry = {
+        "file": out.name,
+        "sha256": sha256(out),
+        "keras_sha256": sha256(keras_path),
+        "converter": f"tensorflow {version}",
+        **agreement(keras_path, content, battery),
+        "measured_on": measured_on,
+        "command": f"python -m detector convert --model {_model_arg(keras_path)}",
+        "converted": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    card_file = card_path(keras_path)
+    card = json.loads(card_file.read_text()) if card_file.exists() else {}
+    card[CARD_KEY] = entry
+    card_file.write_text(json.dumps(card, indent=2) + "\n")
+    return out
+
+
+def _model_arg(keras_path: Path) -> str:
+    """How ``--model`` names this file: a shipped model by its name."""
+    shipped = MODELS_DIR / keras_path.name
+    if shipped.exists() and shipped.samefile(keras_path):
+        return keras_path.stem
+    return str(keras_path)
+
+
+class _Recorder:
+    """A step that records each call's input and output (and otherwise is the step)."""
+
+    def __init__(self, step: ModelStep):
+        self._step = step
+        self.calls: list[tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._step, name)
+
+    def __call__(self, x: np.ndarray, state: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        prob, new_state = self._step(x, state)
+        self.calls.append((np.array(x), None if state is None else np.array(state), prob,
+                           new_state))
+        return prob, new_state
+
+
+def agreement(keras_path: Path, content: bytes, streams: Sequence[np.ndarray]
+              ) -> dict[str, Any]:
+    """The largest differences between the runtimes, each carrying its own state through
+    ``Engine`` as the pipeline does: probabilities and flags end to end, and the new state
+    of one step from the same input (Keras's inputs replayed through LiteRT)."""
+    from detector.engine import Batch, Engine
+    from detector.litert import LiteRTStep
+
+    keras_step = ModelStep.load(str(keras_path), "keras")
+    lite = ModelStep(LiteRTStep(content), keras_step.features, keras_step.name,
+                     keras_step.fingerprint, "litert", keras_path)
+    steps = {"keras": _Recorder(keras_step), "litert": _Recorder(lite)}
+    length = max(len(s) for s in streams)
+    probs = {}
+    for runtime, step in steps.items():
+        engine, out = Engine(step), []
+        for t in range(length):
+            live = [i for i, s in enumerate(streams) if t < len(s)]
+            res = engine.process(Batch.of([f"s{i}" for i in live],
+                                          np.array([streams[i][t] for i in live]),
+                                          seq=np.full(len(live), t)))
+            out.append((res.probability[res.processed], res.flag[res.processed]))
+        probs[runtime] = out
+    prob_diff = max(float(np.abs(k[0] - lt[0]).max(initial=0))
+                    for k, lt in zip(probs["keras"], probs["litert"], strict=True))
+    flags = sum(int((k[1] != lt[1]).sum())
+                for k, lt in zip(probs["keras"], probs["litert"], strict=True))
+    state_diff = 0.0
+    for x, state, _, keras_state in steps["keras"].calls:
+        _, lite_state = steps["litert"]._step(x, state)
+        state_diff = max(state_diff, float(np.abs(lite_state - keras_state).max(initial=0)))
+    return {"max_abs_difference": {"probability": prob_diff, "state": state_diff},
+            "flags_differing": flags, "events": int(sum(len(s) for s in streams))}

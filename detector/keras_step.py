@@ -1,0 +1,135 @@
+"""The serving step in Keras: the ``--runtime keras`` path, and what the LiteRT files are made of.
+
+This is the only serving module that imports TensorFlow (about 3 s and 500 MB); the default
+runtime never imports it. The stateless ``seed`` model takes ``[x3, x2, x2 > x1]`` as a fixed
+length sequence and carries no LSTM state. The stateful models (``pair``) are trained as
+sequence models; here each LSTM layer's cell is stepped once with the stream's carried
+``[h, c]`` and the new ``[h, c]`` is handed back to be stored. ``step_function`` is the same
+step with named inputs and outputs: ``detector.conversion`` converts exactly it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN reorders float sums (results differ in the last bits between batch sizes) and prints
+# a banner at import; plain kernels are as fast for these small LSTMs and exactly repeatable.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from detector.serving import ModelError
+
+
+def load_model(path: Path) -> keras.Model:
+    """A ``.keras`` file, or ModelError with one line (Keras raises many types for a bad file)."""
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as exc:
+        raise ModelError(f"cannot load model {path}: {str(exc).splitlines()[0]}") from exc
+
+
+def input_kind(model: keras.Model) -> tuple[int, bool]:
+    """``(values per event, stateful)`` from the input shape: ``(None, 3, 1)`` is a stateless
+    fixed-length sequence of width 3, ``(None, None, 2)`` a stateful step of width 2."""
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) == 3 and shape[1] is None and shape[2]:
+        return int(shape[2]), True
+    if len(shape) == 3 and shape[1] and shape[2] == 1:
+        return int(shape[1]), False
+    raise ModelError(f"{model.name}: cannot serve a model with input shape {shape}")
+
+
+@dataclass(frozen=True)
+class StepLayout:
+    """Which layers a stateful step runs and where each LSTM's ``[h, c]`` sits in the state row."""
+
+    layers: tuple[keras.layers.Layer, ...]
+    state_slices: tuple[tuple[int, int] | None, ...]
+    state_size: int
+
+
+def step_layout(model: keras.Model) -> StepLayout:
+    """Walk the layer list: LSTMs are stepped through their cell, the rest applied as they are."""
+    layers: list[keras.layers.Layer] = []
+    slices: list[tuple[int, int] | None] = []
+    offset = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.TimeDistributed):
+            layer = layer.layer
+        if isinstance(layer, keras.layers.Dropout | keras.layers.InputLayer):
+            continue
+        if isinstance(layer, keras.layers.LSTM):
+            units = layer.cell.units
+            slices.append((offset, units))
+            offset += 2 * units
+        elif isinstance(layer, keras.layers.RNN):
+            raise ModelError(f"unsupported recurrent layer {type(layer).__name__}")
+        else:
+            slices.append(None)
+        layers.append(layer)
+    return StepLayout(tuple(layers), tuple(slices), offset)
+
+
+def unrolled(model: keras.Model) -> keras.Model:
+    """The same model and weights with every recurrent layer unrolled: a fixed-length LSTM
+    loop converts to a ``While`` that LiteRT runs only with TensorFlow's Flex delegate,
+    unrolled it is plain builtin ops."""
+    config = model.get_config()
+    for layer in config["layers"]:
+        if "unroll" in layer.get("config", {}):
+            layer["config"]["unroll"] = True
+    clone = model.__class__.from_config(config)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+class KerasStep:
+    """A Keras model's batched step, compiled: ``(x, state) -> (probability, new_state)``."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self.width, stateful = input_kind(model)
+        x_spec = tf.TensorSpec((None, self.width), tf.float32, name="x")
+        if stateful:
+            self._layout = step_layout(model)
+            self.state_size = self._layout.state_size
+            signature = [x_spec, tf.TensorSpec((None, self.state_size), tf.float32, name="state")]
+            body = self._stateful
+        else:
+            self.state_size = 0
+            signature = [x_spec]
+            body = self._stateless
+        self.step_function = tf.function(body, input_signature=signature, reduce_retracing=True)
+
+    def _stateless(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"probability": tf.reshape(self.model(tf.expand_dims(x, -1), training=False), (-1,))}
+
+    def _stateful(self, x: tf.Tensor, state: tf.Tensor) -> dict[str, tf.Tensor]:
+        out = x
+        new_state = []
+        for layer, where in zip(self._layout.layers, self._layout.state_slices, strict=True):
+            if where is None:
+                out = layer(out, training=False)
+                continue
+            start, units = where
+            h = state[:, start : start + units]
+            c = state[:, start + units : start + 2 * units]
+            out, (h, c) = layer.cell(out, [h, c], training=False)
+            new_state += [h, c]
+        return {"probability": tf.reshape(out, (-1,)), "state": tf.concat(new_state, axis=1)}
+
+    def __call__(self, x: np.ndarray, state: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        batch = len(x)
+        if batch == 0:
+            return np.zeros(0, np.float32), np.zeros((0, self.state_size), np.float32)
+        if self.state_size == 0:
+            return (self.step_function(x)["probability"].numpy(),
+                    np.zeros((batch, 0), np.float32))
+        out = self.step_function(x, np.asarray(state, dtype=np.float32))
+        return out["probability"].numpy(), out["state"].numpy()
