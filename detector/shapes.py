@@ -68,6 +68,18 @@ def slow_ramp(n: int, rng: np.random.Generator) -> np.ndarray:
     return level + np.cumsum(steps[:n])
 
 
+def long_runs(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Runs of 10 to 150 steps one way (a trend), each ending in a short pause (a repeated value)
+    or a turn: the end of a long run is where a model that carries state can go wrong."""
+    steps = np.empty(0)
+    while len(steps) < n:
+        drift = np.cumsum(rng.normal(0, 0.1, int(rng.integers(10, 151))))
+        size = np.abs(rng.normal(0, 1)) * np.exp(drift)
+        pause = np.zeros(int(rng.integers(0, 4)))
+        steps = np.concatenate([steps, rng.choice([-1.0, 1.0]) * size, pause])
+    return np.cumsum(steps[:n])
+
+
 def spikes(n: int, rng: np.random.Generator) -> np.ndarray:
     """A walk with single-point spikes of 1e2 to 1e6 steps."""
     x = _walk(n, rng)
@@ -127,6 +139,7 @@ def zigzag(n: int, rng: np.random.Generator) -> np.ndarray:
 SHAPES: dict[str, Shape] = {
     "uniform": uniform, "walk": walk, "heavy_walk": heavy_walk, "rounded_walk": rounded_walk,
     "counts": counts, "plateaus": plateaus, "constant": constant, "slow_ramp": slow_ramp,
+    "long_runs": long_runs,
     "spikes": spikes, "level_shifts": level_shifts, "seasonal": seasonal,
     "smooth_cycle": smooth_cycle, "smooth_trend": smooth_trend, "price": price,
     "growth": growth, "zigzag": zigzag,

@@ -58,7 +58,7 @@ RECIPES: dict[FeatureSet, Recipe] = {
     "pair": Recipe("pair", events=600_000, epochs=160, batch_size=128, learning_rate=3e-3,
                    seq_len=200,
                    near_tie_share=0.1, near_tie_low=-5.0, tie_share=0.1, units=16,
-                   activation="tanh", pre_units=16, post_units=16, init_gain=300.0,
+                   activation="tanh", pre_units=16, post_units=16, init_gain=100.0,
                    clipnorm=1.0),
 }
 
