@@ -192,6 +192,35 @@ def evaluate(step: ModelStep, events: int, streams: int, seed: int) -> Evaluatio
     )
 
 
+def near_tie_probe(step: ModelStep, eps: float, streams: int = 200, seed: int = 0) -> float:
+    """Share of streams whose flags around one near-tie are all right: a walk with steps of
+    0.5..2, one step of ``eps`` (relative to that) either way, at a random magnitude."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for _ in range(streams):
+        x = np.cumsum(rng.choice([-1.0, 1.0], 40) * rng.uniform(0.5, 2, 40))
+        x[20] = x[19] + rng.choice([-1, 1]) * eps
+        x[21:] += x[20] - x[21] + rng.choice([-1, 1]) * rng.uniform(0.5, 2)
+        cases.append(x * 10 ** rng.uniform(-6, 9))
+    flags, _ = run_streams(step, cases, rng)
+    return float(np.mean([(f[19:23] == exact_flags(v)[19:23]).all()
+                          for f, v in zip(flags, cases, strict=True)]))
+
+
+def long_run_probe(step: ModelStep, length: int, streams: int = 100, seed: int = 0) -> float:
+    """Share of streams with every flag right: a run of ``length`` steps one way (slowing down
+    by up to 100x), a repeated value, then three more steps."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for _ in range(streams):
+        steps = rng.uniform(0.2, 2, length) * np.geomspace(1, rng.uniform(0.01, 1), length)
+        x = np.r_[0.0, np.cumsum(rng.choice([-1, 1]) * steps)]
+        x = np.r_[x, x[-1], x[-1] + np.cumsum(rng.choice([-1, 1]) * rng.uniform(0.5, 2, 3))]
+        cases.append(np.round(x * 10 ** rng.uniform(-3, 6), 6))
+    flags, _ = run_streams(step, cases, rng)
+    return float(np.mean([(f == exact_flags(v)).all() for f, v in zip(flags, cases, strict=True)]))
+
+
 def plot_stream(step: ModelStep, v: np.ndarray, out: str, source: str, seed: int = 7) -> dict:
     """Draw one stream with the model's and the rule's flags; mark disagreements."""
     import matplotlib

