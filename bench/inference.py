@@ -3,9 +3,10 @@
     python bench/inference.py [--models seed pair] [--seconds 1.5]
 
 For each model, in one run: ``model.predict`` on one event (what the seed's code does), one
-compiled step call per event, and the serving step (``Engine.process``: features, state
-gather and scatter, the compiled call) on batches of 1, 64, 1024 and 4096 events from as many
-streams.
+compiled TensorFlow step call per event (the Keras runtime), one LiteRT call per event, and
+the serving step (``Engine.process``: normalization, state gather and scatter, the model call
+and runs) on batches of 1, 64, 1024 and 4096 events from as many streams, under LiteRT (the
+default) and, at 4096, under Keras.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def rate(fn, events_per_call: int, seconds: float, min_calls: int = 3) -> float:
 
 def bench_model(name: str, seconds: float) -> dict:
     step = ModelStep.load(name)
+    keras_step = ModelStep.load(name, "keras")
     rng = np.random.default_rng(0)
     x1 = rng.random((1, 3 if step.features == "seed" else step.model.inputs[0].shape[-1]),
                     ).astype(np.float32)
@@ -43,11 +45,15 @@ def bench_model(name: str, seconds: float) -> dict:
     say(f"{name}: model.predict, one event per call ...")
     out["predict_per_event"] = rate(lambda: step.model.predict(predict_input, verbose=0), 1,
                                     seconds, min_calls=20)
-    say(f"{name}: one compiled step call per event ...")
-    out["compiled_per_event"] = rate(lambda: step(x1, state1), 1, seconds)
+    say(f"{name}: one compiled TensorFlow step call per event ...")
+    out["compiled_per_event"] = rate(lambda: keras_step(x1, state1), 1, seconds)
+    say(f"{name}: one LiteRT call per event ...")
+    out["litert_per_event"] = rate(lambda: step(x1, state1), 1, seconds)
     for b in BATCHES:
         say(f"{name}: serving step, batch {b} ...")
         out[f"batch_{b}"] = serving_rate(step, b, seconds, rng)
+    say(f"{name}: serving step under Keras, batch 4096 ...")
+    out["keras_batch_4096"] = serving_rate(keras_step, 4096, seconds, rng)
     return out
 
 
@@ -70,15 +76,18 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=1.5, help="time per measurement")
     args = p.parse_args()
     results = {name: bench_model(name, args.seconds) for name in args.models}
-    headers = ["model", "predict/event", "compiled call/event",
-               *[f"step batch {b}" for b in BATCHES], "4096 vs compiled/event",
-               "4096 vs predict"]
+    headers = ["model", "predict/event", "TF compiled call/event", "LiteRT call/event",
+               *[f"step batch {b}" for b in BATCHES], "Keras step batch 4096",
+               "4096 vs TF call/event", "4096 vs predict", "4096 LiteRT vs Keras"]
     rows = []
     for name, r in results.items():
         rows.append([name, fmt_rate(r["predict_per_event"]), fmt_rate(r["compiled_per_event"]),
+                     fmt_rate(r["litert_per_event"]),
                      *[fmt_rate(r[f"batch_{b}"]) for b in BATCHES],
+                     fmt_rate(r["keras_batch_4096"]),
                      f"{r['batch_4096'] / r['compiled_per_event']:,.0f}x",
-                     f"{r['batch_4096'] / r['predict_per_event']:,.0f}x"])
+                     f"{r['batch_4096'] / r['predict_per_event']:,.0f}x",
+                     f"{r['batch_4096'] / r['keras_batch_4096']:.1f}x"])
     say("\nevents/s (higher is better)\n")
     say(table(headers, rows))
     command = "python bench/inference.py " + " ".join(

@@ -195,7 +195,7 @@ def memory(kafka: KafkaSettings, streams: int) -> dict:
 def restore(kafka: KafkaSettings, streams: int) -> dict:
     """A fresh detector restoring ``streams`` streams' state from the state topic."""
     from detector.serving import ModelStep
-    from detector.state import StreamState
+    from detector.state import StreamStore
 
     group = "restore"
     state_topic = f"{group}.state"
@@ -205,12 +205,12 @@ def restore(kafka: KafkaSettings, streams: int) -> dict:
     fingerprint = ModelStep.load("seed").fingerprint
     producer = kafka_io.producer(kafka, linger_ms=5, batch_size=256 * 1024)
     say(f"  writing {streams:,} state records ...")
-    lstm = np.zeros(0, np.float32)
-    for i in range(streams):
-        p = i % 6
-        state = StreamState(0.5, True, 10, 9, 9, p, lstm)
-        producer.send(state_topic, key=f"r-{i}".encode(), value=state.encode(fingerprint),
-                      partition=p)
+    store = StreamStore(0)
+    slots = store.lookup([f"r-{i}".encode() for i in range(streams)], np.arange(streams) % 6)
+    store.prev[slots], store.seen[slots], store.last_seq[slots] = 0.5, 10, 9
+    store.last_offset[slots], store.last_active[slots] = 9, time.time()
+    for key, value, p in store.snapshot(slots, fingerprint).records(0, streams):
+        producer.send(state_topic, key=key, value=value, partition=p)
     producer.flush()
     producer.close()
     det = start_detector(kafka, group, DETECTOR_INPUT_TOPIC="restore.in")

@@ -200,3 +200,26 @@ class AlertmanagerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def kill_after(kafka: KafkaSettings, model: str, processed: float, **env: str) -> None:
+    """A detector process, SIGKILLed once it has processed ``processed`` events."""
+    det = DetectorProcess(kafka, model=model, **env).start()
+    try:
+        wait_for(lambda: (det.metric("detector_events_processed_total") or 0) >= processed, 120,
+                 every=0.02, what="progress before the kill")
+        det.kill()
+    finally:
+        det.close()
+
+
+def run_until_every_output(kafka: KafkaSettings, model: str, expect: int, timeout: float = 120,
+                           **env: str) -> None:
+    """A detector process until ``trend-flags`` holds ``expect`` records; then SIGTERM, exit 0."""
+    det = DetectorProcess(kafka, model=model, **env).start()
+    try:
+        wait_for(lambda: len(read_topic(kafka, "trend-flags", settle=0.5)) >= expect, timeout,
+                 every=1, what="every event to have an output")
+        assert det.terminate() == 0
+    finally:
+        det.close()

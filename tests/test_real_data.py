@@ -10,7 +10,13 @@ import pytest
 from detector.evaluation import battery
 from detector.harness import audit
 from detector.rule import exact_flags
-from tests.support import DetectorProcess, expected_flags, read_topic, send, wait_for
+from tests.support import (
+    expected_flags,
+    kill_after,
+    read_topic,
+    run_until_every_output,
+    send,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -27,21 +33,9 @@ def test_real_series_through_the_pipeline_survive_a_kill(kafka, steps):
     streams = battery()["real"]
     records = replay_records(streams)
     send(kafka, "values", records)
-    det = DetectorProcess(kafka, model="pair", DETECTOR_MAX_POLL_RECORDS="500").start()
-    try:
-        target = random.Random(7).uniform(5_000, 20_000)
-        wait_for(lambda: (det.metric("detector_events_processed_total") or 0) >= target, 120,
-                 every=0.02, what="progress before the kill")
-        det.kill()
-    finally:
-        det.close()
-    det = DetectorProcess(kafka, model="pair").start()
-    try:
-        wait_for(lambda: len(read_topic(kafka, "trend-flags", settle=0.5)) >= len(records), 180,
-                 every=2, what="every event to have an output")
-        assert det.terminate() == 0
-    finally:
-        det.close()
+    kill_after(kafka, "pair", random.Random(7).uniform(5_000, 20_000),
+               DETECTOR_MAX_POLL_RECORDS="500")
+    run_until_every_output(kafka, "pair", len(records), timeout=180)
     outputs = read_topic(kafka, "trend-flags", settle=2.0, timeout=90)
     result = audit(outputs, expected_flags(steps("pair"), records))
     assert result.clean and result.expected == len(records), result

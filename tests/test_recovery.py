@@ -15,7 +15,9 @@ from tests.support import (
     DetectorProcess,
     DetectorThread,
     expected_flags,
+    kill_after,
     read_topic,
+    run_until_every_output,
     send,
     settings,
     uniform_events,
@@ -41,21 +43,8 @@ def test_sigkill_at_random_moments_loses_nothing(kafka, steps):
     rng = random.Random(4)
     env = {"DETECTOR_MAX_POLL_RECORDS": "200"}
     for _ in range(3):
-        det = DetectorProcess(kafka, model="pair", **env).start()
-        try:
-            target = rng.uniform(300, 2500)
-            wait_for(lambda d=det, t=target: (d.metric("detector_events_processed_total") or 0)
-                     >= t, 90, every=0.02, what="some progress")
-            det.kill()
-        finally:
-            det.close()
-    det = DetectorProcess(kafka, model="pair", **env).start()
-    try:
-        wait_for(lambda: len(read_topic(kafka, "trend-flags", settle=0.5)) >= len(records), 120,
-                 every=1, what="every event to have an output")
-        assert det.terminate() == 0
-    finally:
-        det.close()
+        kill_after(kafka, "pair", rng.uniform(300, 2500), **env)
+    run_until_every_output(kafka, "pair", len(records), **env)
     check_outputs(kafka, steps("pair"), records, at_least=len(records))
 
 
