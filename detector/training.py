@@ -293,7 +293,9 @@ TRAINING_DATA = (
 KNOWN_LIMITS = {
     "seed": "Errors sit on near-ties: a step far smaller than the stream's typical step "
             "(see the battery evaluation for how often that happens on real series).",
-    "pair": "Errors sit on near-ties: a step far smaller than the stream's typical step.",
+    "pair": "Errors sit on near-ties (a step below ~1e-4 of the stream's typical step) "
+            "and on a repeated value at the end of a long monotonic run (30+ steps): "
+            "the carried state drifts and the repeat is read as a continued run.",
 }
 
 
@@ -307,8 +309,6 @@ def _describe(layer: keras.layers.Layer) -> str:
         return f"Dropout({cfg['rate']})"
     if name == "Dense":
         return f"Dense({cfg['units']}, activation={cfg['activation']})"
-    if name == "Rescaling":
-        return f"Rescaling(x * {cfg['scale']:g} + {cfg['offset']:g})"
     return name
 
 
