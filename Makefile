@@ -53,7 +53,7 @@ bench-startup: $(STAMP)
 
 # Retrain the shipped models (each at most ~20 minutes on 2 cores); writes detector/models/.
 models: $(STAMP)
-	for f in seed pair raw; do $(BIN)/python -m detector train --features $$f --out detector/models || exit 1; done
+	for f in seed pair; do $(BIN)/python -m detector train --features $$f --out detector/models || exit 1; done
 
 # (Re)write each shipped model's .tflite (what the detector serves) and its card entry.
 convert: $(STAMP)
