@@ -22,10 +22,10 @@ from detector.serving import MODELS_DIR, ModelStep, card_path
 MODELS = ("seed", "pair")
 #: The figures the README states, per model, as thresholds: uniform [0, 1) events; each part
 #: of the battery overall and on its worst stream (``pair`` misses the issue's 99.99% / 99.9%
-#: on the generated shapes: long runs that end in a repeat; the README says so).
+#: on the worst generated stream: long runs that end in a repeat; the README says so).
 UNIFORM_TARGET = {"seed": 0.99999, "pair": 0.9999}
 BATTERY_TARGET = {("seed", "real"): (1.0, 1.0), ("seed", "generated"): (1.0, 1.0),
-                  ("pair", "real"): (1.0, 1.0), ("pair", "generated"): (0.9997, 0.997)}
+                  ("pair", "real"): (1.0, 1.0), ("pair", "generated"): (0.9999, 0.997)}
 STREAM_TARGET = 0.999  # every form of the scale test
 
 
@@ -115,8 +115,8 @@ def test_flags_follow_each_form_of_a_stream(steps, name):
 
 #: Where each model stops being right, as the README states it: the smallest near-tie
 #: (relative to the stream's typical step) resolved, and runs that end in a repeat.
-RESOLVED_NEAR_TIE = {"seed": 1e-5, "pair": 1e-4}
-LONG_RUN_RIGHT = {"seed": {30: 1.0, 300: 1.0}, "pair": {10: 1.0, 30: 0.85, 100: 0.45}}
+RESOLVED_NEAR_TIE = {"seed": 1e-5, "pair": 1e-3}
+LONG_RUN_RIGHT = {"seed": {30: 1.0, 300: 1.0}, "pair": {10: 1.0, 30: 0.95, 100: 0.85}}
 
 
 @pytest.mark.parametrize("name", MODELS)
