@@ -9,7 +9,12 @@ time and the producer epoch are; the defaults are today's contract exactly, reas
 ``InputMapping.decode`` never raises: it returns the record's events (one, or one per numeric
 entry of a ``fields.*`` object) or a ``BadInput`` whose detail names the setting and the path.
 It runs for every record, so the settings are compiled once into plain lookups: a one-name
-path is a single ``dict.get``.
+path is a single ``dict.get``, and JSON is parsed by msgspec (0.30 µs for the producer's
+record here against 2.2 µs for ``json.loads``; orjson took 0.33 µs but turns integers beyond
+64 bits into floats, while msgspec gives the same objects as the standard library). Whatever
+msgspec refuses goes through the standard library's UTF-8 and JSON parsers as before, so
+every bad record keeps its reason and its detail exactly (``NaN`` and ``1e400`` parse there to
+floats that ``bad_value`` then rejects).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import json
 import string
 from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from detector.codec import (
     MAX_SEQ,
@@ -37,6 +44,20 @@ from detector.config import (
 )
 
 _MISSING: Any = object()
+_FAST_JSON = msgspec.json.Decoder()
+#: What msgspec raises for input it does not take (the standard library then decides).
+_REFUSED = (msgspec.MsgspecError, ValueError, RecursionError)
+
+
+def parse_json(value: bytes) -> Any:
+    """The JSON document in ``value``; on refusal the standard library's answer (or error).
+
+    Raises ``UnicodeDecodeError`` or ``ValueError`` as ``json.loads(value.decode())`` would.
+    """
+    try:
+        return _FAST_JSON.decode(value)
+    except _REFUSED:
+        return json.loads(value.decode("utf-8"))
 
 #: A path is a str (one name: a plain ``dict.get``) or a tuple of names (nested objects).
 Path = str | tuple[str, ...]
@@ -136,15 +157,16 @@ class InputMapping:
         if len(value) > MAX_VALUE_BYTES:
             return BadInput("too_large", f"value is {len(value)} bytes, limit {MAX_VALUE_BYTES}")
         try:
-            text = value.decode("utf-8")
+            obj = parse_json(value)
         except UnicodeDecodeError as exc:
             return BadInput("not_utf8", f"value is not UTF-8: {exc.reason} at byte {exc.start}")
-        if self.number:
-            return self._decode_number(key, text)
-        try:
-            obj = json.loads(text)
         except (ValueError, RecursionError) as exc:
-            return BadInput("not_json", f"value is not JSON: {str(exc)[:200]}")
+            if self.number:
+                obj = None  # not a number: bad_value below
+            else:
+                return BadInput("not_json", f"value is not JSON: {str(exc)[:200]}")
+        if self.number:
+            return self._decode_number(key, value, obj)
         if type(obj) is not dict:
             return BadInput("not_object", f"value is a JSON {type(obj).__name__}, not an object")
         # Every path first, so that a record missing several fields names them all.
@@ -201,16 +223,15 @@ class InputMapping:
             return BadInput("bad_value", f"value must be a finite number ({self._value_setting})")
         return [Event(stream, seq, number, ts, epoch)]  # type: ignore[arg-type]
 
-    def _decode_number(self, key: bytes | None, text: str) -> list[Event] | BadInput:
+    def _decode_number(self, key: bytes | None, value: bytes, parsed: Any
+                       ) -> list[Event] | BadInput:
         """``--input-format number``: the value is a bare number, the id comes from the key."""
         stream = self._build_id(key, [])
         if type(stream) is BadInput:
             return stream
-        try:
-            number = finite_number(json.loads(text))
-        except (ValueError, RecursionError):
-            number = None
+        number = finite_number(parsed)
         if number is None:
+            text = value.decode("utf-8")
             return BadInput("bad_value", f"--input-format number: {text[:40]!r} is not a "
                             "finite number")
         return [Event(stream, -1, number, None)]  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from detector.codec import (
     encode_flag,
     encode_run,
 )
-from detector.mapping import decode_event
+from detector.mapping import decode_event, parse_json
 
 
 def ok(**fields):
@@ -79,6 +79,26 @@ def test_bad_input_reasons(key, value, reason):
     assert got.reason == reason, got
     assert got.reason in REASONS
     assert got.detail
+
+
+TRICKY_JSON = [
+    b'{"a":1,"a":2}', b'{"v":1e400}', b'{"v":NaN}', b'{"v":-Infinity}', b'{"s":"\\ud800"}',
+    b'{"n":123456789012345678901234567890}', b'{"n":-9223372036854775809}', b'{"v":-0.0}',
+    b'{"v":2.5e-324}', b'\xef\xbb\xbf{"v":1}', b'{"v":1}x', b'{"s":"\xff"}', b'',
+    b"  [1, 2.5, true, null]  ", b'{"v":01}', b"[" * 100_000 + b"]" * 100_000,
+]
+
+
+@pytest.mark.parametrize("value", TRICKY_JSON, ids=range(len(TRICKY_JSON)))
+def test_fast_json_parses_as_the_standard_library_does(value):
+    """msgspec parses; what it refuses the standard library decides, errors included."""
+    def outcome(parse):
+        try:
+            return "ok", repr(parse(value))
+        except (ValueError, RecursionError) as exc:
+            return type(exc).__name__, str(exc)
+
+    assert outcome(parse_json) == outcome(lambda v: json.loads(v.decode("utf-8")))
 
 
 def test_encode_event_round_trips():
