@@ -6,7 +6,7 @@ import pytest
 
 from detector.cli import main
 from detector.evaluation import battery, evaluate
-from detector.serving import ModelStep
+from detector.serving import MODELS_DIR, ModelStep
 
 
 @pytest.mark.parametrize("features", ["seed", "pair"])
@@ -27,6 +27,25 @@ def test_training_smoke_run_writes_model_card_and_png(tmp_path, features, capsys
     assert set(card["battery_evaluation"]) == {"real", "generated"}
     assert card["battery_evaluation"]["generated"]["events"] == sum(
         map(len, battery()["generated"].values()))
+    if features == "pair":  # trained with its forget gate pinned, saved without custom objects
+        assert_forget_gate_shut(step.model, card["recipe"]["forget_shut"])
+
+
+def assert_forget_gate_shut(model, shut):
+    import keras
+
+    lstm = next(layer for layer in model.layers if isinstance(layer, keras.layers.LSTM))
+    units = lstm.units
+    kernel, recurrent, bias = lstm.get_weights()
+    assert not kernel[:, units:2 * units].any() and not recurrent[:, units:2 * units].any()
+    assert (bias[units:2 * units] == -shut).all()
+    assert (bias[:units] != -shut).any()  # only the forget slice
+
+
+def test_the_shipped_pair_model_has_its_forget_gate_shut():
+    card = json.loads((MODELS_DIR / "pair.card.json").read_text())
+    assert_forget_gate_shut(ModelStep.load("pair", runtime="keras").model,
+                            card["recipe"]["forget_shut"])
 
 
 def test_evaluate_json(capsys):
