@@ -5,7 +5,8 @@ then state written, then offsets committed. A crash replays input from the last 
 at or below a restored stream's applied offset are skipped (their outputs were acknowledged),
 later ones are processed again from the restored state and give identical outputs. Any failure
 in the loop (broker gone, a send not acknowledged, a restore that could not finish) drops the
-in-memory state and does what a restart does: restore, seek to the committed offsets, go on.
+in-memory state and does what a restart does (``detector/rebalance.py``, which also hands
+partitions over in a rebalance): restore, seek to the committed offsets, go on.
 """
 
 from __future__ import annotations
@@ -19,18 +20,17 @@ from collections.abc import Callable
 from math import nan
 
 import numpy as np
-from kafka import ConsumerRebalanceListener, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka import KafkaProducer, TopicPartition
 
 from detector import kafka_io
-from detector.checkpoint import Checkpointer, OutputFailed
+from detector.checkpoint import Checkpointer
 from detector.codec import BadInput, dead_letter, encode_flag, encode_run, json_string
 from detector.config import DetectorSettings
 from detector.engine import Batch, Engine, Result
 from detector.mapping import InputMapping
 from detector.metrics import Metrics
+from detector.rebalance import TRANSIENT, Membership
 from detector.serving import ModelStep
-from detector.state import StateRecordError, decode_state
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,10 @@ PRODUCER_OPTIONS = {
     "delivery_timeout_ms": 120_000,
     "max_block_ms": 10_000,
 }
-STATE_RESTORE_TIMEOUT_S = 60.0
 #: On shutdown, the longest a flush of the final checkpoint waits. With the broker gone it
 #: cannot succeed; giving up loses nothing (those offsets stay uncommitted and are replayed).
 SHUTDOWN_FLUSH_TIMEOUT_S = 10.0
 
-
-#: What the loop survives by backing off and recovering (the broker gone, a send not acked).
-TRANSIENT = (KafkaError, OutputFailed, kafka_io.KafkaUnavailable)
 
 
 def settle_garbage_collector() -> None:
@@ -72,7 +68,7 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-class Pipeline(ConsumerRebalanceListener):
+class Pipeline:
     """One detector process: a consumer group member with its streams' state."""
 
     def __init__(
@@ -100,10 +96,10 @@ class Pipeline(ConsumerRebalanceListener):
             ack_timeout_s=PRODUCER_OPTIONS["delivery_timeout_ms"] / 1000 + 10,
             stream_ttl_s=settings.stream_ttl_s, wall_clock=wall_clock,
         )
-        self._needs_recovery = False
+        self.membership = Membership(settings, step.fingerprint, self.store, self.checkpoints,
+                                     metrics, self._positions)
         self._backoff = 0.5
         self._closed = False
-        self._joined = False  # a member of the group with an assignment (maybe empty)
         self._partitions: dict[str, int] = {}
         metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
@@ -140,9 +136,7 @@ class Pipeline(ConsumerRebalanceListener):
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             request_timeout_ms=max(30_000, s.session_timeout_ms + 5_000),
         )
-        self.restorer = kafka_io.consumer(kafka, group_id=None, enable_auto_commit=False,
-                                          fetch_max_wait_ms=20)
-        self.consumer.subscribe([s.input_topic], listener=self)
+        self.membership.attach(self.consumer, self.producer)
 
     def _new_producer(self) -> KafkaProducer:
         """A producer that already knows the output topics (no metadata wait on first send)."""
@@ -155,13 +149,13 @@ class Pipeline(ConsumerRebalanceListener):
     def close(self) -> None:
         """Finish cleanly: checkpoint, commit, leave the group."""
         try:
-            if not self._needs_recovery:
+            if not self.membership.needs_recovery:
                 self.checkpoint(timeout_s=SHUTDOWN_FLUSH_TIMEOUT_S)
         except TRANSIENT as exc:
             log.warning("final checkpoint failed (%s); the next owner replays from the last one",
                         exc)
         kafka_io.close_bounded(lambda: self.consumer.close(autocommit=False), "the consumer")
-        kafka_io.close_bounded(self.restorer.close, "the state reader")
+        self.membership.close()
         kafka_io.close_bounded(lambda: self.producer.close(timeout=5), "the producer", 10.0)
         self._closed = True
 
@@ -172,11 +166,11 @@ class Pipeline(ConsumerRebalanceListener):
         try:
             while not self.stop_event.is_set():
                 try:
-                    if self._needs_recovery:
+                    if self.membership.needs_recovery:
                         self._recover()
                     wait = 0 if self.checkpoints.sending else self.s.poll_timeout_ms
                     records = self.consumer.poll(timeout_ms=wait)
-                    if self._needs_recovery:
+                    if self.membership.needs_recovery:
                         continue  # a rebalance callback failed: these records wait for recovery
                     if records:
                         self._handle(records)
@@ -186,8 +180,13 @@ class Pipeline(ConsumerRebalanceListener):
         finally:
             self.close()
 
+    def _recover(self) -> None:
+        self.producer.close(timeout=0)
+        self.producer = self._new_producer()
+        self.membership.recover(self.producer)
+
     def _failed(self, exc: BaseException) -> None:
-        self._needs_recovery = True
+        self.membership.needs_recovery = True
         self.metrics.broker_errors.labels(type(exc).__name__).inc()
         log.warning("Kafka operation failed (%s: %s); retrying in %.1f s",
                     type(exc).__name__, exc, self._backoff)
@@ -201,7 +200,8 @@ class Pipeline(ConsumerRebalanceListener):
         Derived rather than set, so a flush stuck on a vanished broker turns it false too.
         """
         last_ok = self.checkpoints.last_ok
-        if self._closed or self._needs_recovery or not self._joined or last_ok is None:
+        if (self._closed or self.membership.needs_recovery or not self.membership.joined
+                or last_ok is None):
             return False
         limit = max(5.0, 3 * self.s.checkpoint_interval_ms / 1000)
         return time.monotonic() - last_ok < limit
@@ -352,110 +352,3 @@ class Pipeline(ConsumerRebalanceListener):
             if high is not None:
                 lags.append((tp.partition, max(0, high - pos)))
         self.metrics.set_lag(lags)
-
-    # --- rebalances and recovery ------------------------------------------------------------
-
-    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Hand the partitions over: their state is written, then their streams forgotten.
-
-        kafka-python runs this on the consumer's IO thread, where a commit cannot be made;
-        none is needed: the next owner restores the state with the offsets it has applied
-        and skips what it covers.
-        """
-        try:
-            if not self._needs_recovery:
-                self.checkpoints.persist(self.producer, {tp.partition for tp in revoked})
-        except TRANSIENT as exc:
-            log.warning("state write on revoke failed (%s); the next owner replays", exc)
-        self._drop(revoked)
-
-    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
-        """Evicted: another member may own these already, so write nothing for them."""
-        self._drop(lost)
-
-    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._joined = True
-        try:
-            self._restore({tp.partition for tp in assigned})
-        except TRANSIENT as exc:
-            log.warning("state restore failed (%s); recovering", exc)
-            self._needs_recovery = True
-        log.info("assigned partitions %s (%d streams in memory)",
-                 sorted(tp.partition for tp in assigned), len(self.store))
-
-    def _drop(self, tps: set[TopicPartition]) -> None:
-        self._joined = False
-        parts = {tp.partition for tp in tps}
-        self.store.drop_partitions(parts)
-        for tp in tps:
-            self._positions.pop(tp, None)
-        self.metrics.forget_partitions(parts)
-        self.metrics.active_streams.set(len(self.store))
-
-    def _restore(self, partitions: set[int]) -> None:
-        """Read the state topic's partitions back; per stream the highest applied offset wins.
-
-        Taking the highest offset rather than the last record makes a stale checkpoint from
-        an evicted member (a zombie that did not know it had lost the partition) harmless.
-        """
-        if not partitions:
-            return
-        started = time.perf_counter()
-        tps = [TopicPartition(self.s.state_topic, p) for p in sorted(partitions)]
-        self.restorer.assign(tps)
-        self.restorer.seek_to_beginning(*tps)
-        # The end is the high watermark of a fetch, not ListOffsets: the local broker answers
-        # ListOffsets(latest) with the start of the last batch + 1, short of the real end.
-        remaining = set(tps)
-        best: dict[bytes, tuple[np.void, np.ndarray | None]] = {}
-        rejected = 0
-        deadline = time.monotonic() + STATE_RESTORE_TIMEOUT_S
-        while remaining:
-            if time.monotonic() > deadline:
-                raise OutputFailed(f"state restore did not finish in {STATE_RESTORE_TIMEOUT_S} s")
-            for tp, recs in self.restorer.poll(timeout_ms=200, max_records=50_000).items():
-                for r in recs:
-                    if r.value is None:  # a tombstone: the stream was forgotten (idle)
-                        best.pop(r.key, None)
-                        continue
-                    try:
-                        row, lstm, fingerprint = decode_state(r.value)
-                    except StateRecordError as exc:
-                        rejected += 1
-                        log.debug("skipping state record at %s:%d: %s", tp, r.offset, exc)
-                        continue
-                    old = best.get(r.key)
-                    if old is None or row["last_offset"] >= old[0]["last_offset"]:
-                        best[r.key] = (row, lstm if fingerprint == self.step.fingerprint
-                                       else None)
-            for tp in list(remaining):
-                high = self.restorer.highwater(tp)
-                if high is not None and self.restorer.position(tp) >= high:
-                    remaining.discard(tp)
-        best.pop(None, None)
-        self.store.put(list(best), [row for row, _ in best.values()],
-                       [lstm for _, lstm in best.values()])
-        self.restorer.unsubscribe()
-        if rejected:
-            log.warning("skipped %d state records that are not ours or are damaged", rejected)
-        self.metrics.restore_seconds.observe(time.perf_counter() - started)
-        self.metrics.active_streams.set(len(self.store))
-
-    def _recover(self) -> None:
-        """Do what a restart does: forget memory, restore state, seek to the committed offsets."""
-        self.checkpoints.reset()
-        self.producer.close(timeout=0)
-        self.producer = self._new_producer()
-        self.store.clear()
-        self._positions.clear()
-        assigned = self.consumer.assignment()
-        self._restore({tp.partition for tp in assigned})
-        for tp in assigned:
-            committed = self.consumer.committed(tp, timeout_ms=10_000)
-            if committed is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, committed)
-        self._needs_recovery = False
-        log.info("recovered: %d streams restored, resuming from committed offsets",
-                 len(self.store))
