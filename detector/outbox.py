@@ -103,13 +103,12 @@ class Outbox:
             slot = self._open[(topic, partition)] = [self._builder(), 0]
             if self._first_append is None:
                 self._first_append = time.monotonic()
-        builder = slot[0]
-        ts = time.time_ns() // 1_000_000
-        if builder.append(slot[1], ts, key, value, headers) is None:
+        builder = slot[0]  # the timestamp (None): now, as KafkaProducer.send sets it
+        if builder.append(slot[1], None, key, value, headers) is None:
             self._full.append((topic, partition, builder.build()))
             builder = slot[0] = self._builder()
             slot[1] = 0
-            builder.append(0, ts, key, value, headers)
+            builder.append(0, None, key, value, headers)
         slot[1] += 1
 
     def _builder(self) -> DefaultRecordBatchBuilder:
@@ -127,10 +126,6 @@ class Outbox:
         if self._first_append is None:
             return float("inf")
         return max(0.0, self._first_append + self.linger_s - time.monotonic())
-
-    def mark(self) -> int:
-        """What ``done`` checks: every request sent so far (flush first to include the rest)."""
-        return self._next
 
     def flush(self) -> int:
         """Send every appended record: per leader, one request with one batch per partition
@@ -202,9 +197,10 @@ class Outbox:
                     len(self._in_flight) + count > MAX_IN_FLIGHT_REQUESTS
                     or self._in_flight_bytes + size > self.max_in_flight_bytes):
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    raise OutputFailed(f"{self._in_flight_bytes:,} bytes still unacknowledged "
-                                       f"after {self.timeout_s:g} s")
+                if left <= 0:  # the batches in hand are dropped: it is an error for good
+                    self._fail(OutputFailed(f"{self._in_flight_bytes:,} bytes still "
+                                            f"unacknowledged after {self.timeout_s:g} s"))
+                    break
                 self._cond.wait(left)
         self._raise()
 
@@ -279,9 +275,11 @@ class Outbox:
             self._cond.notify_all()
 
     def _raise(self) -> None:
-        if self._error is not None:
-            raise OutputFailed(f"a produce request failed: {type(self._error).__name__}: "
-                               f"{self._error}")
+        error = self._error
+        if isinstance(error, OutputFailed):
+            raise OutputFailed(str(error))
+        if error is not None:
+            raise OutputFailed(f"a produce request failed: {type(error).__name__}: {error}")
 
     def _refresh_metadata(self, timeout_s: float) -> None:
         """Fresh metadata of our topics (their leaders), waiting at most ``timeout_s``."""

@@ -1,10 +1,12 @@
 """The Kafka loop: poll, decode, detect, publish, checkpoint. Thin; the work is elsewhere.
 
-Checkpoints (``detector/checkpoint.py``) make a crash at any moment safe: outputs acknowledged,
-then state written, then offsets committed. A crash replays input from the last commit: events
-at or below a restored stream's applied offset are skipped (their outputs were acknowledged),
-later ones are processed again from the restored state and give identical outputs. Any failure
-in the loop (broker gone, a send not acknowledged, a restore that could not finish) drops the
+Outputs, alerts and dead letters go to the outbox (``detector/outbox.py``): record batches per
+partition, flushed once a poll's outputs are in (or when the linger is up). Checkpoints
+(``detector/checkpoint.py``) make a crash at any moment safe: outputs acknowledged, then state
+written, then offsets committed. A crash replays input from the last commit: events at or below
+a restored stream's applied offset are skipped (their outputs were acknowledged), later ones
+are processed again from the restored state and give identical outputs. Any failure in the
+loop (broker gone, a request not acknowledged, a restore that could not finish) drops the
 in-memory state and does what a restart does (``detector/rebalance.py``, which also hands
 partitions over in a rebalance): restore, seek to the committed offsets, go on.
 """
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from math import nan
 
 import numpy as np
-from kafka import KafkaProducer, TopicPartition
+from kafka import TopicPartition
 
 from detector import kafka_io
 from detector.checkpoint import Checkpointer
@@ -29,27 +31,19 @@ from detector.config import DetectorSettings
 from detector.engine import Batch, Engine, Result
 from detector.mapping import InputMapping
 from detector.metrics import Metrics
+from detector.outbox import Outbox
 from detector.rebalance import TRANSIENT, Membership
 from detector.serving import ModelStep
 
 log = logging.getLogger(__name__)
 
-#: Producer settings: acknowledged by all replicas, idempotent (in order, no duplicates from
-#: retries), and a send waits out an outage of up to two minutes. (A shorter delivery timeout
-#: with idempotence makes kafka-python 3.0 stop completing futures after the first expiry;
-#: a recovery replaces the producer anyway.)
-PRODUCER_OPTIONS = {
-    "acks": "all",
-    "batch_size": 256 * 1024,
-    "max_request_size": 4 << 20,
-    "request_timeout_ms": 10_000,
-    "delivery_timeout_ms": 120_000,
-    "max_block_ms": 10_000,
-}
-#: On shutdown, the longest a flush of the final checkpoint waits. With the broker gone it
-#: cannot succeed; giving up loses nothing (those offsets stay uncommitted and are replayed).
+#: Longest a checkpoint may take from its snapshot to its commit. Each produce request times
+#: out on its own (``outbox.REQUEST_TIMEOUT_MS``); this bounds the whole, state included.
+CHECKPOINT_TIMEOUT_S = 130.0
+#: On shutdown, the longest a wait for the final checkpoint's acknowledgements lasts. With the
+#: broker gone it cannot succeed; giving up loses nothing (those offsets stay uncommitted and
+#: are replayed).
 SHUTDOWN_FLUSH_TIMEOUT_S = 10.0
-
 
 
 def settle_garbage_collector() -> None:
@@ -92,12 +86,11 @@ class Pipeline:
         self._positions: dict[TopicPartition, int] = {}
         self.checkpoints = Checkpointer(
             self.store, step.fingerprint, settings.state_topic,
-            settings.checkpoint_interval_ms / 1000,
-            ack_timeout_s=PRODUCER_OPTIONS["delivery_timeout_ms"] / 1000 + 10,
+            settings.checkpoint_interval_ms / 1000, ack_timeout_s=CHECKPOINT_TIMEOUT_S,
             stream_ttl_s=settings.stream_ttl_s, wall_clock=wall_clock,
         )
         self.membership = Membership(settings, step.fingerprint, self.store, self.checkpoints,
-                                     metrics, self._positions)
+                                     metrics, self._positions, self.stop_event)
         self._backoff = 0.5
         self._closed = False
         self._partitions: dict[str, int] = {}
@@ -122,7 +115,8 @@ class Pipeline:
                 f"state topic {s.state_topic} has {self._partitions[s.state_topic]} partitions, "
                 f"fewer than input topic {s.input_topic} ({self._partitions[s.input_topic]})"
             )
-        self.producer = self._new_producer()
+        self.outbox = Outbox(kafka, [s.output_topic, s.alert_topic, s.dlq_topic, s.state_topic],
+                             linger_ms=s.linger_ms)
         self.consumer = kafka_io.consumer(
             kafka,
             group_id=s.group_id,
@@ -136,27 +130,22 @@ class Pipeline:
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             request_timeout_ms=max(30_000, s.session_timeout_ms + 5_000),
         )
-        self.membership.attach(self.consumer, self.producer)
-
-    def _new_producer(self) -> KafkaProducer:
-        """A producer that already knows the output topics (no metadata wait on first send)."""
-        producer = kafka_io.producer(self.s.kafka, linger_ms=self.s.linger_ms, **PRODUCER_OPTIONS)
-        for topic in (self.s.output_topic, self.s.alert_topic, self.s.dlq_topic,
-                      self.s.state_topic):
-            producer.partitions_for(topic)
-        return producer
+        self.membership.attach(self.consumer, self.outbox)
 
     def close(self) -> None:
         """Finish cleanly: checkpoint, commit, leave the group."""
         try:
-            if not self.membership.needs_recovery:
+            if self.membership.needs_recovery:
+                log.warning("final checkpoint failed (a recovery was due); the next owner "
+                            "replays from the last one")
+            else:
                 self.checkpoint(timeout_s=SHUTDOWN_FLUSH_TIMEOUT_S)
         except TRANSIENT as exc:
             log.warning("final checkpoint failed (%s); the next owner replays from the last one",
                         exc)
         kafka_io.close_bounded(lambda: self.consumer.close(autocommit=False), "the consumer")
         self.membership.close()
-        kafka_io.close_bounded(lambda: self.producer.close(timeout=5), "the producer", 10.0)
+        kafka_io.close_bounded(self.outbox.close, "the outbox", 10.0)
         self._closed = True
 
     # --- the loop ---------------------------------------------------------------------------
@@ -167,23 +156,26 @@ class Pipeline:
             while not self.stop_event.is_set():
                 try:
                     if self.membership.needs_recovery:
-                        self._recover()
-                    wait = 0 if self.checkpoints.sending else self.s.poll_timeout_ms
-                    records = self.consumer.poll(timeout_ms=wait)
+                        self.membership.recover()
+                    records = self.consumer.poll(timeout_ms=self._poll_wait_ms())
                     if self.membership.needs_recovery:
                         continue  # a rebalance callback failed: these records wait for recovery
                     if records:
                         self._handle(records)
+                    if self.outbox.pending and not self.outbox.linger_left_s():
+                        self.outbox.flush()
                     self._tick()
                 except TRANSIENT as exc:
                     self._failed(exc)
         finally:
             self.close()
 
-    def _recover(self) -> None:
-        self.producer.close(timeout=0)
-        self.producer = self._new_producer()
-        self.membership.recover(self.producer)
+    def _poll_wait_ms(self) -> int:
+        """The poll's wait: none while state records go out, at most until the outbox's
+        linger is up."""
+        if self.checkpoints.sending:
+            return 0
+        return int(min(self.s.poll_timeout_ms, self.outbox.linger_left_s() * 1000))
 
     def _failed(self, exc: BaseException) -> None:
         self.membership.needs_recovery = True
@@ -252,10 +244,7 @@ class Pipeline:
                                      record.partition, record.offset)
         n = self._partitions[self.s.dlq_topic]
         key = record.key if record.key is None or len(record.key) <= 1024 else record.key[:1024]
-        self.checkpoints.track(self.producer.send(
-            self.s.dlq_topic, key=key, value=value, headers=headers,
-            partition=record.partition % n,
-        ))
+        self.outbox.append(self.s.dlq_topic, record.partition % n, key, value, headers)
         self.metrics.dlq.labels(bad.reason).inc()
 
     def _publish(self, batch: Batch, names: list[str], res: Result) -> None:
@@ -268,7 +257,7 @@ class Pipeline:
         done = np.nonzero(res.processed)[0]
         if len(done) == 0:
             return
-        send, track = self.producer.send, self.checkpoints.track
+        append = self.outbox.append
         out_topic = self.s.output_topic
         n_out = self._partitions[out_topic]
         detected_at = self._now()
@@ -287,7 +276,7 @@ class Pipeline:
             record = encode_flag(json_string(names[i]), seq, value, flag, prob, direction, rule,
                                  model_json, p, offset, None if ts != ts else ts,
                                  detected_json)
-            track(send(out_topic, key=keys[i], value=record, partition=p % n_out))
+            append(out_topic, p % n_out, keys[i], record)
         self._publish_runs(batch, names, res, detected_at)
         n_flag1 = int(flags.sum())
         m.events_processed.inc(len(done))
@@ -312,9 +301,7 @@ class Pipeline:
             record = encode_run(names[i], run.status, run.direction, run.start_seq,
                                 int(res.seq[i]), run.length, float(batch.value[i]),
                                 self.step.name, None if ts != ts else ts, detected_at)
-            self.checkpoints.track(self.producer.send(
-                topic, key=batch.streams[i], value=record,
-                partition=int(batch.partition[i]) % n_alert))
+            self.outbox.append(topic, int(batch.partition[i]) % n_alert, batch.streams[i], record)
             m.run_alerts.labels(run.status).inc()
             if run.status == "resolved":
                 m.run_length.observe(run.length)
@@ -323,12 +310,12 @@ class Pipeline:
 
     def _tick(self) -> None:
         """Move the pipelined checkpoint on; report what it finished."""
-        self.checkpoints.tick(self.producer, self.consumer, self._positions)
+        self.checkpoints.tick(self.outbox, self.consumer, self._positions)
         self._checkpointed()
 
     def checkpoint(self, timeout_s: float | None = None) -> None:
         """Everything processed so far: outputs acknowledged, state written, offsets committed."""
-        self.checkpoints.complete(self.producer, self.consumer, self._positions, timeout_s)
+        self.checkpoints.complete(self.outbox, self.consumer, self._positions, timeout_s)
         self._checkpointed()
 
     def _checkpointed(self) -> None:

@@ -10,16 +10,18 @@ everything unacknowledged, restore, seek to the committed offsets.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import numpy as np
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from detector import kafka_io
-from detector.checkpoint import Checkpointer, OutputFailed
+from detector.checkpoint import Checkpointer
 from detector.config import DetectorSettings
 from detector.metrics import Metrics
+from detector.outbox import Outbox, OutputFailed
 from detector.state import StateRecordError, StreamStore, decode_state
 
 log = logging.getLogger(__name__)
@@ -35,13 +37,15 @@ class Membership(ConsumerRebalanceListener):
 
     ``needs_recovery`` is set by whatever failed (here or in the loop); the loop calls
     ``recover`` before its next poll. ``positions`` is the loop's dict of input positions,
-    shared (changed in place, never replaced).
+    shared (changed in place, never replaced). A restore gives up once ``stop`` is set: with
+    the broker gone it would otherwise hold a shutdown for its whole timeout.
     """
 
     def __init__(self, settings: DetectorSettings, fingerprint: bytes, store: StreamStore,
                  checkpoints: Checkpointer, metrics: Metrics,
-                 positions: dict[TopicPartition, int]):
+                 positions: dict[TopicPartition, int], stop: threading.Event):
         self.s = settings
+        self.stop = stop
         self.fingerprint = fingerprint
         self.store = store
         self.checkpoints = checkpoints
@@ -50,12 +54,12 @@ class Membership(ConsumerRebalanceListener):
         self.needs_recovery = False
         self.joined = False  # a member of the group with an assignment (maybe empty)
         self.consumer: KafkaConsumer
-        self.producer: KafkaProducer
+        self.outbox: Outbox
         self.restorer: KafkaConsumer
 
-    def attach(self, consumer: KafkaConsumer, producer: KafkaProducer) -> None:
+    def attach(self, consumer: KafkaConsumer, outbox: Outbox) -> None:
         """Start reading the state topic and listening to ``consumer``'s rebalances."""
-        self.consumer, self.producer = consumer, producer
+        self.consumer, self.outbox = consumer, outbox
         self.restorer = kafka_io.consumer(self.s.kafka, group_id=None, enable_auto_commit=False,
                                           fetch_max_wait_ms=20)
         consumer.subscribe([self.s.input_topic], listener=self)
@@ -70,7 +74,7 @@ class Membership(ConsumerRebalanceListener):
         """
         try:
             if not self.needs_recovery:
-                self.checkpoints.persist(self.producer, {tp.partition for tp in revoked})
+                self.checkpoints.persist(self.outbox, {tp.partition for tp in revoked})
         except TRANSIENT as exc:
             log.warning("state write on revoke failed (%s); the next owner replays", exc)
         self._drop(revoked)
@@ -121,6 +125,8 @@ class Membership(ConsumerRebalanceListener):
         while remaining:
             if time.monotonic() > deadline:
                 raise OutputFailed(f"state restore did not finish in {STATE_RESTORE_TIMEOUT_S} s")
+            if self.stop.is_set():
+                raise OutputFailed("state restore abandoned: stopping")
             for tp, recs in self.restorer.poll(timeout_ms=200, max_records=50_000).items():
                 for r in recs:
                     if r.value is None:  # a tombstone: the stream was forgotten (idle)
@@ -148,11 +154,11 @@ class Membership(ConsumerRebalanceListener):
         self.metrics.restore_seconds.observe(time.perf_counter() - started)
         self.metrics.active_streams.set(len(self.store))
 
-    def recover(self, producer: KafkaProducer) -> None:
-        """Do what a restart does: forget memory, restore state, seek to the committed offsets;
-        ``producer`` replaces the one whose sends were given up."""
+    def recover(self) -> None:
+        """Do what a restart does: forget memory and everything unacknowledged, restore state,
+        seek to the committed offsets."""
         self.checkpoints.reset()
-        self.producer = producer
+        self.outbox.reset()
         self.store.clear()
         self.positions.clear()
         assigned = self.consumer.assignment()
