@@ -84,7 +84,8 @@ class KafkaSettings:
         _positive("connect_timeout_s", self.connect_timeout_s)
 
     def client_options(self) -> dict[str, Any]:
-        """Keyword arguments for KafkaConsumer, KafkaProducer and KafkaAdminClient."""
+        """Keyword arguments for KafkaConsumer, KafkaProducer, KafkaAdminClient and the
+        outbox's network client."""
         options: dict[str, Any] = {
             "bootstrap_servers": [s.strip() for s in self.bootstrap_servers.split(",")],
             "security_protocol": self.security_protocol,
