@@ -87,6 +87,7 @@ class Outbox:
         self._in_flight: dict[int, int] = {}  # request id -> bytes, unacknowledged
         self._in_flight_bytes = 0
         self._error: BaseException | None = None
+        self._stale = False  # a failure said the metadata is out of date: reset refreshes it
         self._net, self._manager, self._client = kafka_io.guarded(
             kafka, _network, request_timeout_ms=request_timeout_ms,
             max_in_flight_requests_per_connection=2 * MAX_IN_FLIGHT_REQUESTS)
@@ -145,6 +146,7 @@ class Outbox:
         for batch in batches:
             node = leader(TopicPartition(batch[0], batch[1]))
             if node is None or node < 0:
+                self._stale = True
                 self._manager.cluster.request_update()
                 self._fail(OutputFailed(f"no leader known for {batch[0]}-{batch[1]}"))
                 self._raise()
@@ -228,7 +230,7 @@ class Outbox:
         """Forget everything unsent and in flight (recovery: it is all replayed). When the
         metadata was found stale, wait (bounded) for a fresh copy first."""
         with self._cond:
-            stale = isinstance(self._error, Errors.KafkaError) and self._error.invalid_metadata
+            stale, self._stale = self._stale, False
             self._generation += 1
             self._in_flight.clear()
             self._in_flight_bytes = 0
@@ -266,6 +268,7 @@ class Outbox:
 
     def _failed(self, generation: int, i: int, error: BaseException) -> None:
         if isinstance(error, Errors.KafkaError) and error.invalid_metadata:
+            self._stale = True
             self._manager.cluster.request_update()
         with self._cond:
             if generation == self._generation:

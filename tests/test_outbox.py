@@ -61,6 +61,22 @@ def test_an_error_code_in_a_response_is_an_error_that_asks_for_metadata():
 
 
 @pytest.mark.broker
+def test_a_partition_without_a_known_leader_fails_until_reset(kafka):
+    kafka_io.ensure_topics(kafka, [kafka_io.TopicSpec("a", 2)])
+    outbox = Outbox(kafka, ["a"])
+    try:
+        with pytest.raises(OutputFailed, match="no leader known for a-5"):
+            _one(outbox, 5)
+        with pytest.raises(OutputFailed):  # the failure stays until a reset
+            outbox.done(outbox.flush())
+        outbox.reset()  # with fresh metadata: partition 5 still has no leader, the others do
+        outbox.wait(_one(outbox, 1), 10)
+    finally:
+        outbox.close()
+    assert [(r.partition, r.value) for r in read_topic(kafka, "a", expect=1)] == [(1, b"v")]
+
+
+@pytest.mark.broker
 def test_an_unacknowledged_request_fails_until_reset(broker, kafka):
     kafka_io.ensure_topics(kafka, [kafka_io.TopicSpec("a", 1)])
     outbox = Outbox(kafka, ["a"], request_timeout_ms=1500)
