@@ -18,70 +18,41 @@ skips what the written state covers).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from detector.outbox import Outbox, OutputFailed
 from detector.state import StateSnapshot, StreamStore
 
 log = logging.getLogger(__name__)
 
-#: Longest a tick spends sending state records: a burst of 1,000 sends is ~30 ms of latency
-#: for every event that arrives meanwhile. The loop polls without waiting while it sends.
+#: Longest a tick spends appending state records (a few µs each), so that a checkpoint of
+#: many streams does not hold up the events that arrive meanwhile. The loop polls without
+#: waiting while it sends.
 STATE_SEND_BUDGET_S = 0.005
-
-
-class OutputFailed(RuntimeError):
-    """Some output, dead letter or state record was not acknowledged: nothing is committed."""
-
-
-class Acks:
-    """Counts the acknowledgements of a group of sends without holding on to their futures.
-
-    A million state records would otherwise keep a million futures alive until the last is
-    acknowledged. Callbacks run on the producer's I/O thread, hence the lock.
-    """
-
-    def __init__(self) -> None:
-        self.sent = 0
-        self.acked = 0
-        self.error: BaseException | None = None
-        self._lock = threading.Lock()
-
-    def add(self, future: object) -> None:
-        self.sent += 1
-        future.add_both(self._done)  # type: ignore[attr-defined]  # kafka.future.Future
-
-    def _done(self, value: object) -> None:
-        with self._lock:
-            self.acked += 1
-            if isinstance(value, BaseException):
-                self.error = value
-
-    def complete(self) -> bool:
-        """True when every send so far is acknowledged; raises if one failed."""
-        if self.error is not None:
-            raise OutputFailed(f"a record was not acknowledged: {self.error}")
-        return self.acked >= self.sent
+#: State records appended between two looks at the clock.
+STATE_CHUNK = 200
 
 
 @dataclass
 class _Pending:
-    outputs: Acks  # the outputs and dead letters the snapshot covers
+    outputs: int  # the outbox mark of the outputs and dead letters the snapshot covers
     states: StateSnapshot  # the changed streams' state records, encoded at the snapshot
     offsets: dict[TopicPartition, OffsetAndMetadata]
     started: float
     deadline: float
     tombstones: list[tuple[bytes, int]] = field(default_factory=list)  # (key, partition)
-    state_acks: Acks = field(default_factory=Acks)
     states_sent: int = 0
+    states_mark: int | None = None  # the outbox mark of its state records, once all are sent
 
 
 class Checkpointer:
+    """The checkpoint protocol over an ``Outbox``: its marks say what is acknowledged."""
+
     def __init__(self, store: StreamStore, fingerprint: bytes, state_topic: str,
                  interval_s: float, ack_timeout_s: float, commit_timeout_ms: int = 10_000,
                  stream_ttl_s: float = 0.0, wall_clock: Callable[[], float] = time.time):
@@ -91,7 +62,6 @@ class Checkpointer:
         self.interval_s = interval_s
         self.ack_timeout_s = ack_timeout_s
         self.commit_timeout_ms = commit_timeout_ms
-        self.outputs = Acks()  # sends since the last snapshot
         self.pending: _Pending | None = None
         self.last_snapshot = time.monotonic()
         self.last_ok: float | None = None  # when a checkpoint was last committed
@@ -100,23 +70,21 @@ class Checkpointer:
         self._wall = wall_clock
         self._evicted = 0  # streams forgotten since the last ``take_evicted``
 
-    def track(self, future: object) -> None:
-        self.outputs.add(future)
-
     def take_evicted(self) -> int:
         """Streams forgotten since the last call (for a metric)."""
         n, self._evicted = self._evicted, 0
         return n
 
     def reset(self) -> None:
-        """Forget everything in flight (recovery: memory is about to be rebuilt)."""
-        self.outputs = Acks()
+        """Forget the checkpoint in flight (recovery: memory is about to be rebuilt)."""
         self.pending = None
 
     # --- steps ------------------------------------------------------------------------------
 
-    def _snapshot(self, positions: dict[TopicPartition, int],
+    def _snapshot(self, outputs: int, positions: dict[TopicPartition, int],
                   partitions: set[int] | None = None) -> _Pending:
+        """The checkpoint of everything processed so far; ``outputs``: the outbox mark after
+        its outputs were flushed."""
         tombstones = self._evict() if partitions is None else []
         slots = self.store.dirty_slots(partitions)
         states = self.store.snapshot(slots, self.fingerprint)
@@ -125,7 +93,6 @@ class Checkpointer:
         self.last_snapshot = now
         offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()
                    if partitions is None or tp.partition in partitions}
-        outputs, self.outputs = self.outputs, Acks()
         return _Pending(outputs, states, offsets, now, now + self.ack_timeout_s, tombstones)
 
     def _evict(self) -> list[tuple[bytes, int]]:
@@ -141,28 +108,32 @@ class Checkpointer:
         self._evicted += self.store.drop(slots)
         return tombstones
 
-    def _advance(self, cp: _Pending, producer: KafkaProducer,
+    def _advance(self, cp: _Pending, outbox: Outbox,
                  consumer: KafkaConsumer | None, budget_s: float | None) -> bool:
         """Move ``cp`` on without waiting for acknowledgements; True when its commit is made (or,
-        without a consumer, when its state is written). ``budget_s`` bounds the sending; with
-        a budget the commit is asynchronous (a lost one only means a little more replay)."""
+        without a consumer, when its state is written). ``budget_s`` bounds the appending of
+        state records; with a budget the commit is asynchronous (a lost one only means a
+        little more replay)."""
         if time.monotonic() > cp.deadline:
             raise OutputFailed(f"checkpoint not acknowledged within {self.ack_timeout_s:g} s")
-        if not cp.outputs.complete():
+        if not outbox.done(cp.outputs):
             return False
-        if cp.states_sent < len(cp.states):
+        if cp.states_mark is None:
             until = None if budget_s is None else time.perf_counter() + budget_s
-            send = producer.send
+            append, topic = outbox.append, self.state_topic
             while cp.states_sent < len(cp.states):
-                for key, value, p in cp.states.records(cp.states_sent, cp.states_sent + 20):
-                    cp.state_acks.add(send(self.state_topic, key=key, value=value, partition=p))
-                cp.states_sent = min(cp.states_sent + 20, len(cp.states))
+                end = min(cp.states_sent + STATE_CHUNK, len(cp.states))
+                for key, value, p in cp.states.records(cp.states_sent, end):
+                    append(topic, p, key, value)
+                cp.states_sent = end
                 if until is not None and time.perf_counter() > until:
+                    outbox.flush()
                     return False
-        for key, p in cp.tombstones:
-            cp.state_acks.add(producer.send(self.state_topic, key=key, value=None, partition=p))
-        cp.tombstones = []
-        if not cp.state_acks.complete():
+            for key, p in cp.tombstones:
+                append(topic, p, key, None)
+            cp.tombstones = []
+            cp.states_mark = outbox.flush()
+        if not outbox.done(cp.states_mark):
             return False
         if consumer is None:
             return True
@@ -186,12 +157,12 @@ class Checkpointer:
 
     # --- what the loop calls ----------------------------------------------------------------
 
-    def tick(self, producer: KafkaProducer, consumer: KafkaConsumer,
+    def tick(self, outbox: Outbox, consumer: KafkaConsumer,
              positions: dict[TopicPartition, int]) -> None:
         """Between polls: take a snapshot when due, move the pending one on. Never waits."""
         if self.pending is None and time.monotonic() - self.last_snapshot >= self.interval_s:
-            self.pending = self._snapshot(positions)
-        if self.pending is not None and self._advance(self.pending, producer, consumer,
+            self.pending = self._snapshot(outbox.flush(), positions)
+        if self.pending is not None and self._advance(self.pending, outbox, consumer,
                                                       STATE_SEND_BUDGET_S):
             self.pending = None
 
@@ -201,29 +172,31 @@ class Checkpointer:
         cp = self.pending
         return cp is not None and 0 < cp.states_sent < len(cp.states)
 
-    def complete(self, producer: KafkaProducer, consumer: KafkaConsumer,
+    def complete(self, outbox: Outbox, consumer: KafkaConsumer,
                  positions: dict[TopicPartition, int], timeout_s: float | None = None) -> None:
         """Everything processed so far, checkpointed and committed, waiting as needed (each
-        flush at most ``timeout_s``, by default the acknowledgement timeout)."""
+        wait at most ``timeout_s``, by default the acknowledgement timeout)."""
         if self.pending is not None:
-            self._finish(self.pending, producer, consumer, timeout_s)
+            self._finish(self.pending, outbox, consumer, timeout_s)
         self.pending = None
-        self._finish(self._snapshot(positions), producer, consumer, timeout_s)
+        self._finish(self._snapshot(outbox.flush(), positions), outbox, consumer, timeout_s)
 
-    def persist(self, producer: KafkaProducer, partitions: set[int]) -> None:
+    def persist(self, outbox: Outbox, partitions: set[int]) -> None:
         """Steps 1 and 2 for partitions being handed over; no commit (not allowed there)."""
         if self.pending is not None:
-            self._finish(self.pending, producer, None)
+            self._finish(self.pending, outbox, None)
         self.pending = None
-        self._finish(self._snapshot({}, partitions), producer, None)
+        self._finish(self._snapshot(outbox.flush(), {}, partitions), outbox, None)
 
-    def _finish(self, cp: _Pending, producer: KafkaProducer, consumer: KafkaConsumer | None,
+    def _finish(self, cp: _Pending, outbox: Outbox, consumer: KafkaConsumer | None,
                 timeout_s: float | None = None) -> None:
-        """Drive ``cp`` to the end: flush, send its state, flush, commit."""
+        """Drive ``cp`` to the end: outputs acknowledged, its state sent and acknowledged,
+        the commit."""
         timeout_s = self.ack_timeout_s if timeout_s is None else timeout_s
-        producer.flush(timeout=timeout_s)
-        if self._advance(cp, producer, consumer, None):
+        outbox.wait(cp.outputs, timeout_s)
+        if self._advance(cp, outbox, consumer, None):
             return
-        producer.flush(timeout=timeout_s)
-        if not self._advance(cp, producer, consumer, None):
-            raise OutputFailed("checkpoint not acknowledged after a flush")
+        assert cp.states_mark is not None  # without a budget, every state record is sent
+        outbox.wait(cp.states_mark, timeout_s)
+        if not self._advance(cp, outbox, consumer, None):
+            raise OutputFailed("checkpoint not acknowledged after a wait")

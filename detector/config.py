@@ -84,7 +84,8 @@ class KafkaSettings:
         _positive("connect_timeout_s", self.connect_timeout_s)
 
     def client_options(self) -> dict[str, Any]:
-        """Keyword arguments for KafkaConsumer, KafkaProducer and KafkaAdminClient."""
+        """Keyword arguments for KafkaConsumer, KafkaProducer, KafkaAdminClient and the
+        outbox's network client."""
         options: dict[str, Any] = {
             "bootstrap_servers": [s.strip() for s in self.bootstrap_servers.split(",")],
             "security_protocol": self.security_protocol,
@@ -290,7 +291,9 @@ class ProducerSettings:
     topic: str = opt("values", "Topic to write values to.")
     partitions: int = opt(6, "Partitions of the topic when the producer has to create it.")
     streams: int = opt(20, "Number of independent random streams (keys s-0 .. s-N-1).")
-    rate: float = opt(200.0, "Events per second over all streams; 0 = as fast as possible.")
+    rate: float = opt(200.0, "Events per second over all streams; 0 = as fast as possible "
+                      "(record batches built per partition, as the detector sends; a failed "
+                      "request stops the producer instead of being retried).")
     count: int = opt(0, "Events to send in all, then exit; 0 = run until stopped.")
     seed: int | None = opt(None, "Random seed; set it for a reproducible sequence.")
     pattern: str = opt("uniform", "Values: uniform (the seed's generator) or walk.",

@@ -154,7 +154,9 @@ def describe_failure(kafka: KafkaSettings, exc: BaseException, log_lines: list[s
     return f"Kafka at {where}: {type(exc).__name__}: {text}"
 
 
-def _guard(kafka: KafkaSettings, make: Any, **options: Any) -> Any:
+def guarded(kafka: KafkaSettings, make: Any, **options: Any) -> Any:
+    """``make(**client options, **options)``, or KafkaUnavailable with one line: the preflight
+    first, then kafka-python's own cause of a failed bootstrap."""
     preflight(kafka)
     timeout = int(kafka.connect_timeout_s * 1000)
     with _client_errors() as log_lines:
@@ -166,16 +168,16 @@ def _guard(kafka: KafkaSettings, make: Any, **options: Any) -> Any:
 
 def admin(kafka: KafkaSettings) -> KafkaAdminClient:
     """An admin client, or KafkaUnavailable within ``connect_timeout_s``."""
-    return _guard(kafka, KafkaAdminClient,
+    return guarded(kafka, KafkaAdminClient,
                   request_timeout_ms=max(int(kafka.connect_timeout_s * 1000), 5000))
 
 
 def producer(kafka: KafkaSettings, **options: Any) -> KafkaProducer:
-    return _guard(kafka, KafkaProducer, **options)
+    return guarded(kafka, KafkaProducer, **options)
 
 
 def consumer(kafka: KafkaSettings, **options: Any) -> KafkaConsumer:
-    return _guard(kafka, KafkaConsumer, **options)
+    return guarded(kafka, KafkaConsumer, **options)
 
 
 def ensure_topics(kafka: KafkaSettings, specs: list[TopicSpec]) -> dict[str, int]:

@@ -1,11 +1,14 @@
 """The Kafka loop: poll, decode, detect, publish, checkpoint. Thin; the work is elsewhere.
 
-Checkpoints (``detector/checkpoint.py``) make a crash at any moment safe: outputs acknowledged,
-then state written, then offsets committed. A crash replays input from the last commit: events
-at or below a restored stream's applied offset are skipped (their outputs were acknowledged),
-later ones are processed again from the restored state and give identical outputs. Any failure
-in the loop (broker gone, a send not acknowledged, a restore that could not finish) drops the
-in-memory state and does what a restart does: restore, seek to the committed offsets, go on.
+Outputs, alerts and dead letters go to the outbox (``detector/outbox.py``): record batches per
+partition, flushed once a poll's outputs are in (or when the linger is up). Checkpoints
+(``detector/checkpoint.py``) make a crash at any moment safe: outputs acknowledged, then state
+written, then offsets committed. A crash replays input from the last commit: events at or below
+a restored stream's applied offset are skipped (their outputs were acknowledged), later ones
+are processed again from the restored state and give identical outputs. Any failure in the
+loop (broker gone, a request not acknowledged, a restore that could not finish) drops the
+in-memory state and does what a restart does (``detector/rebalance.py``, which also hands
+partitions over in a rebalance): restore, seek to the committed offsets, go on.
 """
 
 from __future__ import annotations
@@ -19,41 +22,28 @@ from collections.abc import Callable
 from math import nan
 
 import numpy as np
-from kafka import ConsumerRebalanceListener, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka import TopicPartition
 
 from detector import kafka_io
-from detector.checkpoint import Checkpointer, OutputFailed
+from detector.checkpoint import Checkpointer
 from detector.codec import BadInput, dead_letter, encode_flag, encode_run, json_string
 from detector.config import DetectorSettings
 from detector.engine import Batch, Engine, Result
 from detector.mapping import InputMapping
 from detector.metrics import Metrics
+from detector.outbox import Outbox
+from detector.rebalance import TRANSIENT, Membership
 from detector.serving import ModelStep
-from detector.state import StateRecordError, decode_state
 
 log = logging.getLogger(__name__)
 
-#: Producer settings: acknowledged by all replicas, idempotent (in order, no duplicates from
-#: retries), and a send waits out an outage of up to two minutes. (A shorter delivery timeout
-#: with idempotence makes kafka-python 3.0 stop completing futures after the first expiry;
-#: a recovery replaces the producer anyway.)
-PRODUCER_OPTIONS = {
-    "acks": "all",
-    "batch_size": 256 * 1024,
-    "max_request_size": 4 << 20,
-    "request_timeout_ms": 10_000,
-    "delivery_timeout_ms": 120_000,
-    "max_block_ms": 10_000,
-}
-STATE_RESTORE_TIMEOUT_S = 60.0
-#: On shutdown, the longest a flush of the final checkpoint waits. With the broker gone it
-#: cannot succeed; giving up loses nothing (those offsets stay uncommitted and are replayed).
+#: Longest a checkpoint may take from its snapshot to its commit. Each produce request times
+#: out on its own (``outbox.REQUEST_TIMEOUT_MS``); this bounds the whole, state included.
+CHECKPOINT_TIMEOUT_S = 130.0
+#: On shutdown, the longest a wait for the final checkpoint's acknowledgements lasts. With the
+#: broker gone it cannot succeed; giving up loses nothing (those offsets stay uncommitted and
+#: are replayed).
 SHUTDOWN_FLUSH_TIMEOUT_S = 10.0
-
-
-#: What the loop survives by backing off and recovering (the broker gone, a send not acked).
-TRANSIENT = (KafkaError, OutputFailed, kafka_io.KafkaUnavailable)
 
 
 def settle_garbage_collector() -> None:
@@ -72,7 +62,7 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-class Pipeline(ConsumerRebalanceListener):
+class Pipeline:
     """One detector process: a consumer group member with its streams' state."""
 
     def __init__(
@@ -96,14 +86,13 @@ class Pipeline(ConsumerRebalanceListener):
         self._positions: dict[TopicPartition, int] = {}
         self.checkpoints = Checkpointer(
             self.store, step.fingerprint, settings.state_topic,
-            settings.checkpoint_interval_ms / 1000,
-            ack_timeout_s=PRODUCER_OPTIONS["delivery_timeout_ms"] / 1000 + 10,
+            settings.checkpoint_interval_ms / 1000, ack_timeout_s=CHECKPOINT_TIMEOUT_S,
             stream_ttl_s=settings.stream_ttl_s, wall_clock=wall_clock,
         )
-        self._needs_recovery = False
+        self.membership = Membership(settings, step.fingerprint, self.store, self.checkpoints,
+                                     metrics, self._positions, self.stop_event)
         self._backoff = 0.5
         self._closed = False
-        self._joined = False  # a member of the group with an assignment (maybe empty)
         self._partitions: dict[str, int] = {}
         metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
@@ -126,7 +115,8 @@ class Pipeline(ConsumerRebalanceListener):
                 f"state topic {s.state_topic} has {self._partitions[s.state_topic]} partitions, "
                 f"fewer than input topic {s.input_topic} ({self._partitions[s.input_topic]})"
             )
-        self.producer = self._new_producer()
+        self.outbox = Outbox(kafka, [s.output_topic, s.alert_topic, s.dlq_topic, s.state_topic],
+                             linger_ms=s.linger_ms)
         self.consumer = kafka_io.consumer(
             kafka,
             group_id=s.group_id,
@@ -140,29 +130,22 @@ class Pipeline(ConsumerRebalanceListener):
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             request_timeout_ms=max(30_000, s.session_timeout_ms + 5_000),
         )
-        self.restorer = kafka_io.consumer(kafka, group_id=None, enable_auto_commit=False,
-                                          fetch_max_wait_ms=20)
-        self.consumer.subscribe([s.input_topic], listener=self)
-
-    def _new_producer(self) -> KafkaProducer:
-        """A producer that already knows the output topics (no metadata wait on first send)."""
-        producer = kafka_io.producer(self.s.kafka, linger_ms=self.s.linger_ms, **PRODUCER_OPTIONS)
-        for topic in (self.s.output_topic, self.s.alert_topic, self.s.dlq_topic,
-                      self.s.state_topic):
-            producer.partitions_for(topic)
-        return producer
+        self.membership.attach(self.consumer, self.outbox)
 
     def close(self) -> None:
         """Finish cleanly: checkpoint, commit, leave the group."""
         try:
-            if not self._needs_recovery:
+            if self.membership.needs_recovery:
+                log.warning("final checkpoint failed (a recovery was due); the next owner "
+                            "replays from the last one")
+            else:
                 self.checkpoint(timeout_s=SHUTDOWN_FLUSH_TIMEOUT_S)
         except TRANSIENT as exc:
             log.warning("final checkpoint failed (%s); the next owner replays from the last one",
                         exc)
         kafka_io.close_bounded(lambda: self.consumer.close(autocommit=False), "the consumer")
-        kafka_io.close_bounded(self.restorer.close, "the state reader")
-        kafka_io.close_bounded(lambda: self.producer.close(timeout=5), "the producer", 10.0)
+        self.membership.close()
+        kafka_io.close_bounded(self.outbox.close, "the outbox", 10.0)
         self._closed = True
 
     # --- the loop ---------------------------------------------------------------------------
@@ -172,22 +155,30 @@ class Pipeline(ConsumerRebalanceListener):
         try:
             while not self.stop_event.is_set():
                 try:
-                    if self._needs_recovery:
-                        self._recover()
-                    wait = 0 if self.checkpoints.sending else self.s.poll_timeout_ms
-                    records = self.consumer.poll(timeout_ms=wait)
-                    if self._needs_recovery:
+                    if self.membership.needs_recovery:
+                        self.membership.recover()
+                    records = self.consumer.poll(timeout_ms=self._poll_wait_ms())
+                    if self.membership.needs_recovery:
                         continue  # a rebalance callback failed: these records wait for recovery
                     if records:
                         self._handle(records)
+                    if self.outbox.pending and not self.outbox.linger_left_s():
+                        self.outbox.flush()
                     self._tick()
                 except TRANSIENT as exc:
                     self._failed(exc)
         finally:
             self.close()
 
+    def _poll_wait_ms(self) -> int:
+        """The poll's wait: none while state records go out, at most until the outbox's
+        linger is up."""
+        if self.checkpoints.sending:
+            return 0
+        return int(min(self.s.poll_timeout_ms, self.outbox.linger_left_s() * 1000))
+
     def _failed(self, exc: BaseException) -> None:
-        self._needs_recovery = True
+        self.membership.needs_recovery = True
         self.metrics.broker_errors.labels(type(exc).__name__).inc()
         log.warning("Kafka operation failed (%s: %s); retrying in %.1f s",
                     type(exc).__name__, exc, self._backoff)
@@ -201,7 +192,8 @@ class Pipeline(ConsumerRebalanceListener):
         Derived rather than set, so a flush stuck on a vanished broker turns it false too.
         """
         last_ok = self.checkpoints.last_ok
-        if self._closed or self._needs_recovery or not self._joined or last_ok is None:
+        if (self._closed or self.membership.needs_recovery or not self.membership.joined
+                or last_ok is None):
             return False
         limit = max(5.0, 3 * self.s.checkpoint_interval_ms / 1000)
         return time.monotonic() - last_ok < limit
@@ -252,10 +244,7 @@ class Pipeline(ConsumerRebalanceListener):
                                      record.partition, record.offset)
         n = self._partitions[self.s.dlq_topic]
         key = record.key if record.key is None or len(record.key) <= 1024 else record.key[:1024]
-        self.checkpoints.track(self.producer.send(
-            self.s.dlq_topic, key=key, value=value, headers=headers,
-            partition=record.partition % n,
-        ))
+        self.outbox.append(self.s.dlq_topic, record.partition % n, key, value, headers)
         self.metrics.dlq.labels(bad.reason).inc()
 
     def _publish(self, batch: Batch, names: list[str], res: Result) -> None:
@@ -268,7 +257,7 @@ class Pipeline(ConsumerRebalanceListener):
         done = np.nonzero(res.processed)[0]
         if len(done) == 0:
             return
-        send, track = self.producer.send, self.checkpoints.track
+        append = self.outbox.append
         out_topic = self.s.output_topic
         n_out = self._partitions[out_topic]
         detected_at = self._now()
@@ -287,7 +276,7 @@ class Pipeline(ConsumerRebalanceListener):
             record = encode_flag(json_string(names[i]), seq, value, flag, prob, direction, rule,
                                  model_json, p, offset, None if ts != ts else ts,
                                  detected_json)
-            track(send(out_topic, key=keys[i], value=record, partition=p % n_out))
+            append(out_topic, p % n_out, keys[i], record)
         self._publish_runs(batch, names, res, detected_at)
         n_flag1 = int(flags.sum())
         m.events_processed.inc(len(done))
@@ -312,9 +301,7 @@ class Pipeline(ConsumerRebalanceListener):
             record = encode_run(names[i], run.status, run.direction, run.start_seq,
                                 int(res.seq[i]), run.length, float(batch.value[i]),
                                 self.step.name, None if ts != ts else ts, detected_at)
-            self.checkpoints.track(self.producer.send(
-                topic, key=batch.streams[i], value=record,
-                partition=int(batch.partition[i]) % n_alert))
+            self.outbox.append(topic, int(batch.partition[i]) % n_alert, batch.streams[i], record)
             m.run_alerts.labels(run.status).inc()
             if run.status == "resolved":
                 m.run_length.observe(run.length)
@@ -323,12 +310,12 @@ class Pipeline(ConsumerRebalanceListener):
 
     def _tick(self) -> None:
         """Move the pipelined checkpoint on; report what it finished."""
-        self.checkpoints.tick(self.producer, self.consumer, self._positions)
+        self.checkpoints.tick(self.outbox, self.consumer, self._positions)
         self._checkpointed()
 
     def checkpoint(self, timeout_s: float | None = None) -> None:
         """Everything processed so far: outputs acknowledged, state written, offsets committed."""
-        self.checkpoints.complete(self.producer, self.consumer, self._positions, timeout_s)
+        self.checkpoints.complete(self.outbox, self.consumer, self._positions, timeout_s)
         self._checkpointed()
 
     def _checkpointed(self) -> None:
@@ -352,110 +339,3 @@ class Pipeline(ConsumerRebalanceListener):
             if high is not None:
                 lags.append((tp.partition, max(0, high - pos)))
         self.metrics.set_lag(lags)
-
-    # --- rebalances and recovery ------------------------------------------------------------
-
-    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Hand the partitions over: their state is written, then their streams forgotten.
-
-        kafka-python runs this on the consumer's IO thread, where a commit cannot be made;
-        none is needed: the next owner restores the state with the offsets it has applied
-        and skips what it covers.
-        """
-        try:
-            if not self._needs_recovery:
-                self.checkpoints.persist(self.producer, {tp.partition for tp in revoked})
-        except TRANSIENT as exc:
-            log.warning("state write on revoke failed (%s); the next owner replays", exc)
-        self._drop(revoked)
-
-    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
-        """Evicted: another member may own these already, so write nothing for them."""
-        self._drop(lost)
-
-    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._joined = True
-        try:
-            self._restore({tp.partition for tp in assigned})
-        except TRANSIENT as exc:
-            log.warning("state restore failed (%s); recovering", exc)
-            self._needs_recovery = True
-        log.info("assigned partitions %s (%d streams in memory)",
-                 sorted(tp.partition for tp in assigned), len(self.store))
-
-    def _drop(self, tps: set[TopicPartition]) -> None:
-        self._joined = False
-        parts = {tp.partition for tp in tps}
-        self.store.drop_partitions(parts)
-        for tp in tps:
-            self._positions.pop(tp, None)
-        self.metrics.forget_partitions(parts)
-        self.metrics.active_streams.set(len(self.store))
-
-    def _restore(self, partitions: set[int]) -> None:
-        """Read the state topic's partitions back; per stream the highest applied offset wins.
-
-        Taking the highest offset rather than the last record makes a stale checkpoint from
-        an evicted member (a zombie that did not know it had lost the partition) harmless.
-        """
-        if not partitions:
-            return
-        started = time.perf_counter()
-        tps = [TopicPartition(self.s.state_topic, p) for p in sorted(partitions)]
-        self.restorer.assign(tps)
-        self.restorer.seek_to_beginning(*tps)
-        # The end is the high watermark of a fetch, not ListOffsets: the local broker answers
-        # ListOffsets(latest) with the start of the last batch + 1, short of the real end.
-        remaining = set(tps)
-        best: dict[bytes, tuple[np.void, np.ndarray | None]] = {}
-        rejected = 0
-        deadline = time.monotonic() + STATE_RESTORE_TIMEOUT_S
-        while remaining:
-            if time.monotonic() > deadline:
-                raise OutputFailed(f"state restore did not finish in {STATE_RESTORE_TIMEOUT_S} s")
-            for tp, recs in self.restorer.poll(timeout_ms=200, max_records=50_000).items():
-                for r in recs:
-                    if r.value is None:  # a tombstone: the stream was forgotten (idle)
-                        best.pop(r.key, None)
-                        continue
-                    try:
-                        row, lstm, fingerprint = decode_state(r.value)
-                    except StateRecordError as exc:
-                        rejected += 1
-                        log.debug("skipping state record at %s:%d: %s", tp, r.offset, exc)
-                        continue
-                    old = best.get(r.key)
-                    if old is None or row["last_offset"] >= old[0]["last_offset"]:
-                        best[r.key] = (row, lstm if fingerprint == self.step.fingerprint
-                                       else None)
-            for tp in list(remaining):
-                high = self.restorer.highwater(tp)
-                if high is not None and self.restorer.position(tp) >= high:
-                    remaining.discard(tp)
-        best.pop(None, None)
-        self.store.put(list(best), [row for row, _ in best.values()],
-                       [lstm for _, lstm in best.values()])
-        self.restorer.unsubscribe()
-        if rejected:
-            log.warning("skipped %d state records that are not ours or are damaged", rejected)
-        self.metrics.restore_seconds.observe(time.perf_counter() - started)
-        self.metrics.active_streams.set(len(self.store))
-
-    def _recover(self) -> None:
-        """Do what a restart does: forget memory, restore state, seek to the committed offsets."""
-        self.checkpoints.reset()
-        self.producer.close(timeout=0)
-        self.producer = self._new_producer()
-        self.store.clear()
-        self._positions.clear()
-        assigned = self.consumer.assignment()
-        self._restore({tp.partition for tp in assigned})
-        for tp in assigned:
-            committed = self.consumer.committed(tp, timeout_ms=10_000)
-            if committed is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, committed)
-        self._needs_recovery = False
-        log.info("recovered: %d streams restored, resuming from committed offsets",
-                 len(self.store))

@@ -32,7 +32,7 @@ def test_memory_stays_flat_while_many_streams_pass_through(steps):
             engine.process(Batch.of(names, np.random.default_rng(chunk).random(6_000),
                                     seq=np.repeat(np.arange(3), 2_000)))
             clock.now += 1.0
-            pending = checkpoints._snapshot({})
+            pending = checkpoints._snapshot(0, {})
             assert all(key.startswith(b"churn-") for key, _ in pending.tombstones)
         capacity.append(engine.store.capacity)
     assert checkpoints.take_evicted() >= 290_000
