@@ -47,8 +47,10 @@ MAX_IN_FLIGHT_BYTES = 32 << 20
 #: Unacknowledged requests above which ``flush`` waits (the connections allow more, so a
 #: request is never refused for being one too many).
 MAX_IN_FLIGHT_REQUESTS = 100
-#: A request without a response this long fails (and its connection is closed).
-REQUEST_TIMEOUT_MS = 10_000
+#: A request without a response this long fails (and its connection is closed). Longer than
+#: the stalls a broker rides out (a GC pause, a leader election; the chaos bench pauses it for
+#: 15 s), so those end in acknowledgements rather than a recovery with its replay.
+REQUEST_TIMEOUT_MS = 30_000
 #: The magic of record batch v2 (headers, KIP-98 fields): every broker since 0.11.
 MAGIC = 2
 
