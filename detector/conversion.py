@@ -5,8 +5,10 @@
 and the largest differences between the two runtimes, measured through ``Engine`` (the
 pipeline's own path) on fresh uniform streams and on any real series given. The converted
 step is ``detector.keras_step.KerasStep.step_function``, so both runtimes compute the same
-graph: for a stateful model one cell step with the carried ``[h, c]`` as input and output;
-for ``seed`` the model with its LSTMs unrolled (builtin ops only, no Flex delegate).
+graph: for a stateful model the signature ``step`` (one cell step with the carried ``[h, c]``
+as input and output) and ``chunk`` (``keras_step.CHUNK`` such steps per stream in one call);
+for ``seed`` the signature ``step``, the model with its LSTMs unrolled (builtin ops only, no
+Flex delegate).
 Needs TensorFlow: the serving path imports this only to convert a model at load.
 """
 
@@ -51,8 +53,9 @@ def convert(keras_path: Path) -> tuple[bytes, str]:
         # directly converts them to uninitialised resource variables (every output NaN).
         holder = tf.Module()
         holder.variables_ = [getattr(v, "value", v) for v in step.model.weights]
+        functions = [step.step_function] + ([step.chunk_function] if step.chunk else [])
         converter = tf.lite.TFLiteConverter.from_concrete_functions(
-            [step.step_function.get_concrete_function()], holder)
+            [f.get_concrete_function() for f in functions], holder)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         return converter.convert(), tf.__version__
     except ModelError as exc:
