@@ -14,6 +14,7 @@ them, as the signatures ``step`` and ``chunk``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,7 +167,8 @@ class KerasStep:
         return out["probability"].numpy(), out["state"].numpy()
 
 
-def _named(name: str, body, signature: list[tf.TensorSpec]) -> tf.types.experimental.Function:
+def _named(name: str, body: Callable[..., dict[str, tf.Tensor]],
+           signature: list[tf.TensorSpec]) -> Callable[..., dict[str, tf.Tensor]]:
     """A compiled function whose name becomes its LiteRT signature key and whose arguments
     name its inputs (``x`` and, for a stateful model, ``state``)."""
     if len(signature) == 1:
