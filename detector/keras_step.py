@@ -171,11 +171,15 @@ def _named(name: str, body: Callable[..., dict[str, tf.Tensor]],
            signature: list[tf.TensorSpec]) -> Callable[..., dict[str, tf.Tensor]]:
     """A compiled function whose name becomes its LiteRT signature key and whose arguments
     name its inputs (``x`` and, for a stateful model, ``state``)."""
-    if len(signature) == 1:
-        def function(x: tf.Tensor) -> dict[str, tf.Tensor]:
-            return body(x)
-    else:
-        def function(x: tf.Tensor, state: tf.Tensor) -> dict[str, tf.Tensor]:
-            return body(x, state)
+
+    # Two functions, not one defined in two branches: AutoGraph caches its conversion by
+    # qualified name, so the second would get the first one's arguments.
+    def stateless(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return body(x)
+
+    def stateful(x: tf.Tensor, state: tf.Tensor) -> dict[str, tf.Tensor]:
+        return body(x, state)
+
+    function = stateless if len(signature) == 1 else stateful
     function.__name__ = name
     return tf.function(function, input_signature=signature, reduce_retracing=True)
