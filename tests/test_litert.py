@@ -120,6 +120,8 @@ def test_export_records_hashes_and_agreement_and_keeps_the_card(converted):
     assert entry["events"] == 64 * 250 + 100 and "a sawtooth" in entry["measured_on"]
     assert 0 <= entry["max_abs_difference"]["probability"] < PROB_MAX
     assert entry["flags_differing"] == 0
+    assert entry["whole_streams"]["flags_differing"] == 0
+    assert 0 <= entry["whole_streams"]["max_abs_difference"]["probability"] < PROB_MAX
 
 
 def test_stale_or_missing_tflite_is_converted_at_load(converted, tmp_path, caplog):
