@@ -5,10 +5,10 @@
 and the largest differences between the two runtimes, measured through ``Engine`` (the
 pipeline's own path) on fresh uniform streams and on any real series given. The converted
 step is ``detector.keras_step.KerasStep.step_function``, so both runtimes compute the same
-graph: for a stateful model the signature ``step`` (one cell step with the carried ``[h, c]``
-as input and output) and ``chunk`` (``keras_step.CHUNK`` such steps per stream in one call);
-for ``seed`` the signature ``step``, the model with its LSTMs unrolled (builtin ops only, no
-Flex delegate).
+graph: for a stateful model the signatures ``step`` (one cell step with the carried
+``[h, c]`` as input and output) and ``chunk`` (``keras_step.CHUNK`` such steps per stream in
+one call); for ``seed`` its one signature, the model with its LSTMs unrolled (builtin ops
+only, no Flex delegate).
 Needs TensorFlow: the serving path imports this only to convert a model at load.
 """
 

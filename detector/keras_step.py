@@ -8,7 +8,7 @@ sequence models; here each LSTM layer's cell is stepped once with the stream's c
 ``CHUNK`` such steps of each stream in one call (the cell unrolled, the other layers over all
 steps at once), so a stream with many events in a poll needs few calls. ``step_function`` and
 ``chunk_function`` have named inputs and outputs: ``detector.conversion`` converts exactly
-them, as the signatures ``step`` and ``chunk``.
+them (a stateful model's as the signatures ``step`` and ``chunk``).
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """The serving step in LiteRT (the TensorFlow Lite runtime): the default, without TensorFlow.
 
 A ``.tflite`` beside a ``.keras`` holds the model's serving step (``detector.conversion``
-writes it) as the signature ``step``: inputs ``x`` ``(batch, width)`` and, for a stateful
-model, ``state`` ``(batch, state_size)`` in ModelStep's row layout; outputs ``probability``
-and ``state``. A stateful model also has ``chunk``: ``x`` ``(batch, chunk, width)``, that many
-events of each stream in one call, ``probability`` ``(batch, chunk)``. The batch dimension is
-dynamic. Each signature's tensors are resized only when its batch size changes (resizing and
-allocating costs 10-35 µs here, measured against the same call at an unchanged size, batches
-of 10 to 1,000): no cache of interpreters per size and no padding to buckets, which would cost
-more in wasted rows than it saves.
+writes it): inputs ``x`` ``(batch, width)`` and, for a stateful model, ``state``
+``(batch, state_size)`` in ModelStep's row layout; outputs ``probability`` and ``state``. A
+stateful model has it as the signature ``step`` beside ``chunk``: ``x``
+``(batch, chunk, width)``, that many events of each stream in one call, ``probability``
+``(batch, chunk)``. The batch dimension is dynamic. Each signature's tensors are resized only
+when its batch size changes (resizing and allocating costs 10-35 µs here, measured against the
+same call at an unchanged size, batches of 10 to 1,000): no cache of interpreters per size and
+no padding to buckets, which would cost more in wasted rows than it saves.
 
 One thread (``num_threads=1``): the detector calls the step from one thread, the Kafka
 client's I/O thread and (locally) the broker need the other core, and one thread already runs
@@ -33,8 +33,8 @@ class LiteRTStep:
     def __init__(self, content: bytes):
         self._interpreter = Interpreter(model_content=content, num_threads=1)
         signatures = self._interpreter.get_signature_list()
-        # A file converted before ``chunk`` existed holds only its step, under another key:
-        # it still serves, one event of each stream per call.
+        # A file with one signature (a stateless model's, or one converted before ``chunk``
+        # existed) holds its step as ``serving_default``: it serves one event a stream a call.
         self._step = self._interpreter.get_signature_runner(
             "step" if "step" in signatures else next(iter(signatures)))
         inputs = self._step.get_input_details()
