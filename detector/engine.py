@@ -152,6 +152,9 @@ class Engine:
             prob = self._recurrent(res, x, s, first)
         else:
             prob, _ = self._call(res, self.step, x, None)
+        # A model fed values far outside anything it was trained on must still answer with a
+        # number: a NaN would become invalid JSON in the output record.
+        prob = np.nan_to_num(prob, nan=0.0, posinf=1.0, neginf=0.0)
         out_seq = verdict.out_seq[keep]
         res.probability[idx] = prob
         res.flag[idx] = (prob > 0.5) & (seen >= 2)
@@ -214,9 +217,7 @@ class Engine:
         res.inference_seconds.append(self._clock() - started)
         res.call_sizes.append(int(np.prod(x.shape[:-1])))
         res.calls += 1
-        # A model fed values far outside anything it was trained on must still answer with a
-        # number: a NaN would become invalid JSON in the output record.
-        return np.nan_to_num(prob, nan=0.0, posinf=1.0, neginf=0.0), new_state
+        return prob, new_state
 
 
 @dataclass
