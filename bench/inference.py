@@ -6,7 +6,8 @@ For each model, in one run: ``model.predict`` on one event (what the seed's code
 compiled TensorFlow step call per event (the Keras runtime), one LiteRT call per event, and
 the serving step (``Engine.process``: normalization, state gather and scatter, the model call
 and runs) on batches of 1, 64, 1024 and 4096 events from as many streams, under LiteRT (the
-default) and, at 4096, under Keras.
+default) and, at 4096, under Keras; and the serving step on polls of 5,000 events spread
+unevenly: 5,000 streams with one event each, 50 with 100, one stream with all 5,000.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from detector.serving import ModelStep
 from common import fmt_rate, save, say, table
 
 BATCHES = (1, 64, 1024, 4096)
+#: (streams, events of each) of a 5,000-event poll: from uniform to one hot stream.
+SPREADS = ((5000, 1), (50, 100), (1, 5000))
 
 
 def rate(fn, events_per_call: int, seconds: float, min_calls: int = 3) -> float:
@@ -54,20 +57,24 @@ def bench_model(name: str, seconds: float) -> dict:
         out[f"batch_{b}"] = serving_rate(step, b, seconds, rng)
     say(f"{name}: serving step under Keras, batch 4096 ...")
     out["keras_batch_4096"] = serving_rate(keras_step, 4096, seconds, rng)
+    for streams, each in SPREADS:
+        say(f"{name}: serving step, {streams} streams x {each} events ...")
+        out[f"spread_{streams}x{each}"] = serving_rate(step, streams, seconds, rng, each)
     return out
 
 
-def serving_rate(step: ModelStep, batch: int, seconds: float, rng: np.random.Generator) -> float:
-    """The whole per-batch path: one event from each of ``batch`` streams."""
+def serving_rate(step: ModelStep, streams: int, seconds: float, rng: np.random.Generator,
+                 each: int = 1) -> float:
+    """The whole per-batch path: ``each`` events from each of ``streams`` streams."""
     engine = Engine(step)
-    names = [f"s-{i}" for i in range(batch)]
-    seq = np.zeros(batch, np.int64)
+    names = [f"s-{i}" for i in range(streams) for _ in range(each)]
+    seq = np.tile(np.arange(each), streams)
 
     def one_batch() -> None:
-        seq[:] += 1
-        engine.process(Batch.of(names, rng.random(batch), seq=seq))
+        seq[:] += each
+        engine.process(Batch.of(names, rng.random(len(names)), seq=seq))
 
-    return rate(one_batch, batch, seconds)
+    return rate(one_batch, len(names), seconds)
 
 
 def main() -> None:
@@ -90,6 +97,11 @@ def main() -> None:
                      f"{r['batch_4096'] / r['keras_batch_4096']:.1f}x"])
     say("\nevents/s (higher is better)\n")
     say(table(headers, rows))
+    say("\nserving step on a poll of 5,000 events, events/s\n")
+    say(table(["model", *[f"{s:,} streams x {e:,}" for s, e in SPREADS],
+                         "one stream vs 5,000"],
+              [[name, *[fmt_rate(r[f"spread_{s}x{e}"]) for s, e in SPREADS],
+                f"{r['spread_1x5000'] / r['spread_5000x1']:.2f}"] for name, r in results.items()]))
     command = "python bench/inference.py " + " ".join(
         ["--models", *args.models, "--seconds", str(args.seconds)])
     save("inference", {"events_per_second": results}, command)

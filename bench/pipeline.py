@@ -1,11 +1,14 @@
 """The detector end to end against the local broker, beside the Kafka client's own ceiling.
 
     python bench/pipeline.py [--events 100000] [--streams 1000] [--skip-memory]
+    python bench/pipeline.py --only-workloads   # (a) and (b) only: uniform and skewed input
 
 In one run, on the same input topic:
   (a) ceiling: kafka-python consuming the input in a group and producing one record per event,
-      with no decoding and no model;
-  (b) the detector (``python -m detector run``, a real process);
+      with no decoding and no model (on the uniform and on the skewed input);
+  (b) the detector (``python -m detector run``, a real process), for every shipped model, on
+      the uniform input and on a skewed one of the same size and streams where one stream
+      carries ``--hot-share`` (90%) of the events: real streams are not equally busy;
   (c) a naive detector that calls ``model.predict`` once per message, as the seed's code would
       (on a prefix of the input: it runs at tens of events per second).
 Then: p50/p99 end-to-end latency at half of (b)'s rate, detector RSS per 1,000 streams at
@@ -23,10 +26,12 @@ import time
 import numpy as np
 
 from detector import kafka_io
+from detector.codec import encode_event
 from detector.config import KafkaSettings, ProducerSettings
+from detector.features import FEATURE_SETS
 from detector.harness import DetectorProcess, wait_for
 from detector.local_broker import LocalBroker
-from producer.publish import publish
+from producer.publish import java_partition, publish
 
 from common import fmt_rate, save, say, table
 
@@ -66,12 +71,87 @@ def fill(kafka: KafkaSettings, topic: str, events: int, streams: int, rate: floa
             progress=lambda _: None)
 
 
-def ceiling(kafka: KafkaSettings, topic: str, events: int) -> float:
+def fill_skewed(kafka: KafkaSettings, topic: str, events: int, streams: int, hot_share: float
+                ) -> None:
+    """``events`` uniform values, ``hot_share`` of them from stream ``s-0`` and the rest spread
+    evenly over the others, each stream in seq order (the producer's records, its keying)."""
+    say(f"  producing {events:,} events over {streams:,} streams, {hot_share:.0%} of them from "
+        f"one, to {topic} ...")
+    n = kafka_io.ensure_topics(kafka, [kafka_io.TopicSpec(topic, 6)])[topic]
+    rng = np.random.default_rng(1)
+    hot = rng.random(events) < hot_share
+    ids = np.where(hot, 0, rng.integers(1, max(streams, 2), events)).tolist()
+    values = rng.random(events).tolist()
+    keys = [f"s-{i}".encode() for i in range(streams)]
+    partitions = [java_partition(k, n) for k in keys]
+    seq = [0] * streams
+    producer = kafka_io.producer(kafka, acks="all", linger_ms=5, batch_size=256 * 1024)
+    now = time.time()
+    for i, value in zip(ids, values, strict=True):
+        producer.send(topic, key=keys[i], value=encode_event(f"s-{i}", seq[i], value, now),
+                      partition=partitions[i])
+        seq[i] += 1
+    producer.flush()
+    producer.close()
+
+
+def detector_rate(kafka: KafkaSettings, group: str, topic: str, model: str, events: int
+                  ) -> tuple[float, float]:
+    """(b): events/s of a detector process with ``model`` over ``events`` of ``topic``, and
+    its RSS in MiB at the end."""
+    det = start_detector(kafka, group, DETECTOR_INPUT_TOPIC=topic, DETECTOR_MODEL=model)
+    try:
+        first, last = wait_processed(det, events)
+        return events / (last - first), det.rss_bytes() / 2**20
+    finally:
+        det.terminate()
+        det.close()
+
+
+def inputs_and_ceilings(kafka: KafkaSettings, args: argparse.Namespace, results: dict) -> None:
+    """Both inputs (topics ``values`` and ``values-skewed``) and (a) on each."""
+    fill(kafka, "values", args.events, args.streams)
+    fill_skewed(kafka, "values-skewed", args.events, args.streams, args.hot_share)
+    say("(a) ceiling: consume + produce one record per event, no decoding, no model")
+    for key, topic in (("ceiling_eps", "values"), ("ceiling_skewed_eps", "values-skewed")):
+        results[key] = ceiling(kafka, topic, args.events, key.removesuffix("_eps"))
+        say(f"  {topic}: {fmt_rate(results[key])} events/s")
+
+
+def workloads(kafka: KafkaSettings, args: argparse.Namespace) -> dict:
+    """(b) for every shipped model: uniform input (topic ``values``) and skewed."""
+    out: dict = {}
+    for model in FEATURE_SETS:
+        rates = {}
+        for workload, topic in (("uniform", "values"), ("skewed", "values-skewed")):
+            say(f"(b) the detector, {model}, {workload} input")
+            rates[workload], rss = detector_rate(kafka, f"bench-{model}-{workload}", topic,
+                                                 model, args.events)
+            say(f"  {fmt_rate(rates[workload])} events/s")
+        out[model] = {**rates, "skewed_vs_uniform": rates["skewed"] / rates["uniform"],
+                      "rss_mb": rss}
+    return out
+
+
+def workload_rows(r: dict) -> list[list[str]]:
+    """(a) and (b) on both inputs, and the ratio the skewed case is held to."""
+    skewed = f"skewed ({r['hot_share']:.0%} of events in one stream)"
+    rows = [["(a) ceiling: consume + produce, no decode, no model", fmt_rate(r["ceiling_eps"]),
+             ""],
+            [f"(a) ceiling, {skewed}", fmt_rate(r["ceiling_skewed_eps"]), ""]]
+    for model, w in r["workloads"].items():
+        rows += [[f"(b) detector, {model}, uniform", fmt_rate(w["uniform"]), ""],
+                 [f"(b) detector, {model}, {skewed}", fmt_rate(w["skewed"]), ""],
+                 [f"{model}: skewed / uniform", f"{w['skewed_vs_uniform']:.2f}", ">= 0.5"]]
+    return rows
+
+
+def ceiling(kafka: KafkaSettings, topic: str, events: int, group: str = "ceiling") -> float:
     """(a): consume in a group and produce one record per event, nothing else."""
-    out_topic = "ceiling.out"
+    out_topic = f"{group}.out"
     n = kafka_io.partition_count(kafka, topic)
     kafka_io.ensure_topics(kafka, [kafka_io.TopicSpec(out_topic, n)])
-    consumer = kafka_io.consumer(kafka, group_id="ceiling", enable_auto_commit=False,
+    consumer = kafka_io.consumer(kafka, group_id=group, enable_auto_commit=False,
                                  auto_offset_reset="earliest", max_poll_records=2000,
                                  session_timeout_ms=6000, heartbeat_interval_ms=2000)
     producer = kafka_io.producer(kafka, acks="all", linger_ms=5, batch_size=256 * 1024)
@@ -238,64 +318,35 @@ def first_flag(kafka: KafkaSettings) -> float:
         det.close()
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--events", type=int, default=100_000)
-    p.add_argument("--streams", type=int, default=1000)
-    p.add_argument("--naive-events", type=int, default=300)
-    p.add_argument("--latency-seconds", type=float, default=30)
-    p.add_argument("--memory-streams", type=int, default=1_000_000)
-    p.add_argument("--restore-streams", type=int, default=100_000)
-    p.add_argument("--skip-memory", action="store_true")
-    p.add_argument("--only-memory", action="store_true", help="just the memory measurement")
-    args = p.parse_args()
-    if args.only_memory:
-        with LocalBroker() as broker:
-            kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-            say(json.dumps(memory(kafka, args.memory_streams)))
-        return
-    results: dict = {"events": args.events, "streams": args.streams}
-    with LocalBroker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        say("(a) ceiling: consume + produce one record per event, no decoding, no model")
-        fill(kafka, "values", args.events, args.streams)
-        results["ceiling_eps"] = ceiling(kafka, "values", args.events)
-        say(f"  {fmt_rate(results['ceiling_eps'])} events/s")
-        say("(b) the detector (python -m detector run)")
-        det = start_detector(kafka, "bench")
-        try:
-            first, last = wait_processed(det, args.events)
-            results["detector_eps"] = args.events / (last - first)
-            results["detector_rss_mb"] = det.rss_bytes() / 2**20
-        finally:
-            det.terminate()
-            det.close()
-        say(f"  {fmt_rate(results['detector_eps'])} events/s")
-        say(f"(c) naive: model.predict per message, on the first {args.naive_events} events")
-        results["naive_eps"] = naive(kafka, "values", args.naive_events)
-        say(f"  {results['naive_eps']:,.1f} events/s")
-        say("latency at half of (b)'s rate")
-        results["latency"] = latency(kafka, results["detector_eps"] / 2, args.latency_seconds,
-                                     args.streams)
-        say(f"  p50 {results['latency']['p50_ms']:.1f} ms, p99 {results['latency']['p99_ms']:.1f}"
-            " ms")
-        say(f"restore of {args.restore_streams:,} streams")
-        results["restore"] = restore(kafka, args.restore_streams)
-        say(f"  {results['restore']['seconds']:.2f} s")
-        say("start to first flag")
-        results["first_flag_s"] = first_flag(kafka)
-        say(f"  {results['first_flag_s']:.1f} s")
-        if not args.skip_memory:
-            say(f"memory at {args.memory_streams:,} streams")
-            results["memory"] = memory(kafka, args.memory_streams)
-            say(f"  {results['memory']['bytes_per_stream']:.0f} bytes per stream")
-    r = results
+def the_rest(kafka: KafkaSettings, args: argparse.Namespace, results: dict) -> None:
+    """(c), latency, restore, start to first flag and memory: each with the seed model."""
+    results["detector_eps"] = results["workloads"]["seed"]["uniform"]
+    results["detector_rss_mb"] = results["workloads"]["seed"]["rss_mb"]
+    say(f"(c) naive: model.predict per message, on the first {args.naive_events} events")
+    results["naive_eps"] = naive(kafka, "values", args.naive_events)
+    say(f"  {results['naive_eps']:,.1f} events/s")
+    say("latency at half of (b)'s rate")
+    results["latency"] = latency(kafka, results["detector_eps"] / 2, args.latency_seconds,
+                                 args.streams)
+    say(f"  p50 {results['latency']['p50_ms']:.1f} ms, p99 {results['latency']['p99_ms']:.1f}"
+        " ms")
+    say(f"restore of {args.restore_streams:,} streams")
+    results["restore"] = restore(kafka, args.restore_streams)
+    say(f"  {results['restore']['seconds']:.2f} s")
+    say("start to first flag")
+    results["first_flag_s"] = first_flag(kafka)
+    say(f"  {results['first_flag_s']:.1f} s")
+    if not args.skip_memory:
+        say(f"memory at {args.memory_streams:,} streams")
+        results["memory"] = memory(kafka, args.memory_streams)
+        say(f"  {results['memory']['bytes_per_stream']:.0f} bytes per stream")
+
+
+def rest_rows(r: dict) -> list[list[str]]:
     rows = [
-        ["(a) ceiling: consume + produce, no decode, no model", fmt_rate(r["ceiling_eps"]), ""],
-        ["(b) detector", fmt_rate(r["detector_eps"]), ""],
         ["(c) naive: model.predict per message", f"{r['naive_eps']:,.1f}", ""],
-        ["b/a", f"{r['detector_eps'] / r['ceiling_eps']:.2f}", ">= 0.8"],
-        ["b/c", f"{r['detector_eps'] / r['naive_eps']:,.0f}", ">= 15"],
+        ["b/a (seed, uniform)", f"{r['detector_eps'] / r['ceiling_eps']:.2f}", ">= 0.8"],
+        ["b/c (seed, uniform)", f"{r['detector_eps'] / r['naive_eps']:,.0f}", ">= 15"],
         [f"latency p50 / p99 at {r['latency']['rate']:,.0f} events/s (half of b)",
          f"{r['latency']['p50_ms']:.1f} / {r['latency']['p99_ms']:.1f} ms", "p99 <= 100 ms"],
         [f"restore {r['restore']['streams']:,} streams", f"{r['restore']['seconds']:.2f} s",
@@ -307,9 +358,43 @@ def main() -> None:
         rows.append([f"RSS growth per stream at {m['streams']:,} streams (seed model)",
                      f"{m['bytes_per_stream']:.0f} bytes ({m['kb_per_1000_streams']:.0f} KiB "
                      "per 1,000)", "<= 256 bytes"])
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--streams", type=int, default=1000)
+    p.add_argument("--naive-events", type=int, default=300)
+    p.add_argument("--latency-seconds", type=float, default=30)
+    p.add_argument("--memory-streams", type=int, default=1_000_000)
+    p.add_argument("--restore-streams", type=int, default=100_000)
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--only-memory", action="store_true", help="just the memory measurement")
+    p.add_argument("--hot-share", type=float, default=0.9,
+                   help="share of the skewed input's events in its one hot stream")
+    p.add_argument("--only-workloads", action="store_true",
+                   help="just (a) and (b), on the uniform and the skewed input")
+    args = p.parse_args()
+    if args.only_memory:
+        with LocalBroker() as broker:
+            kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+            say(json.dumps(memory(kafka, args.memory_streams)))
+        return
+    results: dict = {"events": args.events, "streams": args.streams,
+                     "hot_share": args.hot_share}
+    with LocalBroker() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+        inputs_and_ceilings(kafka, args, results)
+        results["workloads"] = workloads(kafka, args)
+        if not args.only_workloads:
+            the_rest(kafka, args, results)
+    rows = workload_rows(results)
+    if not args.only_workloads:
+        rows += rest_rows(results)
     say("\n" + table(["measure", "value", "target"], rows))
     command = "python bench/pipeline.py " + " ".join(sys.argv[1:])
-    save("pipeline", results, command.strip())
+    save("pipeline-workloads" if args.only_workloads else "pipeline", results, command.strip())
 
 
 if __name__ == "__main__":

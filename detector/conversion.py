@@ -5,8 +5,10 @@
 and the largest differences between the two runtimes, measured through ``Engine`` (the
 pipeline's own path) on fresh uniform streams and on any real series given. The converted
 step is ``detector.keras_step.KerasStep.step_function``, so both runtimes compute the same
-graph: for a stateful model one cell step with the carried ``[h, c]`` as input and output;
-for ``seed`` the model with its LSTMs unrolled (builtin ops only, no Flex delegate).
+graph: for a stateful model the signatures ``step`` (one cell step with the carried
+``[h, c]`` as input and output) and ``chunk`` (``keras_step.CHUNK`` such steps per stream in
+one call); for ``seed`` its one signature, the model with its LSTMs unrolled (builtin ops
+only, no Flex delegate).
 Needs TensorFlow: the serving path imports this only to convert a model at load.
 """
 
@@ -51,8 +53,9 @@ def convert(keras_path: Path) -> tuple[bytes, str]:
         # directly converts them to uninitialised resource variables (every output NaN).
         holder = tf.Module()
         holder.variables_ = [getattr(v, "value", v) for v in step.model.weights]
+        functions = [step.step_function] + ([step.chunk_function] if step.chunk else [])
         converter = tf.lite.TFLiteConverter.from_concrete_functions(
-            [step.step_function.get_concrete_function()], holder)
+            [f.get_concrete_function() for f in functions], holder)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         return converter.convert(), tf.__version__
     except ModelError as exc:
@@ -127,7 +130,9 @@ def agreement(keras_path: Path, content: bytes, streams: Sequence[np.ndarray]
               ) -> dict[str, Any]:
     """The largest differences between the runtimes, each carrying its own state through
     ``Engine`` as the pipeline does: probabilities and flags end to end, and the new state
-    of one step from the same input (Keras's inputs replayed through LiteRT)."""
+    of one step from the same input (Keras's inputs replayed through LiteRT). ``whole_streams``:
+    LiteRT fed each stream in one poll (a hot stream: its ``chunk`` signature) against Keras
+    one event per poll."""
     from detector.engine import Batch, Engine
     from detector.litert import LiteRTStep
 
@@ -136,23 +141,36 @@ def agreement(keras_path: Path, content: bytes, streams: Sequence[np.ndarray]
                      keras_step.fingerprint, "litert", keras_path)
     steps = {"keras": _Recorder(keras_step), "litert": _Recorder(lite)}
     length = max(len(s) for s in streams)
-    probs = {}
+    out = {runtime: ([np.zeros(len(s), np.float32) for s in streams],
+                     [np.zeros(len(s), np.int8) for s in streams]) for runtime in steps}
     for runtime, step in steps.items():
-        engine, out = Engine(step), []
+        engine = Engine(step)
         for t in range(length):
             live = [i for i, s in enumerate(streams) if t < len(s)]
             res = engine.process(Batch.of([f"s{i}" for i in live],
                                           np.array([streams[i][t] for i in live]),
                                           seq=np.full(len(live), t)))
-            out.append((res.probability[res.processed], res.flag[res.processed]))
-        probs[runtime] = out
-    prob_diff = max(float(np.abs(k[0] - lt[0]).max(initial=0))
-                    for k, lt in zip(probs["keras"], probs["litert"], strict=True))
-    flags = sum(int((k[1] != lt[1]).sum())
-                for k, lt in zip(probs["keras"], probs["litert"], strict=True))
+            for j, i in enumerate(live):
+                out[runtime][0][i][t], out[runtime][1][i][t] = res.probability[j], res.flag[j]
+    engine = Engine(lite)
+    whole = [engine.process(Batch.of([f"s{i}"] * len(s), np.asarray(s, np.float64),
+                                     seq=np.arange(len(s)))) for i, s in enumerate(streams)]
+    out["whole_streams"] = ([r.probability for r in whole], [r.flag for r in whole])
+
+    def differences(runtime: str) -> tuple[float, int]:
+        keras_probs, keras_flags = out["keras"]
+        probs, flags = out[runtime]
+        return (max(float(np.abs(k - p).max(initial=0)) for k, p in zip(keras_probs, probs,
+                                                                          strict=True)),
+                sum(int((k != f).sum()) for k, f in zip(keras_flags, flags, strict=True)))
+
+    prob_diff, flags = differences("litert")
+    whole_prob_diff, whole_flags = differences("whole_streams")
     state_diff = 0.0
     for x, state, _, keras_state in steps["keras"].calls:
         _, lite_state = steps["litert"]._step(x, state)
         state_diff = max(state_diff, float(np.abs(lite_state - keras_state).max(initial=0)))
     return {"max_abs_difference": {"probability": prob_diff, "state": state_diff},
-            "flags_differing": flags, "events": int(sum(len(s) for s in streams))}
+            "flags_differing": flags, "events": int(sum(len(s) for s in streams)),
+            "whole_streams": {"max_abs_difference": {"probability": whole_prob_diff},
+                              "flags_differing": whole_flags}}

@@ -1,9 +1,11 @@
 """The detection core: a batch of decoded events from many streams -> flags, in stream order.
 
 No Kafka here: the Kafka loop, ``evaluate``, the plots and the benchmarks all feed this, so
-what they report is what the pipeline does. Events are grouped into waves (wave k holds the
-k-th event of every stream in the batch) so each stream's events stay in order and each wave
-is one compiled model call.
+what they report is what the pipeline does. A batch is ordered by stream (each stream's events
+contiguous, in arrival order) and every per-event quantity is a scan over those stretches
+(``detector.segments``), so a poll of one hot stream costs about what a poll of many streams
+with one event each does. The model runs once per batch (stateless) or, carrying each stream's
+LSTM state, over chunks of each stream's events (``ModelStep.sequence``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from detector import runs
+from detector import runs, segments
 from detector.features import advance, model_input
 from detector.rule import step_flags
 from detector.runs import FIRST_FLAG_LENGTH, RunRecord
@@ -95,16 +97,6 @@ def occurrence_rank(keys: np.ndarray) -> np.ndarray:
     return rank
 
 
-def waves(slots: np.ndarray) -> list[np.ndarray]:
-    """Indices of the batch split so that wave k holds each slot's k-th occurrence, in order."""
-    if len(slots) == 0:
-        return []
-    rank = occurrence_rank(slots)
-    by_wave = np.argsort(rank, kind="stable")
-    bounds = np.searchsorted(rank[by_wave], np.arange(1, rank.max() + 1))
-    return np.split(by_wave, bounds)
-
-
 class Engine:
     """Runs batches through the model step against the per-stream state."""
 
@@ -125,11 +117,9 @@ class Engine:
     def process(self, batch: Batch) -> Result:
         """Apply a batch to the state; flags for the events that were not duplicates or replays.
 
-        Every wave updates the rule state (previous value, direction, scale, seq, offset). A
-        stateful model runs once per wave, since a wave's LSTM state is the previous wave's
-        output; a stateless one (``seed``) sees only features the waves already fixed, so the
-        whole batch goes through one call after the loop. Runs need the flags, so they advance
-        once every flag is known, wave by wave again.
+        Each event is judged against the stream's state after its previous accepted event
+        (``admit``); the accepted ones then go through the features, the model and the runs
+        as whole streams at a time, and each stream's state is written once, from its last.
         """
         n = len(batch.streams)
         store = self.store
@@ -141,72 +131,141 @@ class Engine:
             direction=np.zeros(n, np.int8), rule_flag=np.zeros(n, np.int8), runs=[],
             calls=0, inference_seconds=[], call_sizes=[],
         )
-        stateful = self.step.state_size > 0
-        now = self._wall()
-        applied: list[tuple[np.ndarray, np.ndarray]] = []  # (idx, slots) per wave
-        deferred: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (idx, x, seen)
-        for idx in waves(slots):
-            s = slots[idx]
-            seq, epoch = batch.seq[idx], batch.epoch[idx]
-            last_seq, last_epoch = store.last_seq[s], store.last_epoch[s]
-            replayed = (batch.offset[idx] >= 0) & (batch.offset[idx] <= store.last_offset[s])
-            replayed &= batch.partition[idx] == store.partition[s]
-            older = (epoch < last_epoch) | ((epoch == last_epoch) & (seq <= last_seq))
-            duplicate = ~replayed & (seq >= 0) & older
-            res.replayed[idx] = replayed
-            res.duplicate[idx] = duplicate
-            keep = ~(replayed | duplicate)
-            if not keep.all():
-                idx, s = idx[keep], s[keep]
-                seq, epoch, last_seq, last_epoch = (seq[keep], epoch[keep], last_seq[keep],
-                                                    last_epoch[keep])
-                if len(idx) == 0:
-                    continue
-            value = batch.value[idx]
-            seen, prev_dir = store.seen[s], store.prev_dir[s]
-            u, step_dir, store.scale[s] = advance(value, store.prev[s], store.scale[s], seen)
-            x = model_input(self.step.features, u, prev_dir)
-            if stateful:
-                prob, store.lstm[s] = self._call(res, x, store.lstm[s])
-                res.probability[idx] = prob
-                res.flag[idx] = (prob > 0.5) & (seen >= 2)
-            else:
-                deferred.append((idx, x, seen))
-            out_seq = np.where(seq >= 0, seq, seen)
-            res.seq[idx] = out_seq
-            res.processed[idx] = True
-            res.gap[idx] = (seq >= 0) & (epoch == last_epoch) & (seq > last_seq + 1)
-            res.direction[idx] = step_dir
-            res.rule_flag[idx] = step_flags(step_dir, prev_dir, seen)
-            store.prev[s] = value
-            store.prev_dir[s] = step_dir
-            store.seen[s] = seen + 1
-            store.last_seq[s] = out_seq
-            store.last_epoch[s] = np.maximum(last_epoch, epoch)
-            store.last_offset[s] = batch.offset[idx]
-            store.partition[s] = batch.partition[idx]
-            store.last_active[s] = now
-            store.dirty[s] = True
-            applied.append((idx, s))
-        if deferred:
-            idx = np.concatenate([d[0] for d in deferred])
-            seen = np.concatenate([d[2] for d in deferred])
-            prob, _ = self._call(res, np.concatenate([d[1] for d in deferred]), None)
-            res.probability[idx] = prob
-            res.flag[idx] = (prob > 0.5) & (seen >= 2)
-        for idx, s in applied:
-            ts = batch.ts[idx]
-            runs.advance(store, s, idx, res.flag[idx], res.direction[idx], res.seq[idx],
-                         np.where(np.isnan(ts), now, ts), self.alert_min_length, res.runs)
-        return res
-
-    def _call(self, res: Result, x: np.ndarray, state: np.ndarray | None
-              ) -> tuple[np.ndarray, np.ndarray]:
-        started = self._clock()
-        prob, new_state = self.step(x, state)
-        res.inference_seconds.append(self._clock() - started)
-        res.call_sizes.append(len(x))
-        res.calls += 1
+        order = np.argsort(slots, kind="stable")  # by stream, each in arrival order
+        s = slots[order]
+        first = np.r_[True, s[1:] != s[:-1]] if n else np.zeros(0, bool)
+        verdict = admit(store, s, first, batch.seq[order], batch.epoch[order],
+                        batch.offset[order], batch.partition[order])
+        res.replayed[order] = verdict.replayed
+        res.duplicate[order] = verdict.duplicate
+        keep = ~(verdict.replayed | verdict.duplicate)
+        idx, s = order[keep], s[keep]
+        if len(idx) == 0:
+            return res
+        first = np.r_[True, s[1:] != s[:-1]]
+        seen = store.seen[s] + segments.positions(first)
+        value = batch.value[idx]
+        u, step_dir, scale = advance(value, store.prev[s], store.scale[s], store.seen[s], first)
+        prev_dir = segments.shift(step_dir, store.prev_dir[s], first)
+        x = model_input(self.step.features, u, prev_dir)
+        if self.step.state_size:
+            prob = self._recurrent(res, x, s, first)
+        else:
+            prob, _ = self._call(res, self.step, x, None)
         # A model fed values far outside anything it was trained on must still answer with a
         # number: a NaN would become invalid JSON in the output record.
-        return np.nan_to_num(prob, nan=0.0, posinf=1.0, neginf=0.0), new_state
+        prob = np.nan_to_num(prob, nan=0.0, posinf=1.0, neginf=0.0)
+        out_seq = verdict.out_seq[keep]
+        res.probability[idx] = prob
+        res.flag[idx] = (prob > 0.5) & (seen >= 2)
+        res.seq[idx] = out_seq
+        res.processed[idx] = True
+        res.gap[idx] = verdict.gap[keep]
+        res.direction[idx] = step_dir
+        res.rule_flag[idx] = step_flags(step_dir, prev_dir, seen)
+        now = self._wall()
+        ts = batch.ts[idx]
+        res.runs = runs.advance(store, s, idx, res.flag[idx], step_dir, out_seq,
+                                np.where(np.isnan(ts), now, ts), self.alert_min_length, first)
+        last = np.r_[first[1:], True]
+        stream, at = s[last], idx[last]
+        store.prev[stream] = batch.value[at]
+        store.prev_dir[stream] = step_dir[last]
+        store.scale[stream] = scale[last]
+        store.seen[stream] = seen[last] + 1
+        store.last_seq[stream] = out_seq[last]
+        store.last_epoch[stream] = verdict.max_epoch[keep][last]
+        store.last_offset[stream] = batch.offset[at]
+        store.partition[stream] = batch.partition[at]
+        store.last_active[stream] = now
+        store.dirty[stream] = True
+        return res
+
+    def _recurrent(self, res: Result, x: np.ndarray, s: np.ndarray, first: np.ndarray
+                   ) -> np.ndarray:
+        """Probabilities of a stateful model over each stream's events, in order, from its
+        carried LSTM state; the state after each stream's last event is stored.
+
+        Whole chunks of ``step.chunk`` events go through one sequence call per chunk index
+        (all streams with that many events at once), the rest one step call per position:
+        ``max events / chunk + chunk - 1`` calls at most, rather than one per event of the
+        busiest stream.
+        """
+        step = self.step
+        head = np.nonzero(first)[0]
+        count = np.diff(np.r_[head, len(s)])
+        state = self.store.lstm[s[head]]
+        chunk = step.chunk
+        whole = count // chunk if chunk else np.zeros(len(head), np.int64)
+        prob = np.zeros(len(s), np.float32)
+        for k in range(int(whole.max())):
+            rows = np.nonzero(whole > k)[0]
+            at = (head[rows] + k * chunk)[:, None] + np.arange(chunk)
+            prob[at], state[rows] = self._call(res, step.sequence, x[at], state[rows])
+        rest = count - whole * chunk
+        for t in range(int(rest.max())):
+            rows = np.nonzero(rest > t)[0]
+            at = head[rows] + whole[rows] * chunk + t
+            prob[at], state[rows] = self._call(res, step, x[at], state[rows])
+        self.store.lstm[s[head]] = state
+        return prob
+
+    def _call(self, res: Result, run: Callable, x: np.ndarray, state: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        started = self._clock()
+        prob, new_state = run(x, state)
+        res.inference_seconds.append(self._clock() - started)
+        res.call_sizes.append(int(np.prod(x.shape[:-1])))
+        res.calls += 1
+        return prob, new_state
+
+
+@dataclass
+class Verdict:
+    """Per event (in the order given to ``admit``): whether it is skipped, and what it sets."""
+
+    replayed: np.ndarray  # bool
+    duplicate: np.ndarray  # bool
+    gap: np.ndarray  # bool
+    out_seq: np.ndarray  # int64: its seq, or the stream's count for input without one
+    max_epoch: np.ndarray  # int64: the stream's last_epoch once this event is applied
+
+
+def admit(store: StreamStore, s: np.ndarray, first: np.ndarray, seq: np.ndarray,
+          epoch: np.ndarray, offset: np.ndarray, partition: np.ndarray) -> Verdict:
+    """Replays and duplicates among events grouped by stream (``s`` their slots, ``first``
+    each stream's first), each judged against its stream's state after the previous
+    *accepted* event, exactly as one event at a time would.
+
+    Which events are accepted depends on which were accepted before, so this iterates:
+    judge every event against the last event accepted before it under the current guess,
+    until the guess stops changing. After k rounds each stream's first k events are right
+    whatever the guess, so it ends, at the one consistent answer; starting from "nothing
+    accepted" (every event against the stored state) it usually ends in two or three rounds.
+    """
+    n = len(s)
+    head = segments.heads(first)
+    stored_seen, stored_seq = store.seen[s], store.last_seq[s]
+    stored_epoch, stored_offset = store.last_epoch[s], store.last_offset[s]
+    stored_partition = store.partition[s]
+    accepted = np.zeros(n, bool)
+    while True:
+        count = np.cumsum(accepted) - accepted
+        out_seq = np.where(seq >= 0, seq, stored_seen + count - count[head])
+        prior = segments.shift(segments.last_where(accepted, first), np.full(n, -1), first)
+        has, at = prior >= 0, np.maximum(prior, 0)
+        last_offset = np.where(has, offset[at], stored_offset)
+        last_seq = np.where(has, out_seq[at], stored_seq)
+        same_partition = partition == np.where(has, partition[at], stored_partition)
+        max_epoch = segments.cummax(epoch, accepted, first)
+        last_epoch = np.maximum(stored_epoch, segments.shift(max_epoch, np.full(
+            n, np.iinfo(np.int64).min), first))
+        replayed = (offset >= 0) & (offset <= last_offset) & same_partition
+        older = (epoch < last_epoch) | ((epoch == last_epoch) & (seq <= last_seq))
+        duplicate = ~replayed & (seq >= 0) & older
+        now = ~(replayed | duplicate)
+        if (now == accepted).all():
+            break
+        accepted = now
+    gap = (seq >= 0) & (epoch == last_epoch) & (seq > last_seq + 1)
+    return Verdict(replayed, duplicate, gap, out_seq, np.maximum(stored_epoch, max_epoch))

@@ -2,8 +2,8 @@
 battery of public real series and generated shapes), and the picture of a flagged stream.
 
 Streams are interleaved and cut into poll-sized batches the way the pipeline sees them, and go
-through the same ``Engine`` (waves, carried state, compiled step), so the accuracy reported
-here is the pipeline's.
+through the same ``Engine`` (grouped by stream, carried state, compiled step), so the accuracy
+reported here is the pipeline's.
 """
 
 from __future__ import annotations

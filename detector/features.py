@@ -26,6 +26,7 @@ from typing import Literal
 
 import numpy as np
 
+from detector import segments
 from detector.rule import FLAT, direction
 
 FeatureSet = Literal["seed", "pair"]
@@ -41,30 +42,61 @@ _BIG = 1e300  # normalized steps are clipped here (only a step across most of fl
 _TINY = np.float32(1e-45)  # the smallest float32: a non-zero step never becomes a false tie
 
 
-def advance(value: np.ndarray, prev: np.ndarray, scale: np.ndarray, seen: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One event per stream: its normalized step, its direction and the stream's new scale.
+def advance(value: np.ndarray, prev: np.ndarray, scale: np.ndarray, seen: np.ndarray,
+            first: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Streams' next events, in order: each one's normalized step, direction and the stream's
+    scale after it.
 
-    Returns ``(u, step_dir, new_scale)``; ``u`` is float32, ``asinh`` of the step in units of
-    the stream's scale *before* this event (its own step sets the scale of a fresh stream).
-    A stream's first event has no step: ``u = 0`` and direction flat.
+    The arrays hold one entry per event, grouped by stream and in order; ``first`` marks each
+    stream's first event here (None: one event per stream). ``prev``, ``scale`` and ``seen``
+    are the stream's state before its first event here (read at ``first`` only). Returns
+    ``(u, step_dir, scale_after)``; ``u`` is float32, ``asinh`` of the step in units of the
+    stream's scale *before* this event (its own step sets the scale of a fresh stream). A
+    stream's first event has no step: ``u = 0`` and direction flat.
     """
     value = np.asarray(value, np.float64)
-    prev = np.asarray(prev, np.float64)
-    scale = np.asarray(scale, np.float64)
-    first = np.asarray(seen) == 0
-    step_dir = np.where(first, FLAT, direction(value, prev)).astype(np.int8)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        d = np.where(first, 0.0, value - prev)
+    first = np.ones(len(value), bool) if first is None else np.asarray(first, bool)
+    prev = segments.shift(value, np.asarray(prev, np.float64), first)
+    fresh = np.asarray(seen) + segments.positions(first) == 0
+    step_dir = np.where(fresh, FLAT, direction(value, prev)).astype(np.int8)
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = np.where(fresh, 0.0, value - prev)
         d = np.where(np.isfinite(d), d, step_dir * np.finfo(np.float64).max)  # overflowed
-        mag = np.abs(d)
-        known = scale > 0
-        s = np.where(known, scale, np.where(mag > 0, mag, 1.0))
+    mag = np.abs(d)
+    scale_before, scale_after = _scales(mag, np.asarray(scale, np.float64), first)
+    known = scale_before > 0
+    s = np.where(known, scale_before, np.where(mag > 0, mag, 1.0))
+    with np.errstate(over="ignore", invalid="ignore"):
         u = np.arcsinh(np.clip(d / s, -_BIG, _BIG)).astype(np.float32)
-        blended = np.exp((1 - SCALE_RATE) * np.log(s) + SCALE_RATE * np.log(mag))
-        new_scale = np.where(mag > 0, np.where(known, blended, mag), scale)
     u = np.where((step_dir != FLAT) & (u == 0), step_dir * _TINY, u).astype(np.float32)
-    return u, step_dir, new_scale
+    return u, step_dir, scale_after
+
+
+def _scales(mag: np.ndarray, scale: np.ndarray, first: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The scale before and after each event: a log-space EMA over the non-zero steps,
+    ``log s <- (1 - r) log s + r log |step|``, seeded by a fresh stream's first step.
+
+    A linear recurrence in ``log s``, so a whole stream's run of events is one scan
+    (``segments.linear_scan``) rather than a step per event.
+    """
+    moved = np.nonzero(mag > 0)[0]
+    after = scale.copy()
+    if len(moved):
+        m, stored = mag[moved], scale[moved]
+        seg = (np.cumsum(first) - 1)[moved]
+        opens = np.r_[True, seg[1:] != seg[:-1]]  # a stream's first non-zero step here
+        seeded = opens & ~(stored > 0)
+        with np.errstate(divide="ignore"):
+            x = np.where(opens, (1 - SCALE_RATE) * np.log(stored) + SCALE_RATE * np.log(m),
+                         SCALE_RATE * np.log(m))
+        x = np.where(seeded, np.log(m), x)
+        ema = np.where(seeded, m, np.exp(segments.linear_scan(x, 1 - SCALE_RATE, opens)))
+        latest = segments.last_where(mag > 0, first)
+        at = np.full(len(mag), np.nan)
+        at[moved] = ema
+        after = np.where(latest >= 0, at[np.maximum(latest, 0)], scale)
+    return segments.shift(after, scale, first), after
 
 
 def model_input(features: FeatureSet, u: np.ndarray, prev_dir: np.ndarray) -> np.ndarray:
@@ -89,15 +121,11 @@ def stream_inputs(features: FeatureSet, values: np.ndarray) -> np.ndarray:
     ``(n, length, FEATURE_WIDTH)``."""
     values = np.atleast_2d(np.asarray(values, np.float64))
     n, length = values.shape
-    out = np.zeros((n, length, FEATURE_WIDTH[features]), np.float32)
-    prev = np.zeros(n)
-    prev_dir = np.zeros(n, np.int8)
-    scale = np.zeros(n)
-    for t in range(length):
-        u, step_dir, scale = advance(values[:, t], prev, scale, np.full(n, t))
-        out[:, t] = model_input(features, u, prev_dir)
-        prev, prev_dir = values[:, t], step_dir
-    return out
+    first = np.arange(n * length) % max(length, 1) == 0
+    zero = np.zeros(n * length)
+    u, step_dir, _ = advance(values.ravel(), zero, zero, zero.astype(np.int64), first)
+    prev_dir = segments.shift(step_dir, zero.astype(np.int8), first)
+    return model_input(features, u, prev_dir).reshape(n, length, FEATURE_WIDTH[features])
 
 
 #: A step below this share of the stream's typical step (``|u|`` as the model sees it) is a

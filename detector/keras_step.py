@@ -4,13 +4,17 @@ This is the only serving module that imports TensorFlow (about 3 s and 500 MB); 
 runtime never imports it. The stateless ``seed`` model takes ``[x3, x2, x2 > x1]`` as a fixed
 length sequence and carries no LSTM state. The stateful models (``pair``) are trained as
 sequence models; here each LSTM layer's cell is stepped once with the stream's carried
-``[h, c]`` and the new ``[h, c]`` is handed back to be stored. ``step_function`` is the same
-step with named inputs and outputs: ``detector.conversion`` converts exactly it.
+``[h, c]`` and the new ``[h, c]`` is handed back to be stored. ``chunk_function`` runs
+``CHUNK`` such steps of each stream in one call (the cell unrolled, the other layers over all
+steps at once), so a stream with many events in a poll needs few calls. ``step_function`` and
+``chunk_function`` have named inputs and outputs: ``detector.conversion`` converts exactly
+them (a stateful model's as the signatures ``step`` and ``chunk``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +28,11 @@ import numpy as np
 import tensorflow as tf
 
 from detector.serving import ModelError
+
+#: Events of one stream per ``chunk`` call. Measured under LiteRT with ``pair`` on one stream:
+#: 8 steps 15 µs a call, 16 23 µs, 32 35 µs, 64 68 µs (one step: 4 µs), so 32 takes most of
+#: the gain while the rest of a stream (fewer than 32 events) costs at most 31 step calls.
+CHUNK = 32
 
 
 def load_model(path: Path) -> keras.Model:
@@ -96,21 +105,32 @@ class KerasStep:
         self.model = model
         self.width, stateful = input_kind(model)
         x_spec = tf.TensorSpec((None, self.width), tf.float32, name="x")
+        self.chunk = 0
         if stateful:
             self._layout = step_layout(model)
             self.state_size = self._layout.state_size
-            signature = [x_spec, tf.TensorSpec((None, self.state_size), tf.float32, name="state")]
-            body = self._stateful
+            state_spec = tf.TensorSpec((None, self.state_size), tf.float32, name="state")
+            self.step_function = _named("step", self._stateful, [x_spec, state_spec])
+            self.chunk = CHUNK
+            self.chunk_function = _named("chunk", self._chunk, [
+                tf.TensorSpec((None, CHUNK, self.width), tf.float32, name="x"), state_spec])
         else:
             self.state_size = 0
-            signature = [x_spec]
-            body = self._stateless
-        self.step_function = tf.function(body, input_signature=signature, reduce_retracing=True)
+            self.step_function = _named("step", self._stateless, [x_spec])
 
     def _stateless(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"probability": tf.reshape(self.model(tf.expand_dims(x, -1), training=False), (-1,))}
 
     def _stateful(self, x: tf.Tensor, state: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._steps(x, state, 1)
+
+    def _chunk(self, x: tf.Tensor, state: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._steps(tf.reshape(x, (-1, self.width)), state, CHUNK)
+
+    def _steps(self, x: tf.Tensor, state: tf.Tensor, steps: int) -> dict[str, tf.Tensor]:
+        """``steps`` events of each stream, rows ``stream * steps + t``: each LSTM cell is
+        stepped ``steps`` times from the carried ``[h, c]``; every other layer sees all rows
+        at once (the same per-row arithmetic as one event at a time)."""
         out = x
         new_state = []
         for layer, where in zip(self._layout.layers, self._layout.state_slices, strict=True):
@@ -120,9 +140,15 @@ class KerasStep:
             start, units = where
             h = state[:, start : start + units]
             c = state[:, start + units : start + 2 * units]
-            out, (h, c) = layer.cell(out, [h, c], training=False)
+            seq = tf.reshape(out, (-1, steps, out.shape[-1]))
+            outs = []
+            for t in range(steps):
+                o, (h, c) = layer.cell(seq[:, t], [h, c], training=False)
+                outs.append(o)
+            out = tf.reshape(tf.stack(outs, axis=1), (-1, units)) if steps > 1 else outs[0]
             new_state += [h, c]
-        return {"probability": tf.reshape(out, (-1,)), "state": tf.concat(new_state, axis=1)}
+        prob = tf.reshape(out, (-1, steps) if steps > 1 else (-1,))
+        return {"probability": prob, "state": tf.concat(new_state, axis=1)}
 
     def __call__(self, x: np.ndarray, state: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         batch = len(x)
@@ -133,3 +159,27 @@ class KerasStep:
                     np.zeros((batch, 0), np.float32))
         out = self.step_function(x, np.asarray(state, dtype=np.float32))
         return out["probability"].numpy(), out["state"].numpy()
+
+    def sequence(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``CHUNK`` events of each stream, ``x`` ``(streams, CHUNK, width)``: probabilities
+        ``(streams, CHUNK)`` and each stream's state after its last."""
+        out = self.chunk_function(x, np.asarray(state, dtype=np.float32))
+        return out["probability"].numpy(), out["state"].numpy()
+
+
+def _named(name: str, body: Callable[..., dict[str, tf.Tensor]],
+           signature: list[tf.TensorSpec]) -> Callable[..., dict[str, tf.Tensor]]:
+    """A compiled function whose name becomes its LiteRT signature key and whose arguments
+    name its inputs (``x`` and, for a stateful model, ``state``)."""
+
+    # Two functions, not one defined in two branches: AutoGraph caches its conversion by
+    # qualified name, so the second would get the first one's arguments.
+    def stateless(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return body(x)
+
+    def stateful(x: tf.Tensor, state: tf.Tensor) -> dict[str, tf.Tensor]:
+        return body(x, state)
+
+    function = stateless if len(signature) == 1 else stateful
+    function.__name__ = name
+    return tf.function(function, input_signature=signature, reduce_retracing=True)

@@ -2,11 +2,13 @@
 
 A ``.tflite`` beside a ``.keras`` holds the model's serving step (``detector.conversion``
 writes it): inputs ``x`` ``(batch, width)`` and, for a stateful model, ``state``
-``(batch, state_size)`` in ModelStep's row layout; outputs ``probability`` and ``state``. The
-batch dimension is dynamic. Resizing the interpreter to a new batch size and allocating costs
-10-35 µs here (measured against the same call at an unchanged size, batches of 10 to 1,000), so
-one interpreter is resized whenever the size changes: no cache of interpreters per size and no
-padding to buckets, which would cost more in wasted rows than it saves.
+``(batch, state_size)`` in ModelStep's row layout; outputs ``probability`` and ``state``. A
+stateful model has it as the signature ``step`` beside ``chunk``: ``x``
+``(batch, chunk, width)``, that many events of each stream in one call, ``probability``
+``(batch, chunk)``. The batch dimension is dynamic. Each signature's tensors are resized only
+when its batch size changes (resizing and allocating costs 10-35 µs here, measured against the
+same call at an unchanged size, batches of 10 to 1,000): no cache of interpreters per size and
+no padding to buckets, which would cost more in wasted rows than it saves.
 
 One thread (``num_threads=1``): the detector calls the step from one thread, the Kafka
 client's I/O thread and (locally) the broker need the other core, and one thread already runs
@@ -25,46 +27,40 @@ from ai_edge_litert.interpreter import Interpreter
 
 
 class LiteRTStep:
-    """A converted serving step: ``(x, state) -> (probability, new_state)`` as numpy."""
+    """A converted serving step: ``(x, state) -> (probability, new_state)`` as numpy, and
+    ``sequence`` for whole chunks of each stream's events (``chunk`` of them; 0: none)."""
 
     def __init__(self, content: bytes):
         self._interpreter = Interpreter(model_content=content, num_threads=1)
-        runner = self._interpreter.get_signature_runner()
-        inputs, outputs = runner.get_input_details(), runner.get_output_details()
-        del runner  # it holds views into the interpreter, which would forbid resizing
-        self._x = inputs["x"]["index"]
-        self._prob = outputs["probability"]["index"]
+        signatures = self._interpreter.get_signature_list()
+        # A file with one signature (a stateless model's, or one converted before ``chunk``
+        # existed) holds its step as ``serving_default``: it serves one event a stream a call.
+        self._step = self._interpreter.get_signature_runner(
+            "step" if "step" in signatures else next(iter(signatures)))
+        inputs = self._step.get_input_details()
         self.width = int(inputs["x"]["shape_signature"][-1])
-        if "state" in inputs:
-            self._state_in = inputs["state"]["index"]
-            self._state_out = outputs["state"]["index"]
-            self.state_size = int(inputs["state"]["shape_signature"][-1])
-        else:
-            self._state_in = self._state_out = None
-            self.state_size = 0
-        self._batch = -1
+        self.state_size = int(inputs["state"]["shape_signature"][-1]) if "state" in inputs else 0
+        self._chunk = (self._interpreter.get_signature_runner("chunk")
+                       if "chunk" in signatures else None)
+        self.chunk = (int(self._chunk.get_input_details()["x"]["shape_signature"][1])
+                      if self._chunk else 0)
         self._lock = threading.Lock()
-
-    def _resize(self, batch: int) -> None:
-        it = self._interpreter
-        it.resize_tensor_input(self._x, [batch, self.width], strict=True)
-        if self._state_in is not None:
-            it.resize_tensor_input(self._state_in, [batch, self.state_size], strict=True)
-        it.allocate_tensors()
-        self._batch = batch
 
     def __call__(self, x: np.ndarray, state: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         batch = len(x)
         if batch == 0:
             return np.zeros(0, np.float32), np.zeros((0, self.state_size), np.float32)
-        it = self._interpreter
-        with self._lock:
-            if batch != self._batch:
-                self._resize(batch)
-            it.set_tensor(self._x, x)
-            if self._state_in is None:
-                it.invoke()
-                return it.get_tensor(self._prob), np.zeros((batch, 0), np.float32)
-            it.set_tensor(self._state_in, np.ascontiguousarray(state, dtype=np.float32))
-            it.invoke()
-            return it.get_tensor(self._prob), it.get_tensor(self._state_out)
+        if not self.state_size:
+            with self._lock:
+                return self._step(x=x)["probability"], np.zeros((batch, 0), np.float32)
+        return self._run(self._step, x, state)
+
+    def sequence(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``x`` ``(streams, chunk, width)``: probabilities ``(streams, chunk)`` and each
+        stream's state after its last event."""
+        return self._run(self._chunk, x, state)
+
+    def _run(self, runner, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:  # a runner resizes only when the shape changed, then allocates
+            out = runner(x=x, state=np.ascontiguousarray(state, dtype=np.float32))
+        return out["probability"], out["state"]

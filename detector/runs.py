@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector import segments
 from detector.rule import FLAT
 from detector.state import StreamStore
 
@@ -36,28 +37,59 @@ class RunRecord:
 
 def advance(store: StreamStore, slots: np.ndarray, index: np.ndarray, flag: np.ndarray,
             step_dir: np.ndarray, seq: np.ndarray, ts: np.ndarray, min_length: int,
-            out: list[RunRecord]) -> None:
-    """Apply one event per stream (``slots`` distinct) to the runs; append their records."""
-    run_dir, run_len = store.run_dir[slots], store.run_len[slots]
-    fired = store.run_fired[slots]
-    active = run_dir != FLAT
+            first: np.ndarray | None = None) -> list[RunRecord]:
+    """Apply streams' events to their runs; their records, in event order (by ``index``).
+
+    The arrays hold one entry per event, grouped by stream and in order, ``slots`` giving each
+    event's stream; ``first`` marks each stream's first event here (None: one event per
+    stream). A run's direction after an event depends on that event alone (its flag and step),
+    and its length grows by one per continuing event, so every event's run state comes from
+    the last event that broke the run before it: no step per event.
+    """
+    first = np.ones(len(slots), bool) if first is None else np.asarray(first, bool)
     moving = (flag == 1) & (step_dir != FLAT)
-    cont = active & moving & (step_dir == run_dir)
+    dir_after = np.where(moving, step_dir, FLAT).astype(np.int8)
+    dir_before = segments.shift(dir_after, store.run_dir[slots], first)
+    cont = moving & (dir_before == step_dir)
     starts = moving & ~cont
-    for i in np.nonzero(active & ~cont & fired)[0].tolist():
-        out.append(RunRecord(int(index[i]), "resolved", int(run_dir[i]),
-                             int(store.run_start_seq[slots[i]]),
-                             float(store.run_start_ts[slots[i]]), int(run_len[i])))
-    new_len = np.where(cont, run_len + 1, np.where(starts, FIRST_FLAG_LENGTH, 0))
-    new_dir = np.where(cont, run_dir, np.where(starts, step_dir, FLAT)).astype(np.int8)
-    store.run_start_seq[slots] = np.where(starts, seq, store.run_start_seq[slots])
-    store.run_start_ts[slots] = np.where(starts, ts, store.run_start_ts[slots])
-    was_fired = fired & cont
-    fire = (new_dir != FLAT) & ~was_fired & (new_len >= min_length)
-    for i in np.nonzero(fire)[0].tolist():
-        out.append(RunRecord(int(index[i]), "firing", int(new_dir[i]),
-                             int(store.run_start_seq[slots[i]]),
-                             float(store.run_start_ts[slots[i]]), int(new_len[i])))
-    store.run_dir[slots] = new_dir
-    store.run_len[slots] = new_len
-    store.run_fired[slots] = was_fired | fire
+    # Since a stream's last break (a start or an end) here, or from its stored run.
+    broke = segments.last_where(~cont, first)
+    here = np.arange(len(slots))
+    since = here - np.where(broke >= 0, broke, segments.heads(first) - 1)
+    base = np.where(broke >= 0, np.where(starts[np.maximum(broke, 0)], FIRST_FLAG_LENGTH, 0),
+                    store.run_len[slots])
+    len_after = base + since
+    started = segments.last_where(starts, first)
+    start_seq = np.where(started >= 0, seq[np.maximum(started, 0)], store.run_start_seq[slots])
+    start_ts = np.where(started >= 0, ts[np.maximum(started, 0)], store.run_start_ts[slots])
+    fired_after = ((dir_after != FLAT) & (len_after >= min_length)) | (
+        (broke < 0) & store.run_fired[slots])
+    fired_before = segments.shift(fired_after, store.run_fired[slots], first)
+    fire = (dir_after != FLAT) & (len_after >= min_length) & ~(cont & fired_before)
+    resolve = (dir_before != FLAT) & ~cont & fired_before
+    # One record per resolution (the run before the event) and firing (the run after it),
+    # in event order, a resolution before a firing at the same event.
+    resolved, fired = np.nonzero(resolve)[0], np.nonzero(fire)[0]
+    at = np.r_[resolved, fired]
+    after = np.r_[np.zeros(len(resolved), bool), np.ones(len(fired), bool)]
+    order = np.lexsort((after, index[at]))
+    at, after = at[order], after[order]
+
+    def pick(values: np.ndarray, stored: np.ndarray) -> list:
+        """Each record's field: the value after its event, or before it for a resolution."""
+        before = segments.shift(values, stored, first)
+        return np.where(after, values[at], before[at]).tolist()
+
+    out = [RunRecord(*row) for row in zip(
+        index[at].tolist(), np.array(["resolved", "firing"])[after.astype(int)].tolist(),
+        pick(dir_after, store.run_dir[slots]), pick(start_seq, store.run_start_seq[slots]),
+        pick(start_ts, store.run_start_ts[slots]), pick(len_after, store.run_len[slots]),
+        strict=True)]
+    last = np.r_[first[1:], True]
+    stream = slots[last]
+    store.run_dir[stream] = dir_after[last]
+    store.run_len[stream] = len_after[last]
+    store.run_start_seq[stream] = start_seq[last]
+    store.run_start_ts[stream] = start_ts[last]
+    store.run_fired[stream] = fired_after[last]
+    return out

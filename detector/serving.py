@@ -35,15 +35,17 @@ MODELS_DIR = Path(__file__).parent / "models"
 CARD_KEY = "litert"
 
 
-
 class Runner(Protocol):
     """What runs the step: ``detector.litert.LiteRTStep`` or ``detector.keras_step.KerasStep``."""
 
     width: int  # values per event
     state_size: int  # LSTM state floats per stream (0: stateless)
+    chunk: int  # events of each stream per ``sequence`` call (0: no such call)
 
     def __call__(self, x: np.ndarray, state: np.ndarray | None
                  ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def sequence(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class ModelError(UsageError):
@@ -120,6 +122,7 @@ class ModelStep:
         self._run = run
         self.features: FeatureSet = features
         self.state_size = run.state_size
+        self.chunk = run.chunk
         self.name = name
         self.fingerprint = fingerprint
         self.runtime = runtime
@@ -170,6 +173,11 @@ class ModelStep:
         if self.state_size and state is None:
             state = self.zero_state(len(x))
         return self._run(x, state)
+
+    def sequence(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``chunk`` events of each stream at once, ``x`` ``(streams, chunk, width)``, from
+        their carried states: probabilities ``(streams, chunk)`` and the states after."""
+        return self._run.sequence(np.ascontiguousarray(x, dtype=np.float32), state)
 
     def zero_state(self, batch: int) -> np.ndarray:
         """The state of a stream that has seen nothing yet."""

@@ -60,3 +60,28 @@ def test_near_tie_is_relative_to_the_stream_scale():
     values = np.array([0.5, 0.9, 0.9000001, 0.2, 0.7, 0.7])
     assert near_tie(values).tolist() == [False, False, True, True, False, False]
     assert near_tie(values * 1e9 + 5e11).tolist() == near_tie(values).tolist()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_stream_at_once_equals_event_by_event(seed):
+    """The scale is a log-space EMA; over a whole stream it is a scan, not a loop."""
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.random((4, 2000)) * np.exp(rng.normal(0, 4, (4, 2000))), 3)
+    n, length = values.shape
+    prev, scale = np.zeros(n), np.zeros(n)
+    want_u, want_scale = np.zeros(values.shape, np.float32), np.zeros(values.shape)
+    for t in range(length):
+        want_u[:, t], _, want_scale[:, t] = advance(values[:, t], prev, scale, np.full(n, t))
+        prev, scale = values[:, t], want_scale[:, t]
+    first = np.arange(n * length) % length == 0
+    zero = np.zeros(n * length)
+    u, _, after = advance(values.ravel(), zero, zero, np.zeros(n * length, np.int64), first)
+    np.testing.assert_allclose(after.reshape(n, length), want_scale, rtol=1e-13)
+    np.testing.assert_array_equal(u.reshape(n, length), want_u)
+    rest = values[:, 700:]  # from the state stored after event 699
+    first = np.arange(rest.size) % rest.shape[1] == 0
+    u, _, after = advance(rest.ravel(), np.repeat(values[:, 699], rest.shape[1]),
+                          np.repeat(want_scale[:, 699], rest.shape[1]),
+                          np.full(rest.size, 700), first)
+    np.testing.assert_allclose(after.reshape(rest.shape), want_scale[:, 700:], rtol=1e-13)
+    np.testing.assert_array_equal(u.reshape(rest.shape), want_u[:, 700:])

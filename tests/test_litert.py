@@ -120,6 +120,8 @@ def test_export_records_hashes_and_agreement_and_keeps_the_card(converted):
     assert entry["events"] == 64 * 250 + 100 and "a sawtooth" in entry["measured_on"]
     assert 0 <= entry["max_abs_difference"]["probability"] < PROB_MAX
     assert entry["flags_differing"] == 0
+    assert entry["whole_streams"]["flags_differing"] == 0
+    assert 0 <= entry["whole_streams"]["max_abs_difference"]["probability"] < PROB_MAX
 
 
 def test_stale_or_missing_tflite_is_converted_at_load(converted, tmp_path, caplog):
@@ -215,3 +217,36 @@ def test_one_step_shared_by_threads_gives_each_its_own_answer(both):
     for (p1, s1), (p2, s2) in zip(alone, together, strict=True):
         np.testing.assert_array_equal(p1, p2)
         np.testing.assert_array_equal(s1, s2)
+
+
+def test_a_file_converted_before_the_chunk_signature_still_serves(both):
+    """A .tflite holding only the step, under its old key: one event of each stream per call,
+    the same flags."""
+    import tensorflow as tf
+
+    from detector.keras_step import KerasStep
+    from detector.litert import LiteRTStep
+
+    keras_step = both["pair"]["keras"]
+    step = KerasStep(keras_step.model)
+
+    def _stateful(x, state):
+        return step._stateful(x, state)
+
+    function = tf.function(_stateful, input_signature=[
+        tf.TensorSpec((None, step.width), tf.float32, name="x"),
+        tf.TensorSpec((None, step.state_size), tf.float32, name="state")])
+    holder = tf.Module()
+    holder.variables_ = [getattr(v, "value", v) for v in step.model.weights]
+    content = tf.lite.TFLiteConverter.from_concrete_functions(
+        [function.get_concrete_function()], holder).convert()
+    old = LiteRTStep(content)
+    assert old.chunk == 0 and old.state_size == step.state_size
+    current = both["pair"]["litert"]
+    served = ModelStep(old, "pair", "pair", current.fingerprint, "litert", current.path)
+    values = np.random.default_rng(3).random(300)
+    batch = Batch.of(["hot"] * 300, values)
+    got, want = Engine(served).process(batch), Engine(current).process(batch)
+    assert got.calls == 300 and want.calls < 300
+    assert (got.flag == want.flag).all()
+    np.testing.assert_allclose(got.probability, want.probability, atol=PROB_TOL)

@@ -17,8 +17,24 @@ def lifecycle(values, min_length=3, flags=None):
     slot = store.lookup(["s"], np.array([0]))
     out: list[runs.RunRecord] = []
     for t in range(len(values)):
-        runs.advance(store, slot, np.array([t]), flags[t:t + 1], dirs[t:t + 1],
-                     np.array([t]), np.array([float(t)]), min_length, out)
+        out += runs.advance(store, slot, np.array([t]), flags[t:t + 1], dirs[t:t + 1],
+                            np.array([t]), np.array([float(t)]), min_length)
+    return [(r.status, r.index, r.direction, r.start_seq, r.length) for r in out]
+
+
+def in_polls(values, cuts, min_length=3, flags=None):
+    """The same stream fed in polls of many events each (cut at ``cuts``): its run records
+    and the stored run state."""
+    values = np.asarray(values, np.float64)
+    flags = exact_flags(values) if flags is None else np.asarray(flags)
+    dirs = np.r_[FLAT, direction(values[1:], values[:-1])]
+    store = StreamStore(state_size=0)
+    slot = store.lookup(["s"], np.array([0]))
+    out: list[runs.RunRecord] = []
+    for part in np.split(np.arange(len(values)), cuts):
+        first = np.r_[True, np.zeros(len(part) - 1, bool)]
+        out += runs.advance(store, np.repeat(slot, len(part)), part, flags[part], dirs[part],
+                            part, part.astype(float), min_length, first)
     return [(r.status, r.index, r.direction, r.start_seq, r.length) for r in out]
 
 
@@ -65,3 +81,14 @@ def test_every_firing_is_resolved_once_on_random_walks(seed):
         else:
             open_runs.remove(start)
     assert len(open_runs) <= 1  # only the run still going at the end
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_polls_of_many_events_equal_one_event_at_a_time(seed):
+    rng = np.random.default_rng(seed)
+    values = np.round(np.cumsum(rng.normal(size=3000)))
+    flags = exact_flags(values)
+    flags[rng.random(3000) < 0.05] ^= 1  # model errors too
+    cuts = np.sort(rng.choice(np.arange(1, 3000), 12, replace=False))
+    for min_length in (3, 4, 7):
+        assert in_polls(values, cuts, min_length, flags) == lifecycle(values, min_length, flags)
