@@ -10,21 +10,11 @@ from detector.state import StreamStore
 
 def lifecycle(values, min_length=3, flags=None):
     """Feed one stream event by event with the given (else exact) flags; its run records."""
-    values = np.asarray(values, np.float64)
-    flags = exact_flags(values) if flags is None else np.asarray(flags)
-    dirs = np.r_[FLAT, direction(values[1:], values[:-1])]
-    store = StreamStore(state_size=0)
-    slot = store.lookup(["s"], np.array([0]))
-    out: list[runs.RunRecord] = []
-    for t in range(len(values)):
-        out += runs.advance(store, slot, np.array([t]), flags[t:t + 1], dirs[t:t + 1],
-                            np.array([t]), np.array([float(t)]), min_length)
-    return [(r.status, r.index, r.direction, r.start_seq, r.length) for r in out]
+    return in_polls(values, np.arange(1, len(values)), min_length, flags)
 
 
 def in_polls(values, cuts, min_length=3, flags=None):
-    """The same stream fed in polls of many events each (cut at ``cuts``): its run records
-    and the stored run state."""
+    """The same stream fed in polls of many events each (cut at ``cuts``): its run records."""
     values = np.asarray(values, np.float64)
     flags = exact_flags(values) if flags is None else np.asarray(flags)
     dirs = np.r_[FLAT, direction(values[1:], values[:-1])]
