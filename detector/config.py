@@ -184,7 +184,11 @@ class DetectorSettings:
         10, "How long the broker may hold a fetch for more data; the local broker always "
         "waits this long, so it bounds latency there."
     )
-    linger_ms: int = opt(5, LINGER_HELP)
+    linger_ms: int = opt(
+        0, "How long a poll's outputs may wait for the next polls' before they are sent (one "
+        "batch per partition either way): 0 sends each poll's at once; more makes fewer, "
+        "larger requests for up to that much latency."
+    )
     checkpoint_interval_ms: int = opt(
         2000, "Outputs acknowledged, changed state written, offsets committed this often (and "
         "on revoke and shutdown); a crash replays at most about this much input."
