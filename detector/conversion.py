@@ -4,11 +4,12 @@
 ``<name>.tflite`` beside ``<name>.keras`` and adds to ``<name>.card.json`` both files' sha256
 and the largest differences between the two runtimes, measured through ``Engine`` (the
 pipeline's own path) on fresh uniform streams and on any real series given. The converted
-step is ``detector.keras_step.KerasStep.step_function``, so both runtimes compute the same
-graph: for a stateful model the signatures ``step`` (one cell step with the carried
-``[h, c]`` as input and output) and ``chunk`` (``keras_step.CHUNK`` such steps per stream in
-one call); for ``seed`` its one signature, the model with its LSTMs unrolled (builtin ops
-only, no Flex delegate).
+step is ``detector.keras_step.KerasStep.step_function``: for a stateful model the signatures
+``step`` (one cell step with the carried ``[h, c]`` as input and output) and ``chunk``
+(``keras_step.CHUNK`` such steps per stream in one call); for ``seed`` its one signature,
+its fixed-length sequence stepped from the zero state. Each LSTM cell is written out as
+``keras_step.fused_cell`` (the same arithmetic in fewer ops, builtin only: Keras's own LSTM
+layer converts to a ``While`` loop that needs TensorFlow's Flex delegate).
 Needs TensorFlow: the serving path imports this only to convert a model at load.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from detector.keras_step import KerasStep, input_kind, load_model, unrolled
+from detector.keras_step import KerasStep, load_model
 from detector.serving import (
     CARD_KEY,
     MODELS_DIR,
@@ -46,9 +47,8 @@ class ConversionError(ModelError):
 def convert(keras_path: Path) -> tuple[bytes, str]:
     """The ``.tflite`` bytes of the model's serving step, and the converter's version."""
     model = load_model(keras_path)
-    _, stateful = input_kind(model)
     try:
-        step = KerasStep(model if stateful else unrolled(model))
+        step = KerasStep(model, fused=True)
         # The trackable object must hold the variables themselves: a Keras 3 model passed
         # directly converts them to uninitialised resource variables (every output NaN).
         holder = tf.Module()

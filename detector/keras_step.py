@@ -8,7 +8,9 @@ sequence models; here each LSTM layer's cell is stepped once with the stream's c
 ``CHUNK`` such steps of each stream in one call (the cell unrolled, the other layers over all
 steps at once), so a stream with many events in a poll needs few calls. ``step_function`` and
 ``chunk_function`` have named inputs and outputs: ``detector.conversion`` converts exactly
-them (a stateful model's as the signatures ``step`` and ``chunk``).
+them (a stateful model's as the signatures ``step`` and ``chunk``), built with
+``fused=True``: each cell written out as ``fused_cell``, and ``seed``'s sequence stepped the
+same way from the zero state.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ from detector.serving import ModelError
 #: 8 steps 15 µs a call, 16 23 µs, 32 35 µs, 64 68 µs (one step: 4 µs), so 32 takes most of
 #: the gain while the rest of a stream (fewer than 32 events) costs at most 31 step calls.
 CHUNK = 32
+
+#: One LSTM cell step: ``(x, h, c) -> (output, h, c)``.
+#: ``h`` and ``c`` None: the zero state, as a stateless model's sequences start.
+CellStep = Callable[[tf.Tensor, tf.Tensor | None, tf.Tensor | None],
+                    tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
 
 
 def load_model(path: Path) -> keras.Model:
@@ -85,29 +92,76 @@ def step_layout(model: keras.Model) -> StepLayout:
     return StepLayout(tuple(layers), tuple(slices), offset)
 
 
-def unrolled(model: keras.Model) -> keras.Model:
-    """The same model and weights with every recurrent layer unrolled: a fixed-length LSTM
-    loop converts to a ``While`` that LiteRT runs only with TensorFlow's Flex delegate,
-    unrolled it is plain builtin ops."""
-    config = model.get_config()
-    for layer in config["layers"]:
-        if "unroll" in layer.get("config", {}):
-            layer["config"]["unroll"] = True
-    clone = model.__class__.from_config(config)
-    clone.set_weights(model.get_weights())
-    return clone
+def keras_cell(cell: keras.layers.LSTMCell) -> CellStep:
+    """The layer's own cell call: the reference the ``--runtime keras`` path serves."""
+
+    def step(x: tf.Tensor, h: tf.Tensor | None, c: tf.Tensor | None
+             ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        out, (h, c) = cell(x, [h, c], training=False)
+        return out, h, c
+
+    return step
+
+
+def fused_cell(cell: keras.layers.LSTMCell) -> CellStep:
+    """The same cell arithmetic in fewer, larger ops, for conversion: ``[x, h]`` times the
+    stacked kernels in one matrix product; a gate whose kernel and recurrent columns are all
+    zero (``pair``'s forget gate, pinned shut in training) as the constant it is; from the zero
+    state (``h`` and ``c`` None) without the products that are 0. Keras's cell converts to a
+    product, a slice and an add per gate, and its unrolled layer to ops XNNPACK does not take;
+    this runs both shipped steps faster under LiteRT (``pair`` at batch 4,096 about twice as
+    fast, ``bench/startup.py --sections step``). Equal to the cell within float rounding; the
+    card records the measured difference."""
+    units = cell.units
+    kernel = np.concatenate([np.asarray(cell.kernel), np.asarray(cell.recurrent_kernel)])
+    bias = np.asarray(cell.bias) if cell.use_bias else np.zeros(4 * units, np.float32)
+    gates = [kernel[:, g * units : (g + 1) * units] for g in range(4)]
+    constant = [not gate.any() for gate in gates]
+    if all(constant):  # nothing left to multiply: keep the product (a degenerate cell)
+        constant = [False] * 4
+    live = [g for g in range(4) if not constant[g]]
+    live_kernel = np.concatenate([gates[g] for g in live], axis=1)
+    from_zero = tf.constant(live_kernel[: len(kernel) - units])  # the input's rows alone
+    live_kernel = tf.constant(live_kernel)
+    live_bias = tf.constant(np.concatenate([bias[g * units : (g + 1) * units] for g in live]))
+    act, recurrent = cell.activation, cell.recurrent_activation
+
+    def step(x: tf.Tensor, h: tf.Tensor | None, c: tf.Tensor | None
+             ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        if h is None:
+            z = tf.matmul(x, from_zero) + live_bias
+        else:
+            z = tf.matmul(tf.concat([x, h], axis=1), live_kernel) + live_bias
+        parts = iter(tf.split(z, len(live), axis=1))
+        i, f, g, o = (
+            tf.constant(bias[n * units : (n + 1) * units]) if constant[n] else next(parts)
+            for n in range(4))
+        gated = recurrent(i) * act(g)
+        c = gated if c is None else recurrent(f) * c + gated
+        h = recurrent(o) * act(c)
+        return h, h, c
+
+    return step
 
 
 class KerasStep:
-    """A Keras model's batched step, compiled: ``(x, state) -> (probability, new_state)``."""
+    """A Keras model's batched step, compiled: ``(x, state) -> (probability, new_state)``.
 
-    def __init__(self, model: keras.Model):
+    ``fused``: each LSTM stepped through ``fused_cell`` (what ``detector.conversion``
+    converts), a stateless model's sequence too; otherwise the model's own layers (the
+    ``--runtime keras`` reference)."""
+
+    def __init__(self, model: keras.Model, fused: bool = False):
         self.model = model
         self.width, stateful = input_kind(model)
         x_spec = tf.TensorSpec((None, self.width), tf.float32, name="x")
         self.chunk = 0
-        if stateful:
+        if stateful or fused:  # stepped cell by cell (the reference stateless path is the model)
             self._layout = step_layout(model)
+            cell = fused_cell if fused else keras_cell
+            self._cells = [cell(layer.cell) if where else None for layer, where
+                           in zip(self._layout.layers, self._layout.state_slices, strict=True)]
+        if stateful:
             self.state_size = self._layout.state_size
             state_spec = tf.TensorSpec((None, self.state_size), tf.float32, name="state")
             self.step_function = _named("step", self._stateful, [x_spec, state_spec])
@@ -116,10 +170,17 @@ class KerasStep:
                 tf.TensorSpec((None, CHUNK, self.width), tf.float32, name="x"), state_spec])
         else:
             self.state_size = 0
-            self.step_function = _named("step", self._stateless, [x_spec])
+            self.step_function = _named(
+                "step", self._sequence if fused else self._stateless, [x_spec])
 
     def _stateless(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"probability": tf.reshape(self.model(tf.expand_dims(x, -1), training=False), (-1,))}
+
+    def _sequence(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        """A stateless model's fixed-length sequence (one value a step) from the zero state:
+        the last step's probability."""
+        return {"probability": self._steps(tf.reshape(x, (-1, 1)), None, self.width)
+                ["probability"][:, -1]}
 
     def _stateful(self, x: tf.Tensor, state: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._steps(x, state, 1)
@@ -127,25 +188,33 @@ class KerasStep:
     def _chunk(self, x: tf.Tensor, state: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._steps(tf.reshape(x, (-1, self.width)), state, CHUNK)
 
-    def _steps(self, x: tf.Tensor, state: tf.Tensor, steps: int) -> dict[str, tf.Tensor]:
+    def _steps(self, x: tf.Tensor, state: tf.Tensor | None, steps: int
+               ) -> dict[str, tf.Tensor]:
         """``steps`` events of each stream, rows ``stream * steps + t``: each LSTM cell is
         stepped ``steps`` times from the carried ``[h, c]``; every other layer sees all rows
         at once (the same per-row arithmetic as one event at a time)."""
         out = x
         new_state = []
-        for layer, where in zip(self._layout.layers, self._layout.state_slices, strict=True):
+        for layer, where, cell in zip(self._layout.layers, self._layout.state_slices,
+                                      self._cells, strict=True):
             if where is None:
                 out = layer(out, training=False)
                 continue
             start, units = where
-            h = state[:, start : start + units]
-            c = state[:, start + units : start + 2 * units]
-            seq = tf.reshape(out, (-1, steps, out.shape[-1]))
+            h = c = None
+            if state is not None:
+                h = state[:, start : start + units]
+                c = state[:, start + units : start + 2 * units]
+            # One row a stream, step t's inputs in columns t * width ...: each step's slice
+            # and the outputs' concatenation stay 2-D, which XNNPACK runs (a 3-D slice is
+            # left to LiteRT's own kernels and split the graph: the step ran at half speed).
+            width = out.shape[-1]
+            seq = tf.reshape(out, (-1, steps * width))
             outs = []
             for t in range(steps):
-                o, (h, c) = layer.cell(seq[:, t], [h, c], training=False)
+                o, h, c = cell(seq[:, t * width : (t + 1) * width] if steps > 1 else out, h, c)
                 outs.append(o)
-            out = tf.reshape(tf.stack(outs, axis=1), (-1, units)) if steps > 1 else outs[0]
+            out = tf.reshape(tf.concat(outs, axis=1), (-1, units)) if steps > 1 else outs[0]
             new_state += [h, c]
         prob = tf.reshape(out, (-1, steps) if steps > 1 else (-1,))
         return {"probability": prob, "state": tf.concat(new_state, axis=1)}
