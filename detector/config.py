@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import os
 import socket
+import tempfile
 import types
 import typing
 import urllib.parse
@@ -200,6 +201,12 @@ class DetectorSettings:
         "partitions wait out the session timeout). {hostname} in it is replaced by the host "
         "name. Empty: dynamic."
     )
+    member_dir: str = opt(
+        "{tmp}/detector-members", "Where each detector records its group member id on its "
+        "host; a detector starting up asks the group to remove members recorded there whose "
+        "process has died, rather than wait out their sessions (dynamic membership only). "
+        "{tmp} is the temporary directory (TMPDIR, else /tmp). Empty: off."
+    )
     session_timeout_ms: int = opt(10000, SESSION_TIMEOUT_HELP)
     heartbeat_interval_ms: int = opt(3000, HEARTBEAT_HELP)
     retry_backoff_max_s: float = opt(10.0, "Longest wait between retries while the broker is gone.")
@@ -216,6 +223,8 @@ class DetectorSettings:
         # is its own and survives a restart of the container.
         object.__setattr__(self, "group_instance_id",
                            self.group_instance_id.replace("{hostname}", socket.gethostname()))
+        object.__setattr__(self, "member_dir",
+                           self.member_dir.replace("{tmp}", tempfile.gettempdir()))
         topics = [self.input_topic, self.output_topic, self.alert_topic, self.dlq_topic]
         if len(set([*topics, self.state_topic])) != 5:
             raise ConfigError("input, output, alert, dead-letter and state topics must differ")

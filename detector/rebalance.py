@@ -22,6 +22,7 @@ from detector.checkpoint import Checkpointer
 from detector.config import DetectorSettings
 from detector.metrics import Metrics
 from detector.outbox import Outbox, OutputFailed
+from detector.predecessors import MemberRecords, remove_dead
 from detector.state import StateRecordError, StreamStore, decode_state
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,20 @@ class Membership(ConsumerRebalanceListener):
         self.positions = positions
         self.needs_recovery = False
         self.joined = False  # a member of the group with an assignment (maybe empty)
+        # static members replace themselves; dynamic ones record their id for a restart
+        self.records = (None if settings.group_instance_id
+                        else MemberRecords.of(settings.member_dir, settings.group_id))
+        self._recorded = ""
         self.consumer: KafkaConsumer
         self.outbox: Outbox
         self.restorer: KafkaConsumer
 
     def attach(self, consumer: KafkaConsumer, outbox: Outbox) -> None:
-        """Start reading the state topic and listening to ``consumer``'s rebalances."""
+        """Start reading the state topic and listening to ``consumer``'s rebalances; before
+        the first join, remove this host's dead members of the group (``predecessors``)."""
         self.consumer, self.outbox = consumer, outbox
+        if self.records:
+            remove_dead(self.s.kafka, self.s.group_id, self.records)
         self.restorer = kafka_io.consumer(self.s.kafka, group_id=None, enable_auto_commit=False,
                                           fetch_max_wait_ms=20)
         consumer.subscribe([self.s.input_topic], listener=self)
@@ -85,6 +93,10 @@ class Membership(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.joined = True
+        member_id = self.consumer.group_metadata().member_id
+        if self.records and member_id and member_id != self._recorded:
+            self.records.record(member_id)
+            self._recorded = member_id
         try:
             self.restore({tp.partition for tp in assigned})
         except TRANSIENT as exc:
@@ -174,4 +186,7 @@ class Membership(ConsumerRebalanceListener):
                  len(self.store))
 
     def close(self) -> None:
+        """After the consumer's close (it left the group): stop the reader, drop the record."""
         kafka_io.close_bounded(self.restorer.close, "the state reader")
+        if self.records:
+            self.records.forget_own()
