@@ -240,6 +240,39 @@ def latency(kafka: KafkaSettings, rate: float, seconds: float, streams: int) -> 
             "p99_ms": float(np.percentile(lat_ms, 99)), "max_ms": float(lat_ms.max())}
 
 
+def latency_floor(kafka: KafkaSettings, rate: float, seconds: float, streams: int) -> dict:
+    """The same feed read by a plain consumer in the detector's place (no decoding beyond the
+    timestamp, nothing produced): p50/p99 of receipt time - ts, the broker's and the client's
+    own share of ``latency``."""
+    topic = "floor.in"
+    kafka_io.ensure_topics(kafka, [kafka_io.TopicSpec(topic, 6)])
+    lat: list[float] = []
+    stop = threading.Event()
+    consumer = kafka_io.consumer(kafka, group_id="floor", auto_offset_reset="earliest",
+                                 fetch_max_wait_ms=10, session_timeout_ms=6000,
+                                 heartbeat_interval_ms=2000)
+    consumer.subscribe([topic])
+
+    def consume() -> None:
+        while not stop.is_set():
+            for recs in consumer.poll(timeout_ms=100).values():
+                now = time.time()
+                lat.extend(now - json.loads(r.value)["ts"] for r in recs)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    time.sleep(5)  # joined the group before the feed starts
+    fill(kafka, topic, int(rate * seconds), streams, rate=rate)
+    time.sleep(3)
+    stop.set()
+    reader.join()
+    consumer.close()
+    lat_ms = np.array(lat) * 1000
+    return {"rate": rate, "seconds": seconds, "events": len(lat),
+            "p50_ms": float(np.percentile(lat_ms, 50)),
+            "p99_ms": float(np.percentile(lat_ms, 99)), "max_ms": float(lat_ms.max())}
+
+
 def memory(kafka: KafkaSettings, streams: int) -> dict:
     """RSS growth of a detector from empty to ``streams`` streams (one event each)."""
     topic, group = "memory.in", "memory"
@@ -371,6 +404,9 @@ def main() -> None:
     p.add_argument("--restore-streams", type=int, default=100_000)
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--only-memory", action="store_true", help="just the memory measurement")
+    p.add_argument("--only-latency-floor", type=float, metavar="RATE",
+                   help="just a plain consumer's latency at RATE events/s for --latency-seconds "
+                        "(no detector): the local broker's and the client's own floor")
     p.add_argument("--hot-share", type=float, default=0.9,
                    help="share of the skewed input's events in its one hot stream")
     p.add_argument("--only-workloads", action="store_true",
@@ -380,6 +416,15 @@ def main() -> None:
         with LocalBroker() as broker:
             kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
             say(json.dumps(memory(kafka, args.memory_streams)))
+        return
+    if args.only_latency_floor:
+        with LocalBroker() as broker:
+            kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+            floor = latency_floor(kafka, args.only_latency_floor, args.latency_seconds,
+                                  args.streams)
+        say(f"plain consumer at {floor['rate']:,.0f} events/s for {floor['seconds']:.0f} s: "
+            f"p50 {floor['p50_ms']:.1f} ms, p99 {floor['p99_ms']:.1f} ms")
+        save("pipeline-floor", floor, "python bench/pipeline.py " + " ".join(sys.argv[1:]))
         return
     results: dict = {"events": args.events, "streams": args.streams,
                      "hot_share": args.hot_share}
