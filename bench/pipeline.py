@@ -415,7 +415,10 @@ def main() -> None:
     if args.only_memory:
         with LocalBroker() as broker:
             kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-            say(json.dumps(memory(kafka, args.memory_streams)))
+            mem = memory(kafka, args.memory_streams)
+        say(f"RSS growth per stream at {mem['streams']:,} streams: "
+            f"{mem['bytes_per_stream']:.0f} bytes")
+        save("pipeline-memory", mem, "python bench/pipeline.py " + " ".join(sys.argv[1:]))
         return
     if args.only_latency_floor:
         with LocalBroker() as broker:

@@ -169,7 +169,8 @@ def gc_pauses(model: str, streams: int, rate: float, seconds: float) -> dict:
 
     from detector.config import DetectorSettings
     from detector.metrics import Metrics
-    from detector.pipeline import Pipeline, settle_garbage_collector
+    from detector.pipeline import Pipeline
+    from detector.process_tuning import settle_garbage_collector
     from detector.serving import ModelStep
 
     step = ModelStep.load(model)

@@ -80,11 +80,14 @@ def _logging(verbose: bool = False) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from detector.process_tuning import cap_malloc_arenas, settle_garbage_collector
+
+    cap_malloc_arenas()  # before any thread starts
     settings = build(DetectorSettings, args, "DETECTOR")
     _logging()
     log = logging.getLogger("detector")
     from detector.metrics import Metrics, MetricsServer
-    from detector.pipeline import Pipeline, settle_garbage_collector
+    from detector.pipeline import Pipeline
     from detector.serving import ModelStep
 
     step = ModelStep.load(settings.model, settings.runtime)

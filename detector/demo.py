@@ -70,7 +70,8 @@ def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
         out(f"demo: broker ready at {broker.bootstrap}; loading model {model!r} ({runtime}) ...")
         from detector.metrics import MetricsServer
-        from detector.pipeline import Pipeline, settle_garbage_collector
+        from detector.pipeline import Pipeline
+        from detector.process_tuning import settle_garbage_collector
         from detector.serving import ModelStep
 
         step = ModelStep.load(model, runtime)

@@ -13,7 +13,6 @@ partitions over in a rebalance): restore, seek to the committed offsets, go on.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import threading
@@ -32,6 +31,7 @@ from detector.engine import Batch, Engine, Result
 from detector.mapping import InputMapping
 from detector.metrics import Metrics
 from detector.outbox import Outbox
+from detector.process_tuning import release_free_memory
 from detector.rebalance import TRANSIENT, Membership
 from detector.serving import ModelStep
 
@@ -44,22 +44,6 @@ CHECKPOINT_TIMEOUT_S = 130.0
 #: broker gone it cannot succeed; giving up loses nothing (those offsets stay uncommitted and
 #: are replayed).
 SHUTDOWN_FLUSH_TIMEOUT_S = 10.0
-
-
-def settle_garbage_collector() -> None:
-    """Keep the garbage collector from stopping the process for tens of milliseconds, often.
-
-    Measured with TensorFlow loaded: about a million long-lived objects, a full collection
-    every 2-3 s of 200-300 ms at 5,000 events/s, which was the whole p99 latency. With LiteRT
-    (``python bench/startup.py --sections gc``) about 49,000 objects remain, yet at 5,000
-    events/s over 1,000 streams Python's default thresholds still ran about 3,000 collections
-    in 30 s (23-24 full, the longest 50 ms, 1.3-1.5 s in all); frozen, with a larger young
-    generation, none or one (36 ms). So it stays. Call once per process, after the model is
-    loaded and the clients are up.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 class Pipeline:
@@ -328,6 +312,7 @@ class Pipeline:
             self.metrics.checkpoint_seconds.observe(durations.pop())
         self._backoff = 0.5
         self._update_gauges()
+        release_free_memory()
 
     def _update_gauges(self) -> None:
         self.metrics.active_streams.set(len(self.store))
