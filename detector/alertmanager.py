@@ -40,6 +40,7 @@ from detector import kafka_io
 from detector.codec import RunAlert, decode_run
 from detector.config import BridgeSettings
 from detector.metrics import BridgeMetrics
+from detector.predecessors import MemberRecords, remove_dead
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ class Bridge(ConsumerRebalanceListener):
         self._commit_failed = False
         self._joined = False
         self._warned_foreign = False
+        self.records = MemberRecords.of(settings.member_dir, settings.group_id)
         self._revoked: set[int] = set()
         self._lock = threading.Lock()  # the rebalance callbacks run on the client's IO thread
         metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
@@ -188,6 +190,8 @@ class Bridge(ConsumerRebalanceListener):
             log.info("waiting for topic %s (the detector creates it)", topic)
             if self.stop_event.wait(TOPIC_WAIT_S):
                 return
+        if self.records:  # a crashed bridge's successor need not wait out its session
+            remove_dead(kafka, self.s.group_id, self.records)
         self.consumer = kafka_io.consumer(
             kafka, group_id=self.s.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=MAX_POLL_RECORDS,
@@ -229,6 +233,8 @@ class Bridge(ConsumerRebalanceListener):
             self._post()
         self._commit(force=True)
         kafka_io.close_bounded(lambda: self.consumer.close(autocommit=False), "the consumer")
+        if self.records:
+            self.records.forget_own()
 
     # --- records ------------------------------------------------------------------------------
 
@@ -382,6 +388,8 @@ class Bridge(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._joined = True
+        if self.records:
+            self.records.assigned(self.consumer)
         log.info("assigned partitions %s of %s", sorted(tp.partition for tp in assigned),
                  self.s.alert_topic)
 

@@ -115,6 +115,11 @@ LINGER_HELP = ("How long records gather into one batch per partition before they
 METRICS_HOST_HELP = "Address the metrics and /healthz endpoint binds to."
 METRICS_PORT_HELP = "Port of the metrics and /healthz endpoint (0 picks a free one)."
 SESSION_TIMEOUT_HELP = "Consumer group session timeout."
+MEMBER_DIR_HELP = (
+    "Where each member of the group records its member id on its host; one starting up asks "
+    "the group to remove members recorded there whose process has died, rather than wait out "
+    "their sessions (dynamic membership only). {tmp} is the temporary directory (TMPDIR, else "
+    "/tmp). Empty: off.")
 HEARTBEAT_HELP = "Consumer group heartbeat interval."
 
 
@@ -201,12 +206,7 @@ class DetectorSettings:
         "partitions wait out the session timeout). {hostname} in it is replaced by the host "
         "name. Empty: dynamic."
     )
-    member_dir: str = opt(
-        "{tmp}/detector-members", "Where each detector records its group member id on its "
-        "host; a detector starting up asks the group to remove members recorded there whose "
-        "process has died, rather than wait out their sessions (dynamic membership only). "
-        "{tmp} is the temporary directory (TMPDIR, else /tmp). Empty: off."
-    )
+    member_dir: str = opt("{tmp}/detector-members", MEMBER_DIR_HELP)
     session_timeout_ms: int = opt(10000, SESSION_TIMEOUT_HELP)
     heartbeat_interval_ms: int = opt(3000, HEARTBEAT_HELP)
     retry_backoff_max_s: float = opt(10.0, "Longest wait between retries while the broker is gone.")
@@ -223,8 +223,7 @@ class DetectorSettings:
         # is its own and survives a restart of the container.
         object.__setattr__(self, "group_instance_id",
                            self.group_instance_id.replace("{hostname}", socket.gethostname()))
-        object.__setattr__(self, "member_dir",
-                           self.member_dir.replace("{tmp}", tempfile.gettempdir()))
+        _expand_member_dir(self)
         topics = [self.input_topic, self.output_topic, self.alert_topic, self.dlq_topic]
         if len(set([*topics, self.state_topic])) != 5:
             raise ConfigError("input, output, alert, dead-letter and state topics must differ")
@@ -271,11 +270,13 @@ class BridgeSettings:
         30.0, "Longest wait between retries while Alertmanager is down or failing.")
     metrics_host: str = opt("127.0.0.1", METRICS_HOST_HELP)
     metrics_port: int = opt(9109, METRICS_PORT_HELP)
+    member_dir: str = opt("{tmp}/detector-members", MEMBER_DIR_HELP)
     session_timeout_ms: int = opt(10000, SESSION_TIMEOUT_HELP)
     heartbeat_interval_ms: int = opt(3000, HEARTBEAT_HELP)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
     def __post_init__(self) -> None:
+        _expand_member_dir(self)
         if not self.url:
             raise ConfigError("--url (DETECTOR_URL) is required: Alertmanager's base URL")
         parts = urllib.parse.urlsplit(self.url)
@@ -356,6 +357,11 @@ def duration_s(name: str, text: str) -> float:
 def _port(value: int) -> None:
     if not 0 <= value <= 65535:
         raise ConfigError(f"--metrics-port {value} is not a port number")
+
+
+def _expand_member_dir(settings: DetectorSettings | BridgeSettings) -> None:
+    object.__setattr__(settings, "member_dir",
+                       settings.member_dir.replace("{tmp}", tempfile.gettempdir()))
 
 
 def _group_timing(session_timeout_ms: int, heartbeat_interval_ms: int) -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, MemberToRemove
 from kafka.errors import KafkaError
 from kafka.protocol.admin import DescribeGroupsRequest
@@ -61,16 +62,24 @@ def _runs(pid: int, started: int | None) -> bool:
     return started is None or now is None or now == started
 
 
-@dataclass(frozen=True)
+@dataclass
 class MemberRecords:
     """This host's records of the group's members, one file each."""
 
     directory: Path
+    _recorded: str = ""
 
     @classmethod
     def of(cls, member_dir: str, group: str) -> MemberRecords | None:
         """The group's records, or None when recording is off (``--member-dir ''``)."""
         return cls(Path(member_dir) / quote(group, safe="")) if member_dir else None
+
+    def assigned(self, consumer: KafkaConsumer) -> None:
+        """Called on each assignment: record the consumer's member id if it is a new one."""
+        member_id = consumer.group_metadata().member_id
+        if member_id and member_id != self._recorded:
+            self.record(member_id)
+            self._recorded = member_id
 
     def record(self, member_id: str) -> None:
         """Record this process as ``member_id`` (replacing its earlier id, if any)."""

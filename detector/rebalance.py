@@ -57,7 +57,6 @@ class Membership(ConsumerRebalanceListener):
         # static members replace themselves; dynamic ones record their id for a restart
         self.records = (None if settings.group_instance_id
                         else MemberRecords.of(settings.member_dir, settings.group_id))
-        self._recorded = ""
         self.consumer: KafkaConsumer
         self.outbox: Outbox
         self.restorer: KafkaConsumer
@@ -93,10 +92,8 @@ class Membership(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.joined = True
-        member_id = self.consumer.group_metadata().member_id
-        if self.records and member_id and member_id != self._recorded:
-            self.records.record(member_id)
-            self._recorded = member_id
+        if self.records:
+            self.records.assigned(self.consumer)
         try:
             self.restore({tp.partition for tp in assigned})
         except TRANSIENT as exc:

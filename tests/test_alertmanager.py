@@ -287,11 +287,12 @@ def bridge_process(kafka, url: str, **env: str) -> DetectorProcess:
 
 @pytest.mark.broker
 def test_a_bridge_killed_and_started_again_keeps_open_runs_alive_and_resolves_them(
-        kafka, alertmanager):
+        kafka, alertmanager, tmp_path):
     am, webhook = alertmanager
     runs = [("s-1", 5), ("s-2", 7)]
     send(kafka, TOPIC, [firing("s-3", 1)] + [firing(s, n) for s, n in runs])
-    first = bridge_process(kafka, am.url)
+    members = {"DETECTOR_MEMBER_DIR": str(tmp_path)}
+    first = bridge_process(kafka, am.url, **members)
     try:
         wait_for(lambda: webhook.runs("firing") >= set(runs) | {("s-3", 1)}, 60,
                  what=lambda: f"the firings{first.output()}")
@@ -308,10 +309,12 @@ def test_a_bridge_killed_and_started_again_keeps_open_runs_alive_and_resolves_th
     # A new bridge in the same group reads the open runs' firing records again and re-posts
     # them, which moves their endsAt further out; then it resolves them.
     second = bridge_process(kafka, am.url, DETECTOR_RESEND_INTERVAL_S="1",
-                            DETECTOR_FIRING_TTL_S="600")
+                            DETECTOR_FIRING_TTL_S="600", **members)
     try:
         wait_for(lambda: second.metric("alert_bridge_open_runs") == len(runs), 60,
                  what=lambda: f"the open runs rebuilt{second.output()}")
+        # it removed the killed bridge from the group rather than wait out its session
+        assert "removed 1 dead member(s) of group trend-alertmanager" in second.output()
         wait_for(lambda: all(parse_time(a["endsAt"]) > ends_before[run] + 200
                              for run, a in active_alerts(am).items()), 15,
                  what="re-posts from the new bridge")
