@@ -105,7 +105,7 @@ class MemberRecords:
         """Member ids recorded by processes of this host that no longer run, with their files."""
         host = socket.gethostname()
         return {rec["member_id"]: path for path, rec in self._read()
-                if rec.get("host") == host and not _runs(int(rec["pid"]), rec.get("started"))}
+                if rec.get("host") == host and not _runs(rec["pid"], rec.get("started"))}
 
     def _read(self) -> list[tuple[Path, dict]]:
         out = []
@@ -113,7 +113,9 @@ class MemberRecords:
             for path in self.directory.glob("*.json"):
                 with contextlib.suppress(OSError, ValueError):
                     rec = json.loads(path.read_text())
-                    if isinstance(rec, dict) and {"member_id", "pid"} <= rec.keys():
+                    if (isinstance(rec, dict) and isinstance(rec.get("member_id"), str)
+                            and isinstance(rec.get("pid"), int)
+                            and isinstance(rec.get("started"), int | None)):
                         out.append((path, rec))
         return out
 
@@ -142,7 +144,7 @@ def remove_dead(kafka: KafkaSettings, group: str, records: MemberRecords) -> lis
         elif listed:
             log.info("group %s is %s: its %d dead member(s) are left to their session timeout",
                      group, state, len(listed))
-    except (KafkaError, OSError) as exc:
+    except Exception as exc:  # any failure: a shortcut must never stop a start
         log.warning("cannot remove dead members of group %s (%s: %s)", group,
                     type(exc).__name__, exc)
     finally:

@@ -46,6 +46,8 @@ def test_only_members_of_ended_processes_on_this_host_are_dead(tmp_path):
     _record(records, "reused-pid", started=1)  # our pid, another start time: not us
     _record(records, "elsewhere", host="another-host", pid=_ended_pid())
     (records.directory / "damaged.json").write_text("{not json")
+    _record(records, "bad-pid", pid="not a pid")
+    _record(records, "bad-start", pid=_ended_pid(), started="yesterday")
     _record(records, "unknown-start")  # our pid, no start time recorded: taken as running
     assert set(records.dead()) == {"ended", "reused-pid"}
 
