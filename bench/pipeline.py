@@ -206,6 +206,13 @@ def naive(kafka: KafkaSettings, topic: str, events: int) -> float:
     return seen / elapsed
 
 
+def percentiles(latencies_s: list[float]) -> dict:
+    """Count, p50, p99 and max of latencies in seconds, as milliseconds."""
+    ms = np.array(latencies_s) * 1000
+    return {"events": len(ms), "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max())}
+
+
 def latency(kafka: KafkaSettings, rate: float, seconds: float, streams: int) -> dict:
     """p50/p99 of detected_at - ts over every output at a steady producer rate."""
     topic, group = "latency.in", "latency"
@@ -235,9 +242,7 @@ def latency(kafka: KafkaSettings, rate: float, seconds: float, streams: int) -> 
                 rec = json.loads(r.value)
                 lat.append(rec["detected_at"] - rec["ts"])
     consumer.close()
-    lat_ms = np.array(lat) * 1000
-    return {"rate": rate, "events": len(lat), "p50_ms": float(np.percentile(lat_ms, 50)),
-            "p99_ms": float(np.percentile(lat_ms, 99)), "max_ms": float(lat_ms.max())}
+    return {"rate": rate, **percentiles(lat)}
 
 
 def latency_floor(kafka: KafkaSettings, rate: float, seconds: float, streams: int) -> dict:
@@ -267,10 +272,7 @@ def latency_floor(kafka: KafkaSettings, rate: float, seconds: float, streams: in
     stop.set()
     reader.join()
     consumer.close()
-    lat_ms = np.array(lat) * 1000
-    return {"rate": rate, "seconds": seconds, "events": len(lat),
-            "p50_ms": float(np.percentile(lat_ms, 50)),
-            "p99_ms": float(np.percentile(lat_ms, 99)), "max_ms": float(lat_ms.max())}
+    return {"rate": rate, "seconds": seconds, **percentiles(lat)}
 
 
 def memory(kafka: KafkaSettings, streams: int) -> dict:

@@ -117,8 +117,6 @@ def fused_cell(cell: keras.layers.LSTMCell) -> CellStep:
     bias = np.asarray(cell.bias) if cell.use_bias else np.zeros(4 * units, np.float32)
     gates = [kernel[:, g * units : (g + 1) * units] for g in range(4)]
     constant = [not gate.any() for gate in gates]
-    if all(constant):  # nothing left to multiply: keep the product (a degenerate cell)
-        constant = [False] * 4
     live = [g for g in range(4) if not constant[g]]
     live_kernel = np.concatenate([gates[g] for g in live], axis=1)
     from_zero = tf.constant(live_kernel[: len(kernel) - units])  # the input's rows alone
@@ -209,10 +207,10 @@ class KerasStep:
             # and the outputs' concatenation stay 2-D, which XNNPACK runs (a 3-D slice is
             # left to LiteRT's own kernels and split the graph: the step ran at half speed).
             width = out.shape[-1]
-            seq = tf.reshape(out, (-1, steps * width))
+            seq = tf.reshape(out, (-1, steps * width)) if steps > 1 else None
             outs = []
             for t in range(steps):
-                o, h, c = cell(seq[:, t * width : (t + 1) * width] if steps > 1 else out, h, c)
+                o, h, c = cell(out if seq is None else seq[:, t * width : (t + 1) * width], h, c)
                 outs.append(o)
             out = tf.reshape(tf.concat(outs, axis=1), (-1, units)) if steps > 1 else outs[0]
             new_state += [h, c]
