@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: demo test lint system-tools bench-inference bench-pipeline bench-chaos bench-startup models convert clean
+.PHONY: demo test test-churn lint system-tools bench-inference bench-pipeline bench-chaos bench-startup models convert clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ system-tools:
 
 test: $(STAMP) system-tools
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Fifteen rounds of the consumer group's churn under live input (about 12 minutes).
+test-churn: $(STAMP)
+	$(BIN)/python -m pytest -q -m churn tests/test_group.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

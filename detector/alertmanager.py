@@ -39,6 +39,7 @@ from kafka.structs import OffsetAndMetadata
 from detector import kafka_io
 from detector.codec import RunAlert, decode_run
 from detector.config import BridgeSettings
+from detector.group_watch import GroupWatch
 from detector.metrics import BridgeMetrics
 from detector.predecessors import MemberRecords, remove_dead
 
@@ -168,6 +169,8 @@ class Bridge(ConsumerRebalanceListener):
         self.records = MemberRecords.of(settings.member_dir, settings.group_id)
         self._revoked: set[int] = set()
         self._lock = threading.Lock()  # the rebalance callbacks run on the client's IO thread
+        self.watch = GroupWatch(settings.kafka, settings.group_id, settings.session_timeout_ms,
+                                metrics.group)
         metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
         metrics.open_runs.set_function(lambda: sum(
             1 for run in list(self._runs.values()) if run.resolved is None))
@@ -176,7 +179,18 @@ class Bridge(ConsumerRebalanceListener):
     @property
     def ready(self) -> bool:
         """In the group, the last commit went through, and Alertmanager took the last post."""
-        return self._joined and not self._failing and not self._commit_failed
+        return not self.not_ready_because()
+
+    def not_ready_because(self) -> str:
+        """Why the bridge is not ready, in a few words ("" when it is)."""
+        if not self._joined or not self.watch.settled:
+            return (f"waiting {self.watch.waited_s():.0f} s for an assignment from group "
+                    f"{self.s.group_id}")
+        if self._failing:
+            return "Alertmanager does not accept posts"
+        if self._commit_failed:
+            return "committing offsets fails"
+        return ""
 
     # --- set-up and tear-down -----------------------------------------------------------------
 
@@ -192,14 +206,20 @@ class Bridge(ConsumerRebalanceListener):
                 return
         if self.records:  # a crashed bridge's successor need not wait out its session
             remove_dead(kafka, self.s.group_id, self.records)
+        self.metrics.group.input_partitions.set(kafka_io.partition_count(kafka, topic) or 0)
+        self._join()
+
+    def _join(self) -> None:
+        """A new consumer in the group (at start, and when the group did not settle)."""
         self.consumer = kafka_io.consumer(
-            kafka, group_id=self.s.group_id, enable_auto_commit=False,
+            self.s.kafka, group_id=self.s.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=MAX_POLL_RECORDS,
             session_timeout_ms=self.s.session_timeout_ms,
             heartbeat_interval_ms=self.s.heartbeat_interval_ms,
             request_timeout_ms=max(30_000, self.s.session_timeout_ms + 5_000),
             fetch_max_wait_ms=100)
-        self.consumer.subscribe([topic], listener=self)
+        self.consumer.subscribe([self.s.alert_topic], listener=self)
+        self.watch.attach(self.consumer)
 
     def run(self) -> None:
         """Read, post and commit until the stop event is set; then post once more and close."""
@@ -224,6 +244,10 @@ class Bridge(ConsumerRebalanceListener):
                                       self._clock() - self._pending_since >= MAX_POST_DELAY_S):
                     self._post()
                 self._commit()
+                if self.watch.tick():
+                    kafka_io.close_bounded(lambda: self.consumer.close(autocommit=False),
+                                           "the consumer")
+                    self._join()
         finally:
             self.close()
 

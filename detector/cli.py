@@ -95,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     pipeline = Pipeline(settings, step, metrics, stop)
     server = MetricsServer(metrics, settings.metrics_host, settings.metrics_port,
-                           lambda: pipeline.ready).start()
+                           pipeline.not_ready_because).start()
     try:
         pipeline.connect()
         settle_garbage_collector()
@@ -122,7 +122,7 @@ def cmd_alertmanager(args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     bridge = Bridge(settings, metrics, stop)
     server = MetricsServer(metrics, settings.metrics_host, settings.metrics_port,
-                           lambda: bridge.ready).start()
+                           bridge.not_ready_because).start()
     try:
         bridge.connect()
         log.info("run records from %s (group %s) to Alertmanager at %s; metrics on %s",

@@ -83,9 +83,9 @@ def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str
         metrics = Metrics()
         pipeline = Pipeline(settings, step, metrics, stop)
         try:
-            server = MetricsServer(metrics, "127.0.0.1", metrics_port, lambda: pipeline.ready)
+            server = MetricsServer(metrics, "127.0.0.1", metrics_port, pipeline.not_ready_because)
         except DetectorError:
-            server = MetricsServer(metrics, "127.0.0.1", free_port(), lambda: pipeline.ready)
+            server = MetricsServer(metrics, "127.0.0.1", free_port(), pipeline.not_ready_because)
         server.start()
         pipeline.connect()
         settle_garbage_collector()

@@ -29,6 +29,42 @@ RESTORE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 #: Why the alert bridge skips a record, and why a request to Alertmanager fails.
 SKIP_REASONS = ("duplicate", "not_a_run_record")
 POST_FAILURES = ("unreachable", "timeout", "rejected", "server_error")
+#: Why a group member acted on a group that did not settle (``detector.group_watch``).
+REJOIN_REASONS = ("leader_left", "no_progress", "idle_while_unconsumed")
+
+
+class GroupMetrics:
+    """How a member of a consumer group fares in it (``detector.group_watch``), under ``prefix``."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str, topic: str):
+        r = registry
+        self.assigned_partitions = Gauge(
+            f"{prefix}_assigned_partitions",
+            f"Partitions of the {topic} topic this member holds (0 while its group rebalances).",
+            registry=r,
+        )
+        self.input_partitions = Gauge(
+            f"{prefix}_input_partitions",
+            f"Partitions of the {topic} topic: the group's members together should hold them all.",
+            registry=r,
+        )
+        self.unsettled_seconds = Gauge(
+            f"{prefix}_group_unsettled_seconds",
+            "Seconds this member has waited for an assignment from its group (0 while it holds "
+            "one).", registry=r,
+        )
+        self.leader = Gauge(
+            f"{prefix}_group_leader", "1 while this member made its group's current assignment.",
+            registry=r,
+        )
+        self.rejoins = Counter(
+            f"{prefix}_group_rejoins",
+            "Times this member found its group stuck and acted: leader_left (the leader left "
+            "while the group was forming), no_progress (a new consumer), idle_while_unconsumed.",
+            ["reason"], registry=r,
+        )
+        for reason in REJOIN_REASONS:
+            self.rejoins.labels(reason)
 
 
 class MetricSet:
@@ -132,6 +168,7 @@ class Metrics(MetricSet):
             "detector_broker_errors", "Kafka operations that failed and were retried.", ["op"],
             registry=r,
         )
+        self.group = GroupMetrics(r, "detector", "input")
         for reason in REASONS:
             self.dlq.labels(reason)
         for flag in ("0", "1"):
@@ -217,6 +254,7 @@ class BridgeMetrics(MetricSet):
             "alert_bridge_ready",
             "1 while the bridge is in its group and Alertmanager accepts its posts.", registry=r,
         )
+        self.group = GroupMetrics(r, "alert_bridge", "alert")
         for status in ("firing", "resolved"):
             self.records.labels(status)
             self.alerts_sent.labels(status)
@@ -251,19 +289,24 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class MetricsServer:
-    """``/metrics`` (Prometheus text format) and ``/healthz`` on one port, in a daemon thread."""
+    """``/metrics`` (Prometheus text format) and ``/healthz`` on one port, in a daemon thread.
 
-    def __init__(self, metrics: MetricSet, host: str, port: int, ready: Callable[[], bool]):
+    ``not_ready`` says why the program is not ready ("" when it is): ``/healthz`` answers 200
+    ``ready``, or 503 ``not ready: <why>``.
+    """
+
+    def __init__(self, metrics: MetricSet, host: str, port: int,
+                 not_ready: Callable[[], str]):
         prometheus_app = make_wsgi_app(metrics.registry)
 
         def app(environ, start_response):  # type: ignore[no-untyped-def]
             if environ.get("PATH_INFO") == "/healthz":
-                ok = ready()
+                why = not_ready()
                 start_response(
-                    "200 OK" if ok else "503 Service Unavailable",
+                    "503 Service Unavailable" if why else "200 OK",
                     [("Content-Type", "text/plain; charset=utf-8")],
                 )
-                return [b"ready\n" if ok else b"not ready\n"]
+                return [f"not ready: {why}\n".encode() if why else b"ready\n"]
             return prometheus_app(environ, start_response)
 
         class _Server(ThreadingMixIn, WSGIServer):

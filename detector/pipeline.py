@@ -21,13 +21,14 @@ from collections.abc import Callable
 from math import nan
 
 import numpy as np
-from kafka import TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from detector import kafka_io
 from detector.checkpoint import Checkpointer
 from detector.codec import BadInput, dead_letter, encode_flag, encode_run, json_string
 from detector.config import DetectorSettings
 from detector.engine import Batch, Engine, Result
+from detector.group_watch import GroupWatch
 from detector.mapping import InputMapping
 from detector.metrics import Metrics
 from detector.outbox import Outbox
@@ -75,6 +76,8 @@ class Pipeline:
         )
         self.membership = Membership(settings, step.fingerprint, self.store, self.checkpoints,
                                      metrics, self._positions, self.stop_event)
+        self.watch = GroupWatch(settings.kafka, settings.group_id, settings.session_timeout_ms,
+                                metrics.group)
         self._backoff = 0.5
         self._closed = False
         self._partitions: dict[str, int] = {}
@@ -99,10 +102,17 @@ class Pipeline:
                 f"state topic {s.state_topic} has {self._partitions[s.state_topic]} partitions, "
                 f"fewer than input topic {s.input_topic} ({self._partitions[s.input_topic]})"
             )
+        self.metrics.group.input_partitions.set(self._partitions[s.input_topic])
         self.outbox = Outbox(kafka, [s.output_topic, s.alert_topic, s.dlq_topic, s.state_topic],
                              linger_ms=s.linger_ms)
-        self.consumer = kafka_io.consumer(
-            kafka,
+        self.consumer = self._new_consumer()
+        self.membership.attach(self.consumer, self.outbox)
+        self.watch.attach(self.consumer)
+
+    def _new_consumer(self) -> KafkaConsumer:
+        s = self.s
+        return kafka_io.consumer(
+            s.kafka,
             group_id=s.group_id,
             group_instance_id=s.group_instance_id or None,
             enable_auto_commit=False,
@@ -114,7 +124,14 @@ class Pipeline:
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             request_timeout_ms=max(30_000, s.session_timeout_ms + 5_000),
         )
-        self.membership.attach(self.consumer, self.outbox)
+
+    def _rejoin(self) -> None:
+        """The group did not settle (``GroupWatch``): leave it and join with a new consumer.
+        Closing hands this member's partitions over as any revoke does."""
+        kafka_io.close_bounded(lambda: self.consumer.close(autocommit=False), "the consumer")
+        self.consumer = self._new_consumer()
+        self.membership.subscribe(self.consumer)
+        self.watch.attach(self.consumer)
 
     def close(self) -> None:
         """Finish cleanly: checkpoint, commit, leave the group."""
@@ -149,6 +166,8 @@ class Pipeline:
                     if self.outbox.pending and not self.outbox.linger_left_s():
                         self.outbox.flush()
                     self._tick()
+                    if self.watch.tick():
+                        self._rejoin()
                 except TRANSIENT as exc:
                     self._failed(exc)
         finally:
@@ -171,16 +190,29 @@ class Pipeline:
 
     @property
     def ready(self) -> bool:
-        """Connected and keeping up: a checkpoint (which needs the broker) succeeded lately.
+        """Connected, holding an assignment and keeping up: a checkpoint (which needs the
+        broker) succeeded lately."""
+        return not self.not_ready_because()
+
+    def not_ready_because(self) -> str:
+        """Why the detector is not ready, in a few words ("" when it is).
 
         Derived rather than set, so a flush stuck on a vanished broker turns it false too.
         """
         last_ok = self.checkpoints.last_ok
-        if (self._closed or self.membership.needs_recovery or not self.membership.joined
-                or last_ok is None):
-            return False
-        limit = max(5.0, 3 * self.s.checkpoint_interval_ms / 1000)
-        return time.monotonic() - last_ok < limit
+        if self._closed:
+            return "stopped"
+        if self.membership.needs_recovery:
+            return "recovering from a failed Kafka operation"
+        if not self.membership.joined:
+            return (f"waiting {self.watch.waited_s():.0f} s for an assignment from group "
+                    f"{self.s.group_id}")
+        if last_ok is None:
+            return "no checkpoint yet"
+        ago = time.monotonic() - last_ok
+        if ago >= max(5.0, 3 * self.s.checkpoint_interval_ms / 1000):
+            return f"last checkpoint {ago:.0f} s ago"
+        return ""
 
     # --- one poll's records -----------------------------------------------------------------
 

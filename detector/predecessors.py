@@ -31,12 +31,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 from kafka import KafkaConsumer
-from kafka.admin import KafkaAdminClient, MemberToRemove
-from kafka.errors import KafkaError
-from kafka.protocol.admin import DescribeGroupsRequest
+from kafka.admin import MemberToRemove
 
 from detector import kafka_io
 from detector.config import KafkaSettings
+from detector.group_requests import describe_group
 
 log = logging.getLogger(__name__)
 
@@ -156,20 +155,3 @@ def remove_dead(kafka: KafkaSettings, group: str, records: MemberRecords) -> lis
                  len(removed), group)
     return removed
 
-
-def describe_group(client: KafkaAdminClient, group: str) -> tuple[str, set[str]]:
-    """The group's state and member ids. kafka-python's ``describe_groups`` always asks for
-    the authorized operations and fails to decode the local broker's answer to that, so the
-    request is sent as it sends it, without them."""
-
-    async def describe() -> tuple[str, set[str]]:
-        node = await client._find_coordinator_id(group)
-        response = await client._manager.send(
-            DescribeGroupsRequest(groups=[group], include_authorized_operations=False),
-            node_id=node)
-        found = response.groups[0]
-        if found.error_code:
-            raise KafkaError(f"DescribeGroups error {found.error_code}")
-        return found.group_state, {m.member_id for m in found.members}
-
-    return client._manager.run(describe)

@@ -69,6 +69,11 @@ class Membership(ConsumerRebalanceListener):
             remove_dead(self.s.kafka, self.s.group_id, self.records)
         self.restorer = kafka_io.consumer(self.s.kafka, group_id=None, enable_auto_commit=False,
                                           fetch_max_wait_ms=20)
+        self.subscribe(consumer)
+
+    def subscribe(self, consumer: KafkaConsumer) -> None:
+        """Listen to ``consumer``'s rebalances from now on (a new consumer after a rejoin)."""
+        self.consumer = consumer
         consumer.subscribe([self.s.input_topic], listener=self)
 
     # --- the listener (kafka-python runs it on the consumer's I/O thread, the loop waiting) -
@@ -79,6 +84,9 @@ class Membership(ConsumerRebalanceListener):
         A commit cannot be made here; none is needed: the next owner restores the state with
         the offsets it has applied and skips what it covers.
         """
+        if revoked:
+            log.info("partitions %s revoked: the group is rebalancing",
+                     sorted(tp.partition for tp in revoked))
         try:
             if not self.needs_recovery:
                 self.checkpoints.persist(self.outbox, {tp.partition for tp in revoked})
@@ -88,6 +96,8 @@ class Membership(ConsumerRebalanceListener):
 
     def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         """Evicted: another member may own these already, so write nothing for them."""
+        log.warning("partitions %s lost: this member was dropped from the group",
+                    sorted(tp.partition for tp in lost))
         self._drop(lost)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:

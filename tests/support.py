@@ -74,7 +74,8 @@ class DetectorThread:
         self.metrics = Metrics()
         self.stop_event = threading.Event()
         self.pipeline = Pipeline(s, step, self.metrics, self.stop_event)
-        self.server = (MetricsServer(self.metrics, "127.0.0.1", 0, lambda: self.pipeline.ready)
+        self.server = (MetricsServer(self.metrics, "127.0.0.1", 0,
+                                     self.pipeline.not_ready_because)
                        if serve_metrics else None)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -54,7 +54,7 @@ class BridgeThread:
         self.metrics = BridgeMetrics()
         self.stop_event = threading.Event()
         self.bridge = Bridge(self.settings, self.metrics, self.stop_event)
-        self.server = MetricsServer(self.metrics, "127.0.0.1", 0, lambda: self.bridge.ready)
+        self.server = MetricsServer(self.metrics, "127.0.0.1", 0, self.bridge.not_ready_because)
         self.thread = threading.Thread(target=self.bridge.run, daemon=True)
 
     def start(self) -> BridgeThread:

@@ -287,7 +287,9 @@ def test_compose_wiring_holds_together():
                    "detector_active_streams", "max by (instance) (detector_ready)",
                    "sum(detector_runs_firing)",
                    "sum by (status) (rate(detector_run_alerts_total",
-                   "histogram_quantile(0.5, sum by (le) (rate(detector_run_length_bucket"):
+                   "histogram_quantile(0.5, sum by (le) (rate(detector_run_length_bucket",
+                   "sum(detector_assigned_partitions)", "max(detector_input_partitions)",
+                   "detector_group_unsettled_seconds", "detector_group_rejoins_total"):
         assert needle in exprs, f"no panel queries {needle}"
 
 

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from detector import kafka_io
-from detector.predecessors import MemberRecords, describe_group, remove_dead
+from detector.group_requests import describe_group
+from detector.predecessors import MemberRecords, remove_dead
 from tests.support import DetectorProcess, send, uniform_events, wait_for
 
 
