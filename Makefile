@@ -38,7 +38,7 @@ test: $(STAMP) system-tools
 
 # Fifteen rounds of the consumer group's churn under live input (about 12 minutes).
 test-churn: $(STAMP)
-	$(BIN)/python -m pytest -q -m churn tests/test_group.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m churn tests/kafka/test_group.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -55,13 +55,13 @@ bench-chaos: $(STAMP)
 bench-startup: $(STAMP)
 	$(BIN)/python bench/startup.py
 
-# Retrain the shipped models (each at most ~20 minutes on 2 cores); writes detector/models/.
+# Retrain the shipped models (each at most ~20 minutes on 2 cores); writes detector/model/shipped/.
 models: $(STAMP)
-	for f in seed pair; do $(BIN)/python -m detector train --features $$f --out detector/models || exit 1; done
+	for f in seed pair; do $(BIN)/python -m detector train --features $$f --out detector/model/shipped || exit 1; done
 
 # (Re)write each shipped model's .tflite (what the detector serves) and its card entry.
 convert: $(STAMP)
-	for f in detector/models/*.keras; do $(BIN)/python -m detector convert --model $$f || exit 1; done
+	for f in detector/model/shipped/*.keras; do $(BIN)/python -m detector convert --model $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

@@ -19,8 +19,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from detector.config import KafkaSettings, ProducerSettings
-from detector.harness import (
+from detector.model.serving import ModelStep
+from detector.ops.metrics import LATENCY_BUCKETS, histogram_quantile
+from detector.settings.kafka import KafkaSettings
+from detector.settings.producer import ProducerSettings
+from detector.testing.harness import (
     Audit,
     DetectorProcess,
     audit,
@@ -28,9 +31,7 @@ from detector.harness import (
     read_topic,
     wait_for,
 )
-from detector.local_broker import LocalBroker
-from detector.metrics import LATENCY_BUCKETS, histogram_quantile
-from detector.serving import ModelStep
+from detector.testing.local_broker import LocalBroker
 from producer.publish import publish
 
 from common import save, say, table
@@ -209,7 +210,7 @@ GARBAGE = [
 
 def scenario_garbage(model: str, events: int, streams: int, share: float) -> dict:
     say(f"garbage: {share:.0%} garbage among {events:,} valid events")
-    from detector import kafka_io
+    from detector.kafka import clients
     from producer.source import StreamSource
 
     rng = random.Random(5)
@@ -230,8 +231,8 @@ def scenario_garbage(model: str, events: int, streams: int, share: float) -> dic
                 bad.append((key, body, reason))
     with LocalBroker() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        kafka_io.ensure_topics(kafka, [kafka_io.TopicSpec("values", 6)])
-        producer = kafka_io.producer(kafka, linger_ms=5, batch_size=256 * 1024)
+        clients.ensure_topics(kafka, [clients.TopicSpec("values", 6)])
+        producer = clients.producer(kafka, linger_ms=5, batch_size=256 * 1024)
         for key, value in records:
             producer.send("values", key=key, value=value)
         producer.flush()

@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from detector.engine import Batch, Engine
-from detector.serving import ModelStep
+from detector.model.serving import ModelStep
+from detector.stream.engine import Batch, Engine
 
 from common import fmt_rate, save, say, table
 

@@ -19,10 +19,10 @@ import time
 
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from detector import kafka_io
-from detector.config import KafkaSettings
-from detector.local_broker import LocalBroker
-from detector.outbox import MAGIC, Outbox
+from detector.kafka import clients
+from detector.kafka.outbox import MAGIC, Outbox
+from detector.settings.kafka import KafkaSettings
+from detector.testing.local_broker import LocalBroker
 
 from common import say, table
 
@@ -46,10 +46,10 @@ def main() -> None:
     parts = [i % 6 for i in range(n)]
     with LocalBroker() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        kafka_io.ensure_topics(kafka, [kafka_io.TopicSpec("outbox", 6),
-                                       kafka_io.TopicSpec("send", 6)])
+        clients.ensure_topics(kafka, [clients.TopicSpec("outbox", 6),
+                                       clients.TopicSpec("send", 6)])
         outbox = Outbox(kafka, ["outbox"])
-        producer = kafka_io.producer(kafka, acks="all", linger_ms=5, batch_size=256 * 1024,
+        producer = clients.producer(kafka, acks="all", linger_ms=5, batch_size=256 * 1024,
                                      max_request_size=4 << 20)
         producer.partitions_for("send")
         appended, flushed, acked, built, sent, flushed_send = [], [], [], [], [], []

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from pipeline import detector_rate, fill
 
-from detector import kafka_io
-from detector.config import KafkaSettings
-from detector.local_broker import LocalBroker
+from detector.kafka import clients
+from detector.settings.kafka import KafkaSettings
+from detector.testing.local_broker import LocalBroker
 
 from common import fmt_rate, save, say, table
 
@@ -36,8 +36,8 @@ def main() -> None:
     args = p.parse_args()
     with LocalBroker() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        kafka_io.ensure_topics(kafka, [kafka_io.TopicSpec("values", 6),
-                                       kafka_io.TopicSpec("quix.flags", 6)])
+        clients.ensure_topics(kafka, [clients.TopicSpec("values", 6),
+                                       clients.TopicSpec("quix.flags", 6)])
         fill(kafka, "values", args.events, args.streams)
         say("Quix Streams application (bench/quix_app.py) ...")
         app = subprocess.run(

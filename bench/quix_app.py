@@ -21,7 +21,7 @@ from ai_edge_litert.interpreter import Interpreter
 from quixstreams import Application
 from quixstreams.models.topics.manager import TopicConfig, TopicManager
 
-SCALE_RATE = 0.1  # detector.features: log s <- (1 - r) log s + r log |step|
+SCALE_RATE = 0.1  # detector.model.features: log s <- (1 - r) log s + r log |step|
 
 # The local broker's DescribeConfigs returns no configs, and Quix reads retention.ms from
 # them to configure a state store's changelog topic (which is off here anyway).
@@ -32,7 +32,7 @@ TopicManager.derive_topic_config = classmethod(lambda cls, topics: TopicConfig(
 
 def main() -> None:
     bootstrap, in_topic, out_topic, expect = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    model = Path(__file__).resolve().parents[1] / "detector" / "models" / "seed.tflite"
+    model = Path(__file__).resolve().parents[1] / "detector" / "model" / "shipped" / "seed.tflite"
     interpreter = Interpreter(model_content=model.read_bytes(), num_threads=1)
     step = interpreter.get_signature_runner(next(iter(interpreter.get_signature_list())))
     app = Application(broker_address=bootstrap, consumer_group="quix-detector",

@@ -28,9 +28,10 @@ import time
 
 import numpy as np
 
-from detector.config import KafkaSettings, ProducerSettings
-from detector.harness import DetectorProcess, wait_for
-from detector.local_broker import LocalBroker
+from detector.settings.kafka import KafkaSettings
+from detector.settings.producer import ProducerSettings
+from detector.testing.harness import DetectorProcess, wait_for
+from detector.testing.local_broker import LocalBroker
 from producer.publish import publish
 
 from common import fmt_rate, save, say, table
@@ -167,11 +168,11 @@ def gc_pauses(model: str, streams: int, rate: float, seconds: float) -> dict:
     defaults, then after ``settle_garbage_collector`` (a freeze cannot be undone: that order)."""
     import gc
 
-    from detector.config import DetectorSettings
-    from detector.metrics import Metrics
-    from detector.pipeline import Pipeline
-    from detector.process_tuning import settle_garbage_collector
-    from detector.serving import ModelStep
+    from detector.kafka.pipeline import Pipeline
+    from detector.model.serving import ModelStep
+    from detector.ops.metrics import Metrics
+    from detector.ops.process_tuning import settle_garbage_collector
+    from detector.settings.detector import DetectorSettings
 
     step = ModelStep.load(model)
     assert step.runtime == "litert"
@@ -229,7 +230,7 @@ def step(models: list[str], seconds: float) -> dict:
     """Events/s at batch 4,096: the step call alone, and the whole engine path."""
     from inference import rate, serving_rate
 
-    from detector.serving import ModelStep
+    from detector.model.serving import ModelStep
 
     out: dict[str, dict] = {}
     for runtime in RUNTIMES:  # litert first: TensorFlow is not imported yet

@@ -9,8 +9,9 @@ import threading
 
 from kafka.errors import KafkaError
 
-from detector.config import Parser, ProducerSettings, add_options, build
 from detector.errors import DetectorError
+from detector.settings.fields import Parser, add_options, build
+from detector.settings.producer import ProducerSettings
 
 
 def parser() -> Parser:

@@ -1,17 +1,17 @@
 """A replay of CSV columns as streams: a person's own data through the detector.
 
-The file is read and checked (``detector.csv_columns``) before anything is sent, so a missing or
-non-numeric column is one line and a non-zero exit, not a half-sent replay; each value is sent
-as the text of its cell.
+The file is read and checked (``detector.stream.csv_columns``) before anything is sent, so a
+missing or non-numeric column is one line and a non-zero exit, not a half-sent replay; each
+value is sent as the text of its cell.
 """
 
 from __future__ import annotations
 
 import json
 
-from detector.codec import MAX_STREAM_CHARS
-from detector.csv_columns import read_columns
 from detector.errors import UsageError
+from detector.stream.codec import MAX_STREAM_CHARS
+from detector.stream.csv_columns import read_columns
 
 
 class CsvSource:

@@ -1,7 +1,7 @@
 """The producer's Kafka loop: paced sends, a progress line, a clean flush on stop.
 
 Paced (a rate), it sends through KafkaProducer, which rides out a broker outage by retrying.
-As fast as it can (rate 0), it appends to the detector's outbox (``detector.outbox``): record
+As fast as it can (rate 0), it appends to the detector's outbox (``detector.kafka.outbox``): record
 batches built per partition, a tenth of the cost of a ``send`` a record, so that benchmarks
 measure the detector rather than the producer feeding it.
 """
@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 from kafka.partitioner.default import murmur2
 
-from detector import kafka_io
-from detector.config import ProducerSettings
-from detector.outbox import Outbox
+from detector.kafka import clients
+from detector.kafka.outbox import Outbox
+from detector.settings.producer import ProducerSettings
 from producer.csv_source import CsvSource
 from producer.source import StreamSource
 
@@ -48,7 +48,7 @@ class _Paced:
 
     def __init__(self, settings: ProducerSettings) -> None:
         self.topic = settings.topic
-        self.client = kafka_io.producer(settings.kafka, acks="all", linger_ms=settings.linger_ms,
+        self.client = clients.producer(settings.kafka, acks="all", linger_ms=settings.linger_ms,
                                         batch_size=256 * 1024)
 
     def send(self, partition: int, key: bytes, value: bytes) -> None:
@@ -93,8 +93,8 @@ def publish(
     """Send events until ``count`` is reached, the source ends or ``stop`` is set; returns how
     many were sent. ``source``: one already opened (``open_source``), else the settings'."""
     source = source if source is not None else open_source(settings)
-    counts = kafka_io.ensure_topics(
-        settings.kafka, [kafka_io.TopicSpec(settings.topic, settings.partitions)]
+    counts = clients.ensure_topics(
+        settings.kafka, [clients.TopicSpec(settings.topic, settings.partitions)]
     )
     partitions = counts[settings.topic]
     # Computing each key's partition once saves the pure-Python murmur2 on every send.

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from detector.rule import walk_step
+from detector.task.rule import walk_step
 
 
 class StreamSource:
@@ -45,7 +45,7 @@ class StreamSource:
     def record(self, i: int, ts: float) -> bytes:
         """The record value for stream ``i``'s value of this round (advances its seq).
 
-        The same JSON that ``detector.codec.encode_event`` writes, formatted directly: the
+        The same JSON that ``detector.stream.codec.encode_event`` writes, formatted directly: the
         producer's speed bounds every benchmark.
         """
         seq = int(self.seq[i])

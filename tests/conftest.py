@@ -9,8 +9,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-from detector.config import KafkaSettings
-from detector.local_broker import LocalBroker
+from detector.settings.kafka import KafkaSettings
+from detector.testing.local_broker import LocalBroker
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def kafka(broker) -> KafkaSettings:
 @pytest.fixture(scope="session")
 def steps():
     """Shipped models, loaded once per session: ``steps('seed')``."""
-    from detector.serving import ModelStep
+    from detector.model.serving import ModelStep
 
     cache: dict[str, ModelStep] = {}
 

@@ -16,9 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector import kafka_io
-from detector.config import DetectorSettings, KafkaSettings
-from detector.harness import (  # noqa: F401 - re-exported for the tests
+from detector.kafka import clients
+from detector.ops.metrics import Metrics
+from detector.ops.server import MetricsServer
+from detector.settings.detector import DetectorSettings
+from detector.settings.kafka import KafkaSettings
+from detector.testing.harness import (  # noqa: F401 - re-exported for the tests
     FAST_GROUP,
     ROOT,
     DetectorProcess,
@@ -27,8 +30,7 @@ from detector.harness import (  # noqa: F401 - re-exported for the tests
     read_topic,
     wait_for,
 )
-from detector.local_broker import free_port
-from detector.metrics import Metrics, MetricsServer
+from detector.testing.local_broker import free_port
 
 FAST = {**FAST_GROUP, "checkpoint_interval_ms": 300}
 
@@ -40,8 +42,8 @@ def settings(kafka: KafkaSettings, **overrides) -> DetectorSettings:
 def send(kafka: KafkaSettings, topic: str, records: list[tuple[bytes | None, bytes | None]],
          partitions: int = 6) -> None:
     """Write raw (key, value) records; the topic is created first with ``partitions``."""
-    kafka_io.ensure_topics(kafka, [kafka_io.TopicSpec(topic, partitions)])
-    producer = kafka_io.producer(kafka, max_request_size=8 << 20, linger_ms=5)
+    clients.ensure_topics(kafka, [clients.TopicSpec(topic, partitions)])
+    producer = clients.producer(kafka, max_request_size=8 << 20, linger_ms=5)
     for key, value in records:
         producer.send(topic, key=key, value=value)
     producer.flush()
@@ -69,7 +71,7 @@ class DetectorThread:
     """A detector in this process (a thread), with its own metrics registry and endpoint."""
 
     def __init__(self, s: DetectorSettings, step, serve_metrics: bool = False):
-        from detector.pipeline import Pipeline
+        from detector.kafka.pipeline import Pipeline
 
         self.metrics = Metrics()
         self.stop_event = threading.Event()

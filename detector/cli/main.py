@@ -1,0 +1,45 @@
+"""``python -m detector <command>``: run, alertmanager, train, convert, evaluate, reproduce,
+plot, tail, demo, config.
+
+Heavy imports (TensorFlow, Kafka) happen inside the command that needs them, so ``--help``,
+``tail`` and ``config`` start at once. Every expected failure (a wrong setting, a missing
+model, an unreachable broker) prints one line and exits non-zero; 2 for usage, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from detector.cli import offline, serve, tools
+from detector.errors import DetectorError
+from detector.settings.fields import Parser
+
+
+def parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="detector",
+        description="Streaming detector of three-value monotonic runs with a Keras LSTM.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           parser_class=Parser)
+
+    def command(name: str, fn: Callable[[argparse.Namespace], int], help: str
+                ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    for module in (serve, offline, tools):
+        module.add_commands(command)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except DetectorError as exc:
+        print(f"detector: error: {exc}", file=sys.stderr)
+        return exc.exit_code

@@ -1,0 +1,88 @@
+"""``python -m detector tail``: one readable line per flag, run or dead-letter record."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+
+from kafka import TopicPartition
+
+from detector.kafka import clients
+from detector.settings.kafka import KafkaSettings
+from detector.stream.codec import RunAlert, decode_run
+
+
+def _clock(ts: float) -> str:
+    """Local time to the millisecond (rounded: 0.123 is not printed as .122)."""
+    seconds, ms = divmod(round(ts * 1000), 1000)
+    return time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{ms:03d}"
+
+
+_ARROWS = {"up": "↑", "down": "↓", "flat": "→"}
+
+
+def _arrow(direction: str) -> str:
+    return _ARROWS.get(direction, "?")
+
+
+def _describe_run(r: RunAlert) -> str:
+    """A run's firing or resolution as a sentence."""
+    if r.status == "firing":
+        what = f"run from seq {r.start_seq}, {r.length} values so far (value {r.value:.4f})"
+    else:
+        what = f"run of {r.length} values from seq {r.start_seq}, ended at seq {r.seq}"
+    return f"{_clock(r.time)} {r.status.upper():<8} {r.stream} {_arrow(r.direction)} {what}"
+
+
+def describe(value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> str:
+    """A flag or run record as a sentence; a dead letter by its reason; anything else as text."""
+    meta = dict(headers or [])
+    if "dlq.reason" in meta:
+        where = f"{meta.get('dlq.source.topic', b'?').decode()}:" \
+                f"{meta.get('dlq.source.partition', b'?').decode()}@" \
+                f"{meta.get('dlq.source.offset', b'?').decode()}"
+        text = (value or b"")[:80].decode("utf-8", "replace")
+        return f"DEAD LETTER {meta['dlq.reason'].decode()} from {where}: {text!r}"
+    run = decode_run(value)
+    if run is not None:
+        return _describe_run(run)
+    try:
+        r = json.loads(value or b"")
+        clock = _clock(r.get("ts") or r["detected_at"])
+        arrow = _arrow(r["direction"])
+        mark = "ALERT" if r["flag"] else "     "
+        rule = "" if r["flag"] == r["rule_flag"] else "  (exact rule disagrees)"
+        return (f"{clock} {mark} {r['stream']:>10} seq {r['seq']:<7} value {r['value']:.4f} "
+                f"{arrow} p={r['probability']:.3f}{rule}")
+    except (ValueError, KeyError, TypeError):
+        return (value or b"").decode("utf-8", "replace")
+
+
+def tail(kafka: KafkaSettings, topic: str, from_beginning: bool, stop: threading.Event,
+         limit: int | None = None, out: Callable[[str], None] = print) -> int:
+    """Print records of every partition of ``topic`` until ``stop`` (or ``limit`` records)."""
+    n = clients.partition_count(kafka, topic)
+    if n is None:
+        raise clients.KafkaUnavailable(
+            f"topic {topic} does not exist on {kafka.bootstrap_servers}")
+    consumer = clients.consumer(kafka, group_id=None, enable_auto_commit=False)
+    tps = [TopicPartition(topic, p) for p in range(n)]
+    consumer.assign(tps)
+    if from_beginning:
+        consumer.seek_to_beginning(*tps)
+    else:
+        consumer.seek_to_end(*tps)
+    shown = 0
+    try:
+        while not stop.is_set() and (limit is None or shown < limit):
+            for recs in consumer.poll(timeout_ms=200).values():
+                for r in recs:
+                    out(describe(r.value, r.headers))
+                    shown += 1
+                    if limit is not None and shown >= limit:
+                        return shown
+    finally:
+        consumer.close(autocommit=False)
+    return shown

@@ -1,0 +1,248 @@
+"""Kafka clients, topics and readable connection errors, shared by the detector and the producer.
+
+kafka-python reports a missing broker, a refused TLS handshake or a wrong password as one of
+many exception types, sometimes after a long retry loop; everything here turns those into
+``KafkaUnavailable`` with one line that says what to check, within the connect timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from detector.errors import DetectorError
+from detector.settings.kafka import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+class KafkaUnavailable(DetectorError):
+    """The cluster cannot be used; the message is one readable line."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+def _servers(kafka: KafkaSettings) -> list[tuple[str, int]]:
+    out = []
+    for server in kafka.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise KafkaUnavailable(f"--bootstrap-servers: {server.strip()!r} is not host:port")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def tls_context(kafka: KafkaSettings) -> ssl.SSLContext:
+    """The TLS context the settings describe (as kafka-python builds it)."""
+    ctx = ssl.create_default_context(cafile=kafka.ssl_cafile)
+    if kafka.ssl_certfile:
+        ctx.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
+    ctx.check_hostname = kafka.ssl_check_hostname
+    return ctx
+
+
+def preflight(kafka: KafkaSettings) -> None:
+    """Reach a bootstrap server over TCP, and TLS when configured, within ``connect_timeout_s``.
+
+    kafka-python only says "Unable to bootstrap" after its timeout, and a TLS client talking
+    to a plaintext listener waits forever in the handshake; this check names the real cause
+    at once (a refused connection is retried until the deadline: the broker may be starting).
+    """
+    servers = _servers(kafka)
+    deadline = time.monotonic() + kafka.connect_timeout_s
+    use_tls = kafka.security_protocol.endswith("SSL")
+    last: OSError | None = None
+    while True:
+        for host, port in servers:
+            where = f"{host}:{port}"
+            left = max(0.5, deadline - time.monotonic())
+            try:
+                sock = socket.create_connection((host, port), timeout=min(5.0, left))
+            except OSError as exc:
+                last = exc
+                continue
+            with sock:
+                if not use_tls:
+                    return
+                sock.settimeout(min(10.0, max(3.0, left)))
+                try:
+                    with tls_context(kafka).wrap_socket(sock, server_hostname=host):
+                        return
+                except ssl.SSLCertVerificationError as exc:
+                    raise KafkaUnavailable(
+                        f"TLS: the certificate of Kafka at {where} does not verify "
+                        f"({exc.verify_message}); check --ssl-cafile and --ssl-check-hostname"
+                    ) from exc
+                except ssl.SSLError as exc:
+                    raise KafkaUnavailable(
+                        f"TLS handshake with Kafka at {where} failed ({exc.reason or exc})"
+                    ) from exc
+                except TimeoutError as exc:
+                    raise KafkaUnavailable(
+                        f"TLS handshake with Kafka at {where} timed out: is that listener TLS? "
+                        "(--security-protocol)"
+                    ) from exc
+                except OSError as exc:
+                    raise KafkaUnavailable(
+                        f"TLS handshake with Kafka at {where} failed ({exc})") from exc
+        if time.monotonic() >= deadline:
+            reason = f" ({last.strerror or last})" if last else ""
+            raise KafkaUnavailable(
+                f"cannot reach Kafka at {kafka.bootstrap_servers} within "
+                f"{kafka.connect_timeout_s:g} s{reason}; is the broker running and is "
+                "--bootstrap-servers right?"
+            )
+        time.sleep(0.25)
+
+
+@contextlib.contextmanager
+def _client_errors() -> Iterator[list[str]]:
+    """Collect kafka-python's own warnings while a client bootstraps: its exception after a
+    failed bootstrap says only "Unable to bootstrap"; the cause is in its log."""
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger("kafka")
+    handler = Keep(logging.WARNING)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def describe_failure(kafka: KafkaSettings, exc: BaseException, log_lines: list[str]) -> str:
+    """One line for a failure to reach or log in to the cluster, with the client's own cause."""
+    where = kafka.bootstrap_servers
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    attempts = [m for m in log_lines if m.startswith(("Bootstrap connection", "Bootstrap attempt"))]
+    cause = re.sub(r"\s*\(backoff [^)]*\)$", "", attempts[-1]).split(" failed: ", 1)[-1] \
+        if attempts else ""
+    if kafka.security_protocol.startswith("SASL") and attempts:
+        return (f"Kafka at {where} did not accept the SASL login ({cause}); check "
+                "--sasl-mechanism, --sasl-username and --sasl-password")
+    if "disconnected" in cause:
+        return (f"Kafka at {where} closed every connection ({cause}); does it want TLS or SASL "
+                "(--security-protocol)?")
+    if type(exc).__name__ in ("KafkaTimeoutError", "KafkaConnectionError"):
+        return (f"cannot use Kafka at {where} within {kafka.connect_timeout_s:g} s "
+                f"({cause or text}); is --bootstrap-servers right?")
+    return f"Kafka at {where}: {type(exc).__name__}: {text}"
+
+
+def guarded(kafka: KafkaSettings, make: Any, **options: Any) -> Any:
+    """``make(**client options, **options)``, or KafkaUnavailable with one line: the preflight
+    first, then kafka-python's own cause of a failed bootstrap."""
+    preflight(kafka)
+    timeout = int(kafka.connect_timeout_s * 1000)
+    with _client_errors() as log_lines:
+        try:
+            return make(**kafka.client_options(), bootstrap_timeout_ms=timeout, **options)
+        except (KafkaError, OSError, ValueError) as exc:
+            raise KafkaUnavailable(describe_failure(kafka, exc, log_lines)) from exc
+
+
+def admin(kafka: KafkaSettings) -> KafkaAdminClient:
+    """An admin client, or KafkaUnavailable within ``connect_timeout_s``."""
+    return guarded(kafka, KafkaAdminClient,
+                  request_timeout_ms=max(int(kafka.connect_timeout_s * 1000), 5000))
+
+
+def producer(kafka: KafkaSettings, **options: Any) -> KafkaProducer:
+    return guarded(kafka, KafkaProducer, **options)
+
+
+def consumer(kafka: KafkaSettings, **options: Any) -> KafkaConsumer:
+    return guarded(kafka, KafkaConsumer, **options)
+
+
+def ensure_topics(kafka: KafkaSettings, specs: list[TopicSpec]) -> dict[str, int]:
+    """Create the topics that are missing; return every topic's partition count.
+
+    Lists topics first and describes only existing ones: a metadata request for a missing
+    topic makes some brokers auto-create it with their default partition count.
+    """
+    client = admin(kafka)
+    try:
+        existing = set(client.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            new = {
+                s.name: {"num_partitions": s.partitions, "replication_factor": -1,
+                         "configs": s.configs}
+                for s in missing
+            }
+            with contextlib.suppress(TopicAlreadyExistsError):  # another member was first
+                client.create_topics(new, wait_for_metadata=True)
+            for s in missing:
+                log.info("created topic %s (%d partitions)", s.name, s.partitions)
+        described = client.describe_topics([s.name for s in specs])
+    except KafkaError as exc:
+        raise KafkaUnavailable(describe_failure(kafka, exc, [])) from exc
+    finally:
+        client.close()
+    counts = {t["name"]: len(t["partitions"]) for t in described}
+    for s in specs:
+        if not counts.get(s.name):
+            raise KafkaUnavailable(f"topic {s.name} has no partitions on {kafka.bootstrap_servers}")
+    return counts
+
+
+def partition_count(kafka: KafkaSettings, topic: str) -> int | None:
+    """Partitions of ``topic``, or None when it does not exist (without auto-creating it)."""
+    client = admin(kafka)
+    try:
+        if topic not in client.list_topics():
+            return None
+        return len(client.describe_topics([topic])[0]["partitions"])
+    except KafkaError as exc:
+        raise KafkaUnavailable(describe_failure(kafka, exc, [])) from exc
+    finally:
+        client.close()
+
+
+def close_bounded(close: Callable[[], None], what: str, timeout_s: float = 5.0) -> None:
+    """Close a client, waiting at most ``timeout_s`` and never raising: with the broker gone,
+    kafka-python 3.0's consumer close waits without limit to leave its group, and the
+    producer's raises once its flush times out (a daemon thread is left behind instead, and
+    ends with the process)."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            close()
+        except Exception as exc:  # reported below: closing must not stop the shutdown
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="close", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        log.warning("%s did not close within %g s (broker unreachable?); leaving it", what,
+                    timeout_s)
+    elif errors:
+        log.warning("closing %s failed: %s", what, errors[0])

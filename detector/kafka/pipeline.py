@@ -1,0 +1,358 @@
+"""The Kafka loop: poll, decode, detect, publish, checkpoint. Thin; the work is elsewhere.
+
+Outputs, alerts and dead letters go to the outbox (``detector/kafka/outbox.py``): record batches per
+partition, flushed once a poll's outputs are in (or when the linger is up). Checkpoints
+(``detector/kafka/checkpoint.py``) make a crash at any moment safe: outputs acknowledged, then state
+written, then offsets committed. A crash replays input from the last commit: events at or below
+a restored stream's applied offset are skipped (their outputs were acknowledged), later ones
+are processed again from the restored state and give identical outputs. Any failure in the
+loop (broker gone, a request not acknowledged, a restore that could not finish) drops the
+in-memory state and does what a restart does (``detector/kafka/rebalance.py``, which also hands
+partitions over in a rebalance): restore, seek to the committed offsets, go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from math import nan
+
+import numpy as np
+from kafka import KafkaConsumer, TopicPartition
+
+from detector.kafka import clients
+from detector.kafka.checkpoint import Checkpointer
+from detector.kafka.group_watch import GroupWatch
+from detector.kafka.outbox import Outbox
+from detector.kafka.rebalance import TRANSIENT, Membership
+from detector.model.serving import ModelStep
+from detector.ops.metrics import Metrics
+from detector.ops.process_tuning import release_free_memory
+from detector.settings.detector import DetectorSettings
+from detector.stream.codec import BadInput, dead_letter, encode_flag, encode_run, json_string
+from detector.stream.engine import Batch, Engine, Result
+from detector.stream.mapping import InputMapping
+
+log = logging.getLogger(__name__)
+
+#: Longest a checkpoint may take from its snapshot to its commit. Each produce request times
+#: out on its own (``outbox.REQUEST_TIMEOUT_MS``); this bounds the whole, state included.
+CHECKPOINT_TIMEOUT_S = 130.0
+#: On shutdown, the longest a wait for the final checkpoint's acknowledgements lasts. With the
+#: broker gone it cannot succeed; giving up loses nothing (those offsets stay uncommitted and
+#: are replayed).
+SHUTDOWN_FLUSH_TIMEOUT_S = 10.0
+
+
+class Pipeline:
+    """One detector process: a consumer group member with its streams' state."""
+
+    def __init__(
+        self,
+        settings: DetectorSettings,
+        step: ModelStep,
+        metrics: Metrics,
+        stop: threading.Event | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ):
+        self.s = settings
+        self.step = step
+        self.metrics = metrics
+        self.engine = Engine(step, alert_min_length=settings.alert_min_length,
+                             wall_clock=wall_clock)
+        self.mapping = InputMapping(settings.mapping)
+        self.store = self.engine.store
+        self.stop_event = stop if stop is not None else threading.Event()
+        self._now = wall_clock
+        self._model_json = json.dumps(step.name)
+        self._positions: dict[TopicPartition, int] = {}
+        self.checkpoints = Checkpointer(
+            self.store, step.fingerprint, settings.state_topic,
+            settings.checkpoint_interval_ms / 1000, ack_timeout_s=CHECKPOINT_TIMEOUT_S,
+            stream_ttl_s=settings.stream_ttl_s, wall_clock=wall_clock,
+        )
+        self.membership = Membership(settings, step.fingerprint, self.store, self.checkpoints,
+                                     metrics, self._positions, self.stop_event)
+        self.watch = GroupWatch(settings.kafka, settings.group_id, settings.session_timeout_ms,
+                                metrics.group)
+        self._backoff = 0.5
+        self._closed = False
+        self._partitions: dict[str, int] = {}
+        metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
+
+    # --- set-up and tear-down -------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Create missing topics and the clients. Raises KafkaUnavailable with one line."""
+        s, kafka = self.s, self.s.kafka
+        n_in = clients.partition_count(kafka, s.input_topic) or s.partitions
+        specs = [
+            clients.TopicSpec(s.input_topic, n_in),
+            clients.TopicSpec(s.output_topic, n_in),
+            clients.TopicSpec(s.alert_topic, n_in),
+            clients.TopicSpec(s.dlq_topic, n_in),
+            clients.TopicSpec(s.state_topic, n_in, {"cleanup.policy": "compact"}),
+        ]
+        self._partitions = clients.ensure_topics(kafka, specs)
+        if self._partitions[s.state_topic] < self._partitions[s.input_topic]:
+            raise clients.KafkaUnavailable(
+                f"state topic {s.state_topic} has {self._partitions[s.state_topic]} partitions, "
+                f"fewer than input topic {s.input_topic} ({self._partitions[s.input_topic]})"
+            )
+        self.metrics.group.input_partitions.set(self._partitions[s.input_topic])
+        self.outbox = Outbox(kafka, [s.output_topic, s.alert_topic, s.dlq_topic, s.state_topic],
+                             linger_ms=s.linger_ms)
+        self.consumer = self._new_consumer()
+        self.membership.attach(self.consumer, self.outbox)
+        self.watch.attach(self.consumer)
+
+    def _new_consumer(self) -> KafkaConsumer:
+        s = self.s
+        return clients.consumer(
+            s.kafka,
+            group_id=s.group_id,
+            group_instance_id=s.group_instance_id or None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=s.max_poll_records,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_partition_fetch_bytes=8 << 20,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
+            request_timeout_ms=max(30_000, s.session_timeout_ms + 5_000),
+        )
+
+    def _rejoin(self) -> None:
+        """The group did not settle (``GroupWatch``): leave it and join with a new consumer.
+        Closing hands this member's partitions over as any revoke does."""
+        clients.close_bounded(lambda: self.consumer.close(autocommit=False), "the consumer")
+        self.consumer = self._new_consumer()
+        self.membership.subscribe(self.consumer)
+        self.watch.attach(self.consumer)
+
+    def close(self) -> None:
+        """Finish cleanly: checkpoint, commit, leave the group."""
+        try:
+            if self.membership.needs_recovery:
+                log.warning("final checkpoint failed (a recovery was due); the next owner "
+                            "replays from the last one")
+            else:
+                self.checkpoint(timeout_s=SHUTDOWN_FLUSH_TIMEOUT_S)
+        except TRANSIENT as exc:
+            log.warning("final checkpoint failed (%s); the next owner replays from the last one",
+                        exc)
+        clients.close_bounded(lambda: self.consumer.close(autocommit=False), "the consumer")
+        self.membership.close()
+        clients.close_bounded(self.outbox.close, "the outbox", 10.0)
+        self._closed = True
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Poll and process until the stop event is set; then close."""
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    if self.membership.needs_recovery:
+                        self.membership.recover()
+                    records = self.consumer.poll(timeout_ms=self._poll_wait_ms())
+                    if self.membership.needs_recovery:
+                        continue  # a rebalance callback failed: these records wait for recovery
+                    if records:
+                        self._handle(records)
+                    if self.outbox.pending and not self.outbox.linger_left_s():
+                        self.outbox.flush()
+                    self._tick()
+                    if self.watch.tick():
+                        self._rejoin()
+                except TRANSIENT as exc:
+                    self._failed(exc)
+        finally:
+            self.close()
+
+    def _poll_wait_ms(self) -> int:
+        """The poll's wait: none while state records go out, at most until the outbox's
+        linger is up."""
+        if self.checkpoints.sending:
+            return 0
+        return int(min(self.s.poll_timeout_ms, self.outbox.linger_left_s() * 1000))
+
+    def _failed(self, exc: BaseException) -> None:
+        self.membership.needs_recovery = True
+        self.metrics.broker_errors.labels(type(exc).__name__).inc()
+        log.warning("Kafka operation failed (%s: %s); retrying in %.1f s",
+                    type(exc).__name__, exc, self._backoff)
+        self.stop_event.wait(self._backoff)
+        self._backoff = min(self._backoff * 2, self.s.retry_backoff_max_s)
+
+    @property
+    def ready(self) -> bool:
+        """Connected, holding an assignment and keeping up: a checkpoint (which needs the
+        broker) succeeded lately."""
+        return not self.not_ready_because()
+
+    def not_ready_because(self) -> str:
+        """Why the detector is not ready, in a few words ("" when it is).
+
+        Derived rather than set, so a flush stuck on a vanished broker turns it false too.
+        """
+        last_ok = self.checkpoints.last_ok
+        if self._closed:
+            return "stopped"
+        if self.membership.needs_recovery:
+            return "recovering from a failed Kafka operation"
+        if not self.membership.joined:
+            return (f"waiting {self.watch.waited_s():.0f} s for an assignment from group "
+                    f"{self.s.group_id}")
+        if last_ok is None:
+            return "no checkpoint yet"
+        ago = time.monotonic() - last_ok
+        if ago >= max(5.0, 3 * self.s.checkpoint_interval_ms / 1000):
+            return f"last checkpoint {ago:.0f} s ago"
+        return ""
+
+    # --- one poll's records -----------------------------------------------------------------
+
+    def _handle(self, records: dict) -> None:
+        names: list[str] = []
+        seqs: list[int] = []
+        values: list[float] = []
+        tss: list[float] = []
+        epochs: list[int] = []
+        parts: list[int] = []
+        offsets: list[int] = []
+        consumed = 0
+        decode = self.mapping.decode
+        for tp, recs in records.items():
+            partition = tp.partition
+            for r in recs:
+                events = decode(r.key, r.value)
+                if type(events) is BadInput:
+                    self._dead_letter(events, r)
+                    continue
+                for event in events:
+                    names.append(event.stream)
+                    seqs.append(event.seq)
+                    values.append(event.value)
+                    tss.append(nan if event.ts is None else event.ts)
+                    epochs.append(event.epoch)
+                    parts.append(partition)
+                    offsets.append(r.offset)
+            consumed += len(recs)
+            self._positions[tp] = recs[-1].offset + 1
+        self.metrics.events_consumed.inc(consumed)
+        if self.mapping.skipped:
+            self.metrics.skipped_fields.inc(self.mapping.skipped)
+            self.mapping.skipped = 0
+        if not names:
+            return
+        # The store key is the stream id's UTF-8 bytes (with the default mapping: the key).
+        batch = Batch.of([name.encode() for name in names], values, seq=seqs, partition=parts,
+                         offset=offsets, epoch=epochs, ts=tss)
+        result = self.engine.process(batch)
+        self._publish(batch, names, result)
+
+    def _dead_letter(self, bad: BadInput, record) -> None:
+        value, headers = dead_letter(bad, record.key, record.value, record.topic,
+                                     record.partition, record.offset)
+        n = self._partitions[self.s.dlq_topic]
+        key = record.key if record.key is None or len(record.key) <= 1024 else record.key[:1024]
+        self.outbox.append(self.s.dlq_topic, record.partition % n, key, value, headers)
+        self.metrics.dlq.labels(bad.reason).inc()
+
+    def _publish(self, batch: Batch, names: list[str], res: Result) -> None:
+        m = self.metrics
+        for seconds, size in zip(res.inference_seconds, res.call_sizes, strict=True):
+            m.inference_seconds.observe(seconds)
+            m.batch_size.observe(size)
+        m.duplicates.inc(int(res.duplicate.sum()))
+        m.replayed.inc(int(res.replayed.sum()))
+        done = np.nonzero(res.processed)[0]
+        if len(done) == 0:
+            return
+        append = self.outbox.append
+        out_topic = self.s.output_topic
+        n_out = self._partitions[out_topic]
+        detected_at = self._now()
+        detected_json = repr(detected_at)
+        model_json = self._model_json
+        keys, flags = batch.streams, res.flag[done]
+        ts_all = batch.ts.tolist()
+        # Python lists once: indexing numpy arrays per event costs more than the encoding.
+        for i, seq, value, flag, prob, direction, rule, p, offset in zip(
+            done.tolist(), res.seq[done].tolist(), batch.value[done].tolist(),
+            flags.tolist(), res.probability[done].tolist(), res.direction[done].tolist(),
+            res.rule_flag[done].tolist(), batch.partition[done].tolist(),
+            batch.offset[done].tolist(), strict=True,
+        ):
+            ts = ts_all[i]
+            record = encode_flag(json_string(names[i]), seq, value, flag, prob, direction, rule,
+                                 model_json, p, offset, None if ts != ts else ts,
+                                 detected_json)
+            append(out_topic, p % n_out, keys[i], record)
+        self._publish_runs(batch, names, res, detected_at)
+        n_flag1 = int(flags.sum())
+        m.events_processed.inc(len(done))
+        m.flags.labels("1").inc(n_flag1)
+        m.flags.labels("0").inc(len(done) - n_flag1)
+        m.seq_gaps.inc(int(res.gap.sum()))
+        m.rule_disagreements.inc(int((flags != res.rule_flag[done]).sum()))
+        latencies = detected_at - batch.ts[done]
+        m.observe_many(m.latency, latencies[~np.isnan(latencies)].tolist())
+
+    def _publish_runs(self, batch: Batch, names: list[str], res: Result,
+                      detected_at: float) -> None:
+        """One alert record per run firing or resolved (``stream.runs``), in stream order."""
+        if not res.runs:
+            return
+        topic = self.s.alert_topic
+        n_alert = self._partitions[topic]
+        m = self.metrics
+        for run in res.runs:
+            i = run.index
+            ts = float(batch.ts[i])
+            record = encode_run(names[i], run.status, run.direction, run.start_seq,
+                                int(res.seq[i]), run.length, float(batch.value[i]),
+                                self.step.name, None if ts != ts else ts, detected_at)
+            self.outbox.append(topic, int(batch.partition[i]) % n_alert, batch.streams[i], record)
+            m.run_alerts.labels(run.status).inc()
+            if run.status == "resolved":
+                m.run_length.observe(run.length)
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        """Move the pipelined checkpoint on; report what it finished."""
+        self.checkpoints.tick(self.outbox, self.consumer, self._positions)
+        self._checkpointed()
+
+    def checkpoint(self, timeout_s: float | None = None) -> None:
+        """Everything processed so far: outputs acknowledged, state written, offsets committed."""
+        self.checkpoints.complete(self.outbox, self.consumer, self._positions, timeout_s)
+        self._checkpointed()
+
+    def _checkpointed(self) -> None:
+        """Metrics for the checkpoints committed since the last call (commits may come back
+        on the consumer's I/O thread)."""
+        durations = self.checkpoints.durations
+        if not durations:
+            return
+        while durations:  # pop, not clear: an asynchronous commit may append meanwhile
+            self.metrics.checkpoint_seconds.observe(durations.pop())
+        self._backoff = 0.5
+        self._update_gauges()
+        release_free_memory()
+
+    def _update_gauges(self) -> None:
+        self.metrics.active_streams.set(len(self.store))
+        self.metrics.runs_firing.set(int(np.count_nonzero(self.store.run_fired)))
+        self.metrics.evicted.inc(self.checkpoints.take_evicted())
+        lags = []
+        for tp, pos in self._positions.items():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                lags.append((tp.partition, max(0, high - pos)))
+        self.metrics.set_lag(lags)

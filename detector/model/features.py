@@ -1,0 +1,143 @@
+"""What the models see: each event's values normalized against the stream's own scale.
+
+Real streams come at any scale and offset (a CO2 record near 400 ppm, counts in the
+millions, rates near 1e-9, negative temperatures), while the rule depends only on the order
+of consecutive values. So every value of an event's window is re-expressed relative to the
+stream's previous value (recentering) in units of the stream's typical step (rescaling):
+
+    u = (x_t - x_{t-1}) / s,   s = geometric running mean of the stream's non-zero |steps|
+
+and compressed with ``asinh`` (linear near 0, logarithmic for spikes, so no input is huge).
+The difference is taken in float64 on the values as they arrived, before anything is cast to
+float32, so a step that decides a comparison is never rounded away (a cast of 1e9-scale values
+to float32 would erase steps below ~64). A tie gives exactly 0. The model still reads a
+magnitude, not a sign: a step that is tiny against the stream's own steps is as hard for it
+as a near-tie on uniform data. ``s`` is the geometric (log-space) mean so that one spike or
+level shift moves it by a small factor rather than dwarfing the steps after it.
+
+The per-stream quantities (previous value, previous direction, scale) are stream state, kept
+in ``detector.stream.state`` and checkpointed with the rest. Training builds its inputs with
+the same ``advance``, so the model is trained on exactly what serving feeds it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from detector.model import segments
+from detector.task.rule import FLAT, direction
+
+FeatureSet = Literal["seed", "pair"]
+FEATURE_SETS: tuple[FeatureSet, ...] = ("seed", "pair")
+
+#: Values per step the model sees, and whether its LSTM state is carried between events.
+FEATURE_WIDTH: dict[FeatureSet, int] = {"seed": 3, "pair": 2}
+STATEFUL: dict[FeatureSet, bool] = {"seed": False, "pair": True}
+
+#: Weight of the newest step in the log-space running mean of a stream's step size.
+SCALE_RATE = 0.1
+_BIG = 1e300  # normalized steps are clipped here (only a step across most of float64's range)
+_TINY = np.float32(1e-45)  # the smallest float32: a non-zero step never becomes a false tie
+
+
+def advance(value: np.ndarray, prev: np.ndarray, scale: np.ndarray, seen: np.ndarray,
+            first: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Streams' next events, in order: each one's normalized step, direction and the stream's
+    scale after it.
+
+    The arrays hold one entry per event, grouped by stream and in order; ``first`` marks each
+    stream's first event here (None: one event per stream). ``prev``, ``scale`` and ``seen``
+    are the stream's state before its first event here (read at ``first`` only). Returns
+    ``(u, step_dir, scale_after)``; ``u`` is float32, ``asinh`` of the step in units of the
+    stream's scale *before* this event (its own step sets the scale of a fresh stream). A
+    stream's first event has no step: ``u = 0`` and direction flat.
+    """
+    value = np.asarray(value, np.float64)
+    first = np.ones(len(value), bool) if first is None else np.asarray(first, bool)
+    prev = segments.shift(value, np.asarray(prev, np.float64), first)
+    fresh = np.asarray(seen) + segments.positions(first) == 0
+    step_dir = np.where(fresh, FLAT, direction(value, prev)).astype(np.int8)
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = np.where(fresh, 0.0, value - prev)
+        d = np.where(np.isfinite(d), d, step_dir * np.finfo(np.float64).max)  # overflowed
+    mag = np.abs(d)
+    scale_before, scale_after = _scales(mag, np.asarray(scale, np.float64), first)
+    known = scale_before > 0
+    s = np.where(known, scale_before, np.where(mag > 0, mag, 1.0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = np.arcsinh(np.clip(d / s, -_BIG, _BIG)).astype(np.float32)
+    u = np.where((step_dir != FLAT) & (u == 0), step_dir * _TINY, u).astype(np.float32)
+    return u, step_dir, scale_after
+
+
+def _scales(mag: np.ndarray, scale: np.ndarray, first: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The scale before and after each event: a log-space EMA over the non-zero steps,
+    ``log s <- (1 - r) log s + r log |step|``, seeded by a fresh stream's first step.
+
+    A linear recurrence in ``log s``, so a whole stream's run of events is one scan
+    (``segments.linear_scan``) rather than a step per event.
+    """
+    moved = np.nonzero(mag > 0)[0]
+    after = scale.copy()
+    if len(moved):
+        m, stored = mag[moved], scale[moved]
+        seg = (np.cumsum(first) - 1)[moved]
+        opens = np.r_[True, seg[1:] != seg[:-1]]  # a stream's first non-zero step here
+        seeded = opens & ~(stored > 0)
+        with np.errstate(divide="ignore"):
+            x = np.where(opens, (1 - SCALE_RATE) * np.log(stored) + SCALE_RATE * np.log(m),
+                         SCALE_RATE * np.log(m))
+        x = np.where(seeded, np.log(m), x)
+        ema = np.where(seeded, m, np.exp(segments.linear_scan(x, 1 - SCALE_RATE, opens)))
+        latest = segments.last_where(mag > 0, first)
+        at = np.full(len(mag), np.nan)
+        at[moved] = ema
+        after = np.where(latest >= 0, at[np.maximum(latest, 0)], scale)
+    return segments.shift(after, scale, first), after
+
+
+def model_input(features: FeatureSet, u: np.ndarray, prev_dir: np.ndarray) -> np.ndarray:
+    """One step's model input for a batch of streams, ``(batch, FEATURE_WIDTH)``, float32.
+
+    ``seed`` keeps the seed's layout ``[x3, x2, direction of x2]``: x3 and x2 relative to x2
+    (so x2's own slot is 0) and the previous direction as +1 up, 0 flat, -1 down. ``pair``
+    is ``[x_t, x_{t-1}]`` relative to ``x_{t-1}``, with the LSTM state carried per stream.
+    """
+    zero = np.zeros_like(u)
+    if features == "seed":
+        cols = (u, zero, np.asarray(prev_dir, np.float32))
+    elif features == "pair":
+        cols = (u, zero)
+    else:
+        raise ValueError(f"unknown feature set {features!r}; expected one of {FEATURE_SETS}")
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def stream_inputs(features: FeatureSet, values: np.ndarray) -> np.ndarray:
+    """Model inputs of whole streams ``(n, length)`` event by event, as serving builds them:
+    ``(n, length, FEATURE_WIDTH)``."""
+    values = np.atleast_2d(np.asarray(values, np.float64))
+    n, length = values.shape
+    first = np.arange(n * length) % max(length, 1) == 0
+    zero = np.zeros(n * length)
+    u, step_dir, _ = advance(values.ravel(), zero, zero, zero.astype(np.int64), first)
+    prev_dir = segments.shift(step_dir, zero.astype(np.int8), first)
+    return model_input(features, u, prev_dir).reshape(n, length, FEATURE_WIDTH[features])
+
+
+#: A step below this share of the stream's typical step (``|u|`` as the model sees it) is a
+#: near-tie: where the models' errors sit.
+NEAR_TIE = 1e-3
+
+
+def near_tie(values: np.ndarray, eps: float = NEAR_TIE) -> np.ndarray:
+    """Per event of one stream: whether a step of its window is non-zero but below ``eps`` of
+    the stream's typical step, as the normalization measures it."""
+    u = np.abs(stream_inputs("pair", values)[0, :, 0])
+    small = (u > 0) & (u < eps)
+    close = small.copy()
+    close[1:] |= small[:-1]
+    return close

@@ -1,0 +1,86 @@
+"""Where a model's files live and what its card says: the shipped models by name, any ``.keras``
+by path, its converted ``.tflite`` and its model card beside it.
+
+A ``.tflite`` is current only if the card says it was converted from this very ``.keras`` (its
+sha256) and the file is the one it recorded; otherwise it is stale (after retraining, say).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from detector.errors import UsageError
+from detector.model.features import FEATURE_SETS, FEATURE_WIDTH, STATEFUL, FeatureSet
+
+MODELS_DIR = Path(__file__).parent / "shipped"
+#: The card's entry for the converted step (``detector.model.conversion`` writes it).
+CARD_KEY = "litert"
+
+
+class ModelError(UsageError):
+    """A model name or file that cannot be served; the message is one readable line."""
+
+
+def resolve_model_path(model: str) -> Path:
+    """A shipped model by name (``seed``, ``pair``) or a ``.keras`` file by path."""
+    if model in FEATURE_SETS:
+        path = MODELS_DIR / f"{model}.keras"
+        if not path.exists():
+            raise ModelError(f"shipped model {model!r} is missing from {MODELS_DIR}")
+        return path
+    path = Path(model)
+    if path.suffix != ".keras" and not path.exists():
+        raise ModelError(
+            f"unknown model {model!r}: give one of {', '.join(FEATURE_SETS)} or a .keras file"
+        )
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    return path
+
+
+def card_path(model_path: Path) -> Path:
+    """Where a model's card lives: ``seed.keras`` -> ``seed.card.json``."""
+    return model_path.with_suffix(".card.json")
+
+
+def tflite_path(model_path: Path) -> Path:
+    """Where a model's converted serving step lives: ``seed.keras`` -> ``seed.tflite``."""
+    return model_path.with_suffix(".tflite")
+
+
+def read_card(model_path: Path) -> dict[str, Any]:
+    """The model card, or an empty one (a ``.keras`` given by path may have none)."""
+    path = card_path(model_path)
+    try:
+        card = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read model card {path}: {exc}") from exc
+    return card if isinstance(card, dict) else {}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def current_tflite(model_path: Path, keras_sha256: str) -> Path | None:
+    """The ``.tflite`` beside the model if its card says it was converted from this ``.keras``
+    and the file is the one it recorded; None if missing or stale (e.g. after retraining)."""
+    entry = read_card(model_path).get(CARD_KEY)
+    path = tflite_path(model_path)
+    if (not isinstance(entry, dict) or entry.get("keras_sha256") != keras_sha256
+            or not path.exists() or entry.get("sha256") != sha256(path)):
+        return None
+    return path
+
+
+def features_of(width: int, stateful: bool, where: Path) -> FeatureSet:
+    """The feature set a model's input implies, when its card does not name one."""
+    matches = [f for f in FEATURE_SETS if FEATURE_WIDTH[f] == width and STATEFUL[f] == stateful]
+    if len(matches) != 1:
+        kind = "stateful" if stateful else "stateless"
+        raise ModelError(f"{where}: cannot tell the feature set of a {kind} model taking "
+                         f"{width} values per event")
+    return matches[0]

@@ -1,0 +1,48 @@
+"""``python -m producer``: random streams or a CSV's columns, to the input topic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from detector.settings.detector import LINGER_HELP
+from detector.settings.fields import ConfigError, not_negative, opt, positive
+from detector.settings.kafka import KafkaSettings
+
+
+@dataclass(frozen=True)
+class ProducerSettings:
+    """``python -m producer``."""
+
+    topic: str = opt("values", "Topic to write values to.")
+    partitions: int = opt(6, "Partitions of the topic when the producer has to create it.")
+    streams: int = opt(20, "Number of independent random streams (keys s-0 .. s-N-1).")
+    rate: float = opt(200.0, "Events per second over all streams; 0 = as fast as possible "
+                      "(record batches built per partition, as the detector sends; a failed "
+                      "request stops the producer instead of being retried).")
+    count: int = opt(0, "Events to send in all, then exit; 0 = run until stopped.")
+    seed: int | None = opt(None, "Random seed; set it for a reproducible sequence.")
+    pattern: str = opt("uniform", "Values: uniform (the seed's generator) or walk.",
+                       ("uniform", "walk"))
+    stream_prefix: str | None = opt(
+        None, "Prefix of stream ids (random streams: s- when not given; CSV columns: none).")
+    from_csv: str | None = opt(
+        None, "Replay the --column(s) of this CSV file (a header row, then one row per step) "
+        "instead of random values, then exit.")
+    column: tuple[str, ...] = opt(
+        (), "A CSV column to replay as a stream; repeat the flag for more (environment: "
+        "comma-separated).")
+    linger_ms: int = opt(5, LINGER_HELP)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+
+    def __post_init__(self) -> None:
+        if not self.topic.strip():
+            raise ConfigError("--topic is empty")
+        if self.from_csv is not None and not self.column:
+            raise ConfigError("--from-csv needs at least one --column")
+        if self.column and self.from_csv is None:
+            raise ConfigError("--column needs --from-csv FILE")
+        positive("partitions", self.partitions)
+        positive("streams", self.streams)
+        for name in ("rate", "count", "linger_ms"):
+            not_negative(name, getattr(self, name))
+

@@ -1,0 +1,207 @@
+"""The message formats: the decoded event, the reasons input can be wrong, the producer's
+record, the flag record and the dead letter.
+
+Input (the producer's record): key = stream id (UTF-8), value = JSON
+``{"stream": "s-17", "seq": 42, "value": 0.734, "ts": 1764179385.123, "epoch": 1764179000000}``
+(``ts`` and ``epoch`` optional). Decoding, per the input settings, is ``stream/mapping.py``.
+
+Every way an input can be wrong has one reason from ``REASONS`` (a bounded set: it is a
+metric label).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+MAX_VALUE_BYTES = 1 << 20  #: inputs above 1 MiB are dead letters without being parsed
+MAX_STREAM_CHARS = 256
+MAX_SEQ = (1 << 63) - 1
+#: How much of a bad value is forwarded to the dead-letter topic (the rest is cut, and said).
+DLQ_MAX_VALUE_BYTES = 64 * 1024
+
+REASONS = (
+    "empty",  # no value (a tombstone)
+    "too_large",  # value over MAX_VALUE_BYTES
+    "not_utf8",
+    "not_json",
+    "not_object",  # JSON, but not an object
+    "missing_field",  # a path of the input mapping absent (stream, seq or value by default)
+    "bad_stream",  # not a string, empty or longer than MAX_STREAM_CHARS (also a built id)
+    "key_mismatch",  # stream differs from the record key (or the key is missing)
+    "bad_seq",  # not an integer, negative or beyond int64
+    "bad_value",  # not a finite number (NaN, infinities, bools and strings included)
+    "bad_ts",  # present but not a finite number or an ISO-8601 time
+    "bad_epoch",  # present but not an integer in [0, 2^63)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One decoded event. ``seq`` -1: the input has none (the engine numbers the stream's
+    events); ``epoch`` -1: none (a producer's start, so a restart is not a duplicate)."""
+
+    stream: str
+    seq: int
+    value: float
+    ts: float | None
+    epoch: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class BadInput:
+    reason: str
+    detail: str
+
+
+def encode_event(stream: str, seq: int, value: float, ts: float | None, epoch: int = -1
+                 ) -> bytes:
+    """The producer's record value."""
+    body: dict[str, Any] = {"stream": stream, "seq": seq, "value": value}
+    if ts is not None:
+        body["ts"] = ts
+    if epoch >= 0:
+        body["epoch"] = epoch
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def json_string(text: str) -> str:
+    """``json.dumps(text)``, without its cost for the plain ids streams usually have."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return json.dumps(text)
+
+
+_FLAG_RECORD = (
+    '{"stream":%s,"seq":%d,"value":%r,"flag":%d,"probability":%.6g,"direction":"%s",'
+    '"rule_flag":%d,"model":%s,"source":{"partition":%d,"offset":%d},"ts":%s,"detected_at":%s}'
+)
+#: The output's name of a step direction (+1, 0, -1 as the state keeps it).
+DIRECTIONS = {1: "up", 0: "flat", -1: "down"}
+
+
+def encode_flag(
+    stream_json: str,
+    seq: int,
+    value: float,
+    flag: int,
+    probability: float,
+    direction: int,
+    rule_flag: int,
+    model_json: str,
+    partition: int,
+    offset: int,
+    ts: float | None,
+    detected_at: str,
+) -> bytes:
+    """One output record, formatted from a template: it runs for every event and is a third
+    faster than an f-string here and 3x faster than ``json.dumps``.
+
+    ``stream_json`` and ``model_json`` are JSON string literals (``json_string``);
+    ``detected_at`` is the formatted time, the same for a whole batch.
+    """
+    return (_FLAG_RECORD % (
+        stream_json, seq, value, flag, probability, DIRECTIONS[direction], rule_flag,
+        model_json, partition, offset, "null" if ts is None else repr(ts), detected_at,
+    )).encode()
+
+
+def encode_run(stream: str, status: str, direction: int, start_seq: int, seq: int, length: int,
+               value: float, model: str, ts: float | None, detected_at: float) -> bytes:
+    """One run lifecycle record (``detector.stream.runs``) for the alert topic."""
+    return json.dumps({
+        "status": status, "stream": stream, "direction": DIRECTIONS[direction],
+        "start_seq": start_seq, "seq": seq, "length": length, "value": value, "model": model,
+        "ts": ts, "detected_at": detected_at,
+    }, separators=(",", ":")).encode()
+
+
+def dead_letter(
+    bad: BadInput, key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int
+) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """The dead-letter record: original value bytes (cut above a limit) and context headers.
+
+    Headers follow Kafka Connect's ``errors.deadletterqueue.context.headers`` idea so tools that
+    read those find the source topic, partition and offset; the key is forwarded unchanged.
+    """
+    size = 0 if value is None else len(value)
+    truncated = size > DLQ_MAX_VALUE_BYTES
+    body = value[:DLQ_MAX_VALUE_BYTES] if truncated and value is not None else value
+    headers = [
+        ("dlq.reason", bad.reason.encode()),
+        ("dlq.error", bad.detail.encode("utf-8", "replace")[:1024]),
+        ("dlq.source.topic", topic.encode()),
+        ("dlq.source.partition", str(partition).encode()),
+        ("dlq.source.offset", str(offset).encode()),
+        ("dlq.original.size", str(size).encode()),
+        ("dlq.truncated", b"true" if truncated else b"false"),
+    ]
+    return body, headers
+
+
+# --- run records (the alert topic) ---------------------------------------------------------
+
+RUN_STATUSES = ("firing", "resolved")
+RUN_DIRECTIONS = ("up", "down")
+
+
+def finite_number(x: Any) -> float | None:
+    """A finite float from a JSON number; None for bools, strings, NaN, infinities, overflow."""
+    kind = type(x)
+    if kind is float:
+        return x if math.isfinite(x) else None
+    if kind is not int:
+        return None
+    try:
+        return float(x)
+    except OverflowError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RunAlert:
+    """One step in the life of a run, as the detector writes it to the alert topic (key: stream).
+
+    ``firing`` once, at the event where the run reaches the minimum length (``seq`` that event,
+    ``length`` the minimum); ``resolved`` once, at the first event that does not continue it
+    (``seq`` that event, ``length`` the run's final number of values).
+    """
+
+    status: str
+    stream: str
+    direction: str
+    start_seq: int
+    seq: int
+    length: int
+    value: float
+    model: str
+    ts: float | None
+    detected_at: float
+
+    @property
+    def time(self) -> float:
+        """When it happened: the event time, else the detection time."""
+        return self.detected_at if self.ts is None else self.ts
+
+
+def decode_run(value: bytes | None) -> RunAlert | None:
+    """The run record in ``value``, or None when it is not one (a flag record, garbage)."""
+    try:
+        r = json.loads(value or b"")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(r, dict):
+        return None
+    ints = [r.get(k) for k in ("start_seq", "seq", "length")]
+    numbers = [finite_number(r.get(k)) for k in ("value", "detected_at")]
+    ts = r.get("ts")
+    if (r.get("status") not in RUN_STATUSES or r.get("direction") not in RUN_DIRECTIONS
+            or not isinstance(r.get("stream"), str) or not r["stream"]
+            or not isinstance(r.get("model"), str)
+            or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ints)
+            or None in numbers or (ts is not None and finite_number(ts) is None)):
+        return None
+    return RunAlert(r["status"], r["stream"], r["direction"], *ints, numbers[0], r["model"],
+                     None if ts is None else float(ts), numbers[1])

@@ -1,0 +1,291 @@
+"""Per-stream state in compact arrays, and its record on the compacted state topic.
+
+One Python object per stream would cost several hundred bytes and a pointer chase per event;
+instead every stream owns a slot number into a few numpy arrays, and one dict maps stream id
+to slot. Slots of streams whose partition is revoked go back to a free list.
+
+A state record carries the input offset of the last event it applied, so a restored stream
+skips what it already covered and processes the rest again from exactly that state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Magic and version: a record from another program or layout is rejected, not misread.
+STATE_MAGIC = b"TDS\x02"
+
+#: What a stream carries from event to event: (name, dtype, value of a fresh stream). One list
+#: makes both the store's arrays and the state record's layout, so they cannot drift apart.
+FIELDS: tuple[tuple[str, str, float], ...] = (
+    ("prev", "<f8", 0.0),  # the previous value
+    ("prev_dir", "<i1", 0),  # direction of the previous step: +1 up, 0 flat, -1 down
+    ("scale", "<f8", 0.0),  # typical step size (detector.model.features); 0 until the first step
+    ("seen", "<i8", 0),  # events applied; also the output seq of input without one
+    ("last_seq", "<i8", -1),
+    ("last_epoch", "<i8", -1),  # the producer epoch of the last event (-1: none)
+    ("last_offset", "<i8", -1),  # input offset of the last event applied
+    ("partition", "<i2", -1),  # its input partition
+    ("run_dir", "<i1", 0),  # the open run (detector.stream.runs): its direction, 0 = none
+    ("run_len", "<i8", 0),  # its number of values so far
+    ("run_start_seq", "<i8", -1),  # seq of its first flag-1 event
+    ("run_start_ts", "<f8", 0.0),  # event time (or detection time) of that event
+    ("run_fired", "?", False),  # whether its firing record was sent
+    ("last_active", "<f8", 0.0),  # wall-clock time of its last event (idle eviction)
+)
+_HEADER = np.dtype([("magic", "S4"), ("fingerprint", "S8"), *((n, t) for n, t, _ in FIELDS),
+                    ("size", "<u2")])
+
+
+class StateRecordError(ValueError):
+    """A state-topic record that is not ours or is damaged."""
+
+
+def decode_state(data: bytes | None) -> tuple[np.void, np.ndarray, bytes]:
+    """A state record: its fields (a numpy record), its LSTM state and the model fingerprint.
+
+    Raises StateRecordError for a tombstone, a foreign record or a damaged one.
+    """
+    if data is None:
+        raise StateRecordError("state record has no value (a tombstone)")
+    if len(data) < _HEADER.itemsize:
+        raise StateRecordError(f"state record too short: {len(data)} bytes")
+    row = np.frombuffer(data, _HEADER, count=1)[0]
+    if row["magic"] != STATE_MAGIC:
+        raise StateRecordError(f"not a detector state record (magic {bytes(row['magic'])!r})")
+    size = int(row["size"])
+    if len(data) != _HEADER.itemsize + 4 * size:
+        raise StateRecordError(
+            f"state record length {len(data)} does not match its {size} LSTM values")
+    if (abs(int(row["prev_dir"])) > 1 or abs(int(row["run_dir"])) > 1 or row["seen"] < 0
+            or row["last_seq"] < -1 or row["last_offset"] < -1 or row["run_len"] < 0
+            or not 0 <= row["partition"] < 2**15
+            or not all(np.isfinite(row[n]) for n in ("prev", "scale", "run_start_ts",
+                                                       "last_active"))
+            or row["scale"] < 0):
+        raise StateRecordError("state record fields out of range")
+    lstm = np.frombuffer(data, "<f4", offset=_HEADER.itemsize).astype(np.float32)
+    if not np.all(np.isfinite(lstm)):
+        raise StateRecordError("state record holds a non-finite LSTM value")
+    return row, lstm, bytes(row["fingerprint"])
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    """Many streams' state records, ready to send: ``records(i, j)`` cuts them out."""
+
+    rows: np.ndarray  # one structured record per stream: the state record layout
+    keys: list[Hashable]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def records(self, start: int, stop: int) -> list[tuple[bytes, bytes, int]]:
+        """``(key, state record, partition)`` for streams ``start .. stop-1``."""
+        part = self.rows[start:stop]
+        raw, size = part.tobytes(), part.dtype.itemsize
+        parts = part["partition"].tolist()
+        return [(key if isinstance(key, bytes) else key.encode(), raw[i * size:(i + 1) * size],
+                 parts[i]) for i, key in enumerate(self.keys[start:stop])]
+
+
+class StreamIndex:
+    """Stream id -> slot, without keeping a Python object (a dict entry, an int) per stream.
+
+    Settled ids live in two sorted numpy arrays, their Python hash and their slot (16 bytes a
+    stream against ~70 for a dict entry and its int); ids added since the last merge wait in a
+    small dict. A 64-bit hash can collide, so a found slot is confirmed by comparing ids, and
+    an id whose hash is taken stays in the dict for good.
+    """
+
+    def __init__(self) -> None:
+        self.hashes = np.empty(0, np.int64)
+        self.slots = np.empty(0, np.int64)
+        self.recent: dict[Hashable, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.hashes) + len(self.recent)
+
+    def find(self, ids: list[Hashable], id_of_slot: list[Hashable | None]) -> np.ndarray:
+        """The slot of each id, -1 for ids not in the index."""
+        n = len(ids)
+        out = np.full(n, -1, np.int64)
+        if len(self.hashes):
+            hs = np.fromiter(map(hash, ids), np.int64, n)
+            pos = np.minimum(np.searchsorted(self.hashes, hs), len(self.hashes) - 1)
+            hit = np.nonzero(self.hashes[pos] == hs)[0]
+            cand = self.slots[pos[hit]]
+            same = [id_of_slot[c] == ids[i] for i, c in zip(hit.tolist(), cand.tolist(),
+                                                             strict=True)]
+            out[hit[same]] = cand[same]
+        if self.recent:
+            get = self.recent.get
+            for i in np.nonzero(out < 0)[0].tolist():
+                out[i] = get(ids[i], -1)
+        return out
+
+    def add(self, stream: Hashable, slot: int) -> None:
+        self.recent[stream] = slot
+        if len(self.recent) >= max(50_000, len(self.hashes) // 8):
+            self._merge()
+
+    def _merge(self) -> None:
+        ids = list(self.recent)
+        hs = np.fromiter(map(hash, ids), np.int64, len(ids))
+        pos = np.minimum(np.searchsorted(self.hashes, hs), max(len(self.hashes) - 1, 0))
+        taken = (self.hashes[pos] == hs) if len(self.hashes) else np.zeros(len(ids), bool)
+        _, first = np.unique(hs, return_index=True)
+        unique = np.zeros(len(ids), bool)
+        unique[first] = True
+        move = unique & ~taken
+        slots = np.fromiter((self.recent[k] for k in ids), np.int64, len(ids))
+        hashes = np.concatenate([self.hashes, hs[move]])
+        order = np.argsort(hashes, kind="stable")
+        self.hashes = hashes[order]
+        self.slots = np.concatenate([self.slots, slots[move]])[order]
+        self.recent = {ids[i]: int(slots[i]) for i in np.nonzero(~move)[0].tolist()}
+
+    def remove(self, slots: np.ndarray) -> None:
+        keep = ~np.isin(self.slots, slots)
+        self.hashes, self.slots = self.hashes[keep], self.slots[keep]
+        gone = set(slots.tolist())
+        self.recent = {k: v for k, v in self.recent.items() if v not in gone}
+
+
+class StreamStore:
+    """Slot arrays for every stream of the assigned partitions, keyed by stream id (the stream
+    id's UTF-8 bytes in the pipeline, str elsewhere). One array per field of ``FIELDS``."""
+
+    def __init__(self, state_size: int, capacity: int = 1024):
+        self.state_size = state_size
+        self.index = StreamIndex()
+        self.keys: list[Hashable | None] = []
+        self._free = np.empty(0, np.int64)  # a stack of unused slots
+        self._alloc(capacity)
+
+    def _alloc(self, capacity: int) -> None:
+        old = getattr(self, "prev", None)
+        n = 0 if old is None else len(old)
+        columns = [*FIELDS, ("dirty", "?", False)]
+        for name, dtype, fill in columns:
+            arr = np.full(capacity, fill, dtype=dtype)
+            if old is not None:
+                arr[:n] = getattr(self, name)
+            setattr(self, name, arr)
+        lstm = np.zeros((capacity, self.state_size), np.float32)
+        if old is not None:
+            lstm[:n] = self.lstm
+        self.lstm = lstm
+        self._free = np.concatenate([np.arange(capacity - 1, n - 1, -1), self._free])
+        self.keys.extend([None] * (capacity - n))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def capacity(self) -> int:
+        return len(self.prev)
+
+    def _new_slot(self, stream: Hashable, partition: int) -> int:
+        if not len(self._free):
+            self._alloc(2 * len(self.prev))
+        slot = int(self._free[-1])
+        self._free = self._free[:-1]
+        self.index.add(stream, slot)
+        self.keys[slot] = stream
+        self.partition[slot] = partition
+        return slot
+
+    def slot_of(self, stream: Hashable) -> int | None:
+        slot = int(self.index.find([stream], self.keys)[0])
+        return None if slot < 0 else slot
+
+    def lookup(self, streams: list[Hashable], partitions: np.ndarray) -> np.ndarray:
+        """Slot of each event's stream; a stream seen for the first time gets a fresh slot."""
+        out = self.index.find(streams, self.keys)
+        new: dict[Hashable, int] = {}  # a new stream may come more than once in a batch
+        for i in np.nonzero(out < 0)[0].tolist():
+            slot = new.get(streams[i])
+            if slot is None:
+                slot = new[streams[i]] = self._new_slot(streams[i], int(partitions[i]))
+            out[i] = slot
+        return out
+
+    def get(self, stream: Hashable) -> dict | None:
+        """One stream's fields as a dict (tests, debugging); None for an unknown stream."""
+        slot = self.slot_of(stream)
+        if slot is None:
+            return None
+        state = {name: getattr(self, name)[slot].item() for name, _, _ in FIELDS}
+        state["lstm"] = self.lstm[slot].copy()
+        return state
+
+    def put(self, streams: list[Hashable], rows: list[np.void], lstms: list[np.ndarray | None]
+            ) -> None:
+        """Install restored states (clean: they are already on the state topic). An LSTM state
+        of ``None`` (written by another model) starts afresh."""
+        if not streams:
+            return
+        table = np.array(rows, dtype=_HEADER)
+        slots = self.lookup(streams, table["partition"].astype(np.int64))
+        for name, _, _ in FIELDS:
+            getattr(self, name)[slots] = table[name]
+        for slot, lstm in zip(slots.tolist(), lstms, strict=True):
+            self.lstm[slot] = lstm if lstm is not None and lstm.size == self.state_size else 0.0
+        self.dirty[slots] = False
+
+    def snapshot(self, slots: np.ndarray, fingerprint: bytes) -> StateSnapshot:
+        """The state records of ``slots`` as they are now, encoded into one numpy buffer.
+
+        Compact (the record bytes plus a reference to each key) so that a checkpoint of a
+        million streams neither stops the loop nor leaves a million Python objects behind;
+        records are cut from it a slice at a time as they are sent.
+        """
+        n, width = len(slots), self.state_size
+        dtype = np.dtype([*_HEADER.descr, ("lstm", "<f4", (width,))] if width else _HEADER.descr)
+        rows = np.zeros(n, dtype)
+        rows["magic"] = STATE_MAGIC
+        rows["fingerprint"] = fingerprint
+        for name, _, _ in FIELDS:
+            rows[name] = getattr(self, name)[slots]
+        rows["size"] = width
+        if width:
+            rows["lstm"] = self.lstm[slots]
+        keys = [self.keys[slot] for slot in slots.tolist()]
+        return StateSnapshot(rows, keys)
+
+    def dirty_slots(self, partitions: set[int] | None = None) -> np.ndarray:
+        """Slots changed since their last checkpoint, optionally only in some partitions."""
+        mask = self.dirty.copy()
+        if partitions is not None:
+            mask &= np.isin(self.partition, list(partitions))
+        return np.nonzero(mask)[0]
+
+    def idle_slots(self, before: float) -> np.ndarray:
+        """Slots of streams whose last event was processed before ``before`` (wall clock)."""
+        live = self.partition >= 0
+        return np.nonzero(live & (self.last_active < before))[0]
+
+    def drop_partitions(self, partitions: set[int]) -> int:
+        """Forget the streams of revoked partitions; their state lives on in the state topic."""
+        return self.drop(np.nonzero(np.isin(self.partition, list(partitions)))[0])
+
+    def drop(self, slots: np.ndarray) -> int:
+        """Forget these streams and free their slots for new ones."""
+        gone = np.array([slot for slot in np.asarray(slots).tolist()
+                         if self.keys[slot] is not None], np.int64)
+        self.index.remove(gone)
+        for slot in gone.tolist():
+            self.keys[slot] = None
+        for name, _, fill in FIELDS:
+            getattr(self, name)[gone] = fill
+        self.dirty[gone] = False
+        self.lstm[gone] = 0.0
+        self._free = np.concatenate([self._free, gone])
+        return len(gone)
+
+    def clear(self) -> None:
+        self.drop_partitions(set(np.unique(self.partition[self.partition >= 0]).tolist()))

@@ -1,0 +1,147 @@
+"""A consumer group that members join and leave under live input never stops for good
+(``detector.kafka.group_watch``), against the real local broker.
+
+The local broker keeps a leader that leaves while the group is forming as its leader, and no
+member is ever assigned anything again; the members find the departed leader and repair the
+group. ``test_churn_rounds`` (``make test-churn``, out of the default run) repeats the
+operator's scenario of kills, joins and stops under live input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import tempfile
+import threading
+import time
+
+import pytest
+
+from detector.kafka import clients
+from detector.kafka.group_requests import describe_group
+from detector.settings.kafka import KafkaSettings
+from detector.settings.producer import ProducerSettings
+from detector.testing.harness import DetectorProcess, audit, expected_flags, read_topic, wait_for
+from producer.publish import publish
+from tests.support import DetectorThread, settings
+
+pytestmark = pytest.mark.broker
+
+
+def group_state(kafka: KafkaSettings, group: str = "trend-detector") -> str:
+    client = clients.admin(kafka)
+    try:
+        return describe_group(client, group)[0]
+    finally:
+        client.close()
+
+
+def feed(kafka: KafkaSettings, events: int, streams: int, rate: float, seed: int
+         ) -> threading.Thread:
+    """The producer in a thread, started."""
+    s = ProducerSettings(kafka=kafka, streams=streams, rate=rate, count=events, seed=seed)
+    thread = threading.Thread(target=publish, args=(s, threading.Event()),
+                              kwargs={"progress": lambda _: None}, daemon=True)
+    thread.start()
+    return thread
+
+
+def check_outputs(kafka: KafkaSettings, step, events: int) -> None:
+    """Every input event has an output, duplicates agree, flags equal an uninterrupted run."""
+    wait_for(lambda: len(read_topic(kafka, "trend-flags", settle=0.5)) >= events, 120, every=1,
+             what="every event to have an output")
+    inputs = [(r.key, r.value) for r in read_topic(kafka, "values", settle=1)]
+    result = audit(read_topic(kafka, "trend-flags", settle=1), expected_flags(step, inputs))
+    assert result.expected == events
+    assert result.clean, result
+
+
+@pytest.mark.slow
+def test_leader_leaving_a_forming_group_does_not_stop_it(kafka, steps):
+    """The leader stops while a new member's join holds the group forming: on the local broker
+    the group would never form again. The others find the departed leader, the group forms,
+    and nothing is lost."""
+    step = steps("seed")
+    s = settings(kafka, member_dir=tempfile.mkdtemp())
+    leader = DetectorThread(s, step).start()
+    wait_for(lambda: leader.value("detector_assigned_partitions") == 6, 60, what="first member")
+    other = DetectorThread(s, step).start()
+    both = [leader, other]
+    wait_for(lambda: sum(d.value("detector_assigned_partitions") for d in both) == 6
+             and all(d.pipeline.ready for d in both), 60, what="two members holding all")
+    assert leader.value("detector_group_leader") == 1
+    producer = feed(kafka, 6000, 60, 300, seed=3)
+    time.sleep(2)
+    joiner = DetectorThread(s, step).start()
+    wait_for(lambda: group_state(kafka) != "Stable", 30, every=0.05, what="the group forming")
+    leader.stop()  # it leaves the group while the group is forming
+    members = [other, joiner]
+    wait_for(lambda: sum(d.value("detector_assigned_partitions") for d in members) == 6, 120,
+             every=0.5, what="the two others to hold every partition again")
+    assert sum(d.value("detector_group_rejoins_total", {"reason": "leader_left"})
+               for d in members) >= 1
+    producer.join()
+    check_outputs(kafka, step, 6000)
+    for d in members:
+        d.stop()
+
+
+# --- the operator's scenario, many times ----------------------------------------------------
+
+EVENTS, STREAMS, RATE = 36_000, 600, 1_500
+
+
+def leader_of(dets: list[DetectorProcess]) -> DetectorProcess | None:
+    for det in dets:
+        if det.metric("detector_group_leader") == 1:
+            return det
+    return None
+
+
+def churn_round(kafka: KafkaSettings, step, seed: int) -> None:
+    """Three detectors; at 5 s one is SIGKILLed, at 10 s a fourth starts, the leader gets
+    SIGTERM as soon as the fourth's join holds the group forming, at 19 s a fifth starts."""
+    rng = random.Random(seed)
+    dets = [DetectorProcess(kafka).start() for _ in range(3)]
+    started = list(dets)
+    try:
+        wait_for(lambda: all(d.healthz() == 200 for d in dets), 90, what="three ready")
+        producer = feed(kafka, EVENTS, STREAMS, RATE, seed)
+        t0 = time.monotonic()
+
+        def at(t: float) -> None:
+            time.sleep(max(0.0, t0 + t - time.monotonic()))
+
+        at(5)
+        leader = leader_of(dets)
+        victim = rng.choice([d for d in dets if d is not leader])
+        victim.kill()
+        dets.remove(victim)
+        at(10)
+        dets.append(DetectorProcess(kafka).start())
+        started.append(dets[-1])
+        # If the join came and went unseen, the leader stops into a stable group.
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: group_state(kafka) != "Stable", 6, every=0.05, what="forming")
+        leader = leader_of(dets) or dets[0]
+        assert leader.terminate() == 0
+        dets.remove(leader)
+        at(19)
+        dets.append(DetectorProcess(kafka).start())
+        started.append(dets[-1])
+        producer.join()
+        check_outputs(kafka, step, EVENTS)
+    except BaseException:
+        for d in started:
+            print(f"--- detector log\n{d.output()[-4000:]}")
+        raise
+    finally:
+        for d in started:
+            d.close()
+
+
+@pytest.mark.churn
+@pytest.mark.parametrize("round_no", range(15))
+def test_churn_rounds(kafka, steps, round_no):
+    """``make test-churn``: fifteen rounds, each on a fresh broker."""
+    churn_round(kafka, steps("seed"), seed=round_no)

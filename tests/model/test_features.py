@@ -1,0 +1,87 @@
+"""What the models see: normalization against the stream's own scale, exact in float64."""
+
+import numpy as np
+import pytest
+
+from detector.model.features import advance, model_input, near_tie, stream_inputs
+from detector.task import shapes
+from detector.task.rule import DOWN, FLAT, UP
+
+
+def steps_of(values: np.ndarray) -> np.ndarray:
+    return stream_inputs("pair", values)[0, :, 0]
+
+
+def test_a_tie_is_exactly_zero_and_a_step_keeps_its_sign():
+    u = steps_of(np.array([5.0, 6.0, 6.0, 5.5, 5.5]))
+    assert u[0] == 0 and u[2] == 0 and u[4] == 0  # first event, ties
+    assert u[1] > 0 and u[3] < 0
+
+
+def test_steps_far_below_float32_resolution_of_the_value_survive():
+    """At 1e9 float32 cannot tell values 64 apart; the step is taken in float64 first."""
+    values = 1e9 + np.array([0.0, 1.0, 2.0, 2.0, 1.0])
+    u = steps_of(values)
+    assert u[1] > 0 and u[2] > 0 and u[3] == 0 and u[4] < 0
+
+
+@pytest.mark.parametrize("factor", [1e-9, 1e-3, 1.0, 7.5, 1e6, 1e12])
+def test_scale_free(factor):
+    values = shapes.stream("mixed", 400, np.random.default_rng(3), rescale=False)
+    np.testing.assert_allclose(steps_of(values * factor), steps_of(values), rtol=1e-5,
+                               atol=1e-30)
+    np.testing.assert_allclose(steps_of(-values * factor), -steps_of(values), rtol=1e-5,
+                               atol=1e-30)
+
+
+def test_a_spike_barely_moves_the_scale():
+    _, _, scale = advance(np.array([1e6]), np.array([0.0]), np.array([1.0]), np.array([5]))
+    assert scale[0] < 5.0  # the geometric mean: a 1e6 step moves it by 10^0.6
+
+
+def test_any_finite_double_gives_finite_inputs():
+    extreme = np.array([0.0, 1.7e308, -1.7e308, 5e-324, -5e-324, 1e-300, 1e300, 1e300])
+    x = stream_inputs("seed", extreme)
+    assert np.isfinite(x).all()
+    u = x[0, :, 0]
+    assert u[1] > 0 and u[2] < 0 and u[3] > 0 and u[4] < 0 and u[7] == 0
+
+
+def test_seed_layout_keeps_x2_slot_and_previous_direction():
+    x = model_input("seed", np.array([0.5, -0.2, 0.0], np.float32),
+                    np.array([UP, FLAT, DOWN], np.int8))
+    assert x.dtype == np.float32 and x.shape == (3, 3)
+    assert x[:, 1].tolist() == [0, 0, 0] and x[:, 2].tolist() == [1, 0, -1]
+    with pytest.raises(ValueError, match="unknown feature set"):
+        model_input("raw", x[:, 0], x[:, 2])
+
+
+def test_near_tie_is_relative_to_the_stream_scale():
+    values = np.array([0.5, 0.9, 0.9000001, 0.2, 0.7, 0.7])
+    assert near_tie(values).tolist() == [False, False, True, True, False, False]
+    assert near_tie(values * 1e9 + 5e11).tolist() == near_tie(values).tolist()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_stream_at_once_equals_event_by_event(seed):
+    """The scale is a log-space EMA; over a whole stream it is a scan, not a loop."""
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.random((4, 2000)) * np.exp(rng.normal(0, 4, (4, 2000))), 3)
+    n, length = values.shape
+    prev, scale = np.zeros(n), np.zeros(n)
+    want_u, want_scale = np.zeros(values.shape, np.float32), np.zeros(values.shape)
+    for t in range(length):
+        want_u[:, t], _, want_scale[:, t] = advance(values[:, t], prev, scale, np.full(n, t))
+        prev, scale = values[:, t], want_scale[:, t]
+    first = np.arange(n * length) % length == 0
+    zero = np.zeros(n * length)
+    u, _, after = advance(values.ravel(), zero, zero, np.zeros(n * length, np.int64), first)
+    np.testing.assert_allclose(after.reshape(n, length), want_scale, rtol=1e-13)
+    np.testing.assert_array_equal(u.reshape(n, length), want_u)
+    rest = values[:, 700:]  # from the state stored after event 699
+    first = np.arange(rest.size) % rest.shape[1] == 0
+    u, _, after = advance(rest.ravel(), np.repeat(values[:, 699], rest.shape[1]),
+                          np.repeat(want_scale[:, 699], rest.shape[1]),
+                          np.full(rest.size, 700), first)
+    np.testing.assert_allclose(after.reshape(rest.shape), want_scale[:, 700:], rtol=1e-13)
+    np.testing.assert_array_equal(u.reshape(rest.shape), want_u[:, 700:])

@@ -1,0 +1,84 @@
+"""Run lifecycles: one firing and one resolution per run of at least N values."""
+
+import numpy as np
+import pytest
+
+from detector.stream import runs
+from detector.stream.state import StreamStore
+from detector.task.rule import FLAT, direction, exact_flags
+
+
+def lifecycle(values, min_length=3, flags=None):
+    """Feed one stream event by event with the given (else exact) flags; its run records."""
+    return in_polls(values, np.arange(1, len(values)), min_length, flags)
+
+
+def in_polls(values, cuts, min_length=3, flags=None):
+    """The same stream fed in polls of many events each (cut at ``cuts``): its run records."""
+    values = np.asarray(values, np.float64)
+    flags = exact_flags(values) if flags is None else np.asarray(flags)
+    dirs = np.r_[FLAT, direction(values[1:], values[:-1])]
+    store = StreamStore(state_size=0)
+    slot = store.lookup(["s"], np.array([0]))
+    out: list[runs.RunRecord] = []
+    for part in np.split(np.arange(len(values)), cuts):
+        first = np.r_[True, np.zeros(len(part) - 1, bool)]
+        out += runs.advance(store, np.repeat(slot, len(part)), part, flags[part], dirs[part],
+                            part, part.astype(float), min_length, first)
+    return [(r.status, r.index, r.direction, r.start_seq, r.length) for r in out]
+
+
+def test_one_firing_and_one_resolution_per_run():
+    # up x5 (values 0..4), then down x3, then flat
+    values = [0, 1, 2, 3, 4, 3, 2, 1, 1]
+    assert lifecycle(values) == [
+        ("firing", 2, 1, 2, 3),  # the first flag: three values
+        ("resolved", 5, 1, 2, 5),  # the first event that does not continue it: 0..4
+        ("firing", 6, -1, 6, 3),  # 4, 3, 2
+        ("resolved", 8, -1, 6, 4),  # a tie ends the down run of 4, 3, 2, 1
+    ]
+
+
+def test_min_length_hides_short_runs_and_fires_once_when_reached():
+    values = [0, 1, 2, 1, 0, -1, -2, -3, -2]
+    assert lifecycle(values, min_length=5) == [
+        ("firing", 6, -1, 4, 5),  # 2, 1, 0, -1, -2: the run reaches five values at seq 6
+        ("resolved", 8, -1, 4, 6),
+    ]  # the up run of three values never fires, so it is never resolved either
+
+
+def test_a_tie_breaks_a_run_and_a_constant_stream_gives_nothing():
+    assert lifecycle([1, 2, 2, 3, 4]) == [("firing", 4, 1, 4, 3)]
+    assert lifecycle([200.0] * 50) == []
+
+
+def test_a_flag_against_the_run_direction_ends_it_and_starts_another():
+    """Only a model error can do this; the lifecycle stays well-formed."""
+    values = [0, 1, 2, 3, 2]
+    assert lifecycle(values, flags=[0, 0, 1, 1, 1]) == [
+        ("firing", 2, 1, 2, 3), ("resolved", 4, 1, 2, 4), ("firing", 4, -1, 4, 3)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_firing_is_resolved_once_on_random_walks(seed):
+    values = np.round(np.cumsum(np.random.default_rng(seed).normal(size=2000)))
+    records = lifecycle(values, min_length=4)
+    open_runs = set()
+    for status, _, _, start, _ in records:
+        if status == "firing":
+            assert start not in open_runs
+            open_runs.add(start)
+        else:
+            open_runs.remove(start)
+    assert len(open_runs) <= 1  # only the run still going at the end
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_polls_of_many_events_equal_one_event_at_a_time(seed):
+    rng = np.random.default_rng(seed)
+    values = np.round(np.cumsum(rng.normal(size=3000)))
+    flags = exact_flags(values)
+    flags[rng.random(3000) < 0.05] ^= 1  # model errors too
+    cuts = np.sort(rng.choice(np.arange(1, 3000), 12, replace=False))
+    for min_length in (3, 4, 7):
+        assert in_polls(values, cuts, min_length, flags) == lifecycle(values, min_length, flags)
