@@ -19,7 +19,7 @@ class CsvSource:
     sends it, ``seq`` being the row (0-based), so an empty cell leaves a gap in its stream."""
 
     def __init__(self, path: str, names: tuple[str, ...], prefix: str = ""):
-        self.columns = read_columns(path, names)
+        self.columns = read_columns(path, names).columns
         self.ids = [prefix + c.name for c in self.columns]
         for stream in self.ids:
             if not 0 < len(stream) <= MAX_STREAM_CHARS:

@@ -145,8 +145,7 @@ def read_csv(path: str | Path, columns: list[str] | None = None) -> dict[str, np
     """Named columns of a CSV (default: every numeric one) as streams, in row order; empty
     cells skipped. Raises UsageError (one line) for a missing file or column, or a cell that
     is not a finite number."""
-    return {c.name: np.array(c.values(), np.float64)
-            for c in read_columns(path, tuple(columns) if columns else None)}
+    return read_columns(path, tuple(columns) if columns else None).streams()
 
 
 def battery(real_dir: Path = REAL_DIR) -> dict[str, dict[str, np.ndarray]]:

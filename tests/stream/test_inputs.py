@@ -473,7 +473,7 @@ def test_csv_replay_end_to_end(kafka, steps, tmp_path):
     assert set(by_stream) == {"load", "queue"}  # the column names, no s- prefix
     assert [o["seq"] for o in by_stream["load"]] == list(range(60))
     assert [o["seq"] for o in by_stream["queue"]] == [t for t in range(60) if t != 17]
-    columns = {c.name: c for c in read_columns(str(csv), ("load", "queue"))}
+    columns = {c.name: c for c in read_columns(str(csv), ("load", "queue")).columns}
     for name, recs in by_stream.items():
         assert [o["value"] for o in recs] == columns[name].values()
     assert det.value("detector_seq_gaps_total") == 1  # row 17 of "queue"
