@@ -38,16 +38,6 @@ class TopicSpec:
     configs: dict[str, str] = field(default_factory=dict)
 
 
-def _servers(kafka: KafkaSettings) -> list[tuple[str, int]]:
-    out = []
-    for server in kafka.bootstrap_servers.split(","):
-        host, _, port = server.strip().rpartition(":")
-        if not host or not port.isdigit():
-            raise KafkaUnavailable(f"--bootstrap-servers: {server.strip()!r} is not host:port")
-        out.append((host.strip("[]"), int(port)))
-    return out
-
-
 def tls_context(kafka: KafkaSettings) -> ssl.SSLContext:
     """The TLS context the settings describe (as kafka-python builds it)."""
     ctx = ssl.create_default_context(cafile=kafka.ssl_cafile)
@@ -64,7 +54,7 @@ def preflight(kafka: KafkaSettings) -> None:
     to a plaintext listener waits forever in the handshake; this check names the real cause
     at once (a refused connection is retried until the deadline: the broker may be starting).
     """
-    servers = _servers(kafka)
+    servers = kafka.servers()
     deadline = time.monotonic() + kafka.connect_timeout_s
     use_tls = kafka.security_protocol.endswith("SSL")
     last: OSError | None = None

@@ -32,6 +32,7 @@ class KafkaSettings:
     def __post_init__(self) -> None:
         if not self.bootstrap_servers.strip():
             raise ConfigError("--bootstrap-servers is empty")
+        self.servers()
         if self.security_protocol.startswith("SASL") and not (
             self.sasl_username and self.sasl_password
         ):
@@ -41,6 +42,18 @@ class KafkaSettings:
             if path and not os.path.isfile(path):
                 raise ConfigError(f"--{name.replace('_', '-')}: file not found: {path}")
         positive("connect_timeout_s", self.connect_timeout_s)
+
+    def servers(self) -> list[tuple[str, int]]:
+        """``(host, port)`` of each bootstrap server; ConfigError for one that is not
+        host:port (kafka-python would guess port 9092; the preflight check needs the port)."""
+        out = []
+        for server in (s.strip() for s in self.bootstrap_servers.split(",")):
+            host, _, port = server.rpartition(":")
+            if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"--bootstrap-servers: {server!r} is not host:port (such as "
+                                  "localhost:9092)")
+            out.append((host.strip("[]"), int(port)))
+        return out
 
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments for KafkaConsumer, KafkaProducer, KafkaAdminClient and the

@@ -67,3 +67,15 @@ def test_hostname_in_the_group_instance_id_is_this_host_name():
     settings = DetectorSettings(group_instance_id="detector-{hostname}")
     assert settings.group_instance_id == f"detector-{socket.gethostname()}"
     assert DetectorSettings().group_instance_id == ""
+
+
+@pytest.mark.parametrize("servers", ["localhost", "k1:9092,k2", ":9092", "k1:0", "k1:65536",
+                                     "k1:port"])
+def test_a_bootstrap_server_is_host_and_port(servers):
+    """A wrong bootstrap server is a wrong setting (exit 2), found when the settings are read,
+    not later by the connection check (exit 1)."""
+    with pytest.raises(ConfigError, match=r"--bootstrap-servers: .* is not host:port"):
+        KafkaSettings(bootstrap_servers=servers)
+    assert KafkaSettings(bootstrap_servers=" k1:9092, [::1]:9093").servers() == [
+        ("k1", 9092), ("::1", 9093)]
+
