@@ -28,22 +28,47 @@ class ConfigError(UsageError):
     """A wrong setting; the message is one readable line naming the option."""
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Each option's help ends with its default where it has one and the text does not say
+    it already: a person reading ``--help`` sees what happens without the option."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default is None or action.default is False or "(default" in text
+        return text if shown or action.default == argparse.SUPPRESS \
+            else f"{text} (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports a wrong argument in one line (no usage dump) and exits 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def opt(default: Any, help: str, choices: tuple[str, ...] | None = None,
-        empty_ok: bool = False) -> Any:
+        empty_ok: bool = False, shown: str | None = None) -> Any:
     """A settings field with its documentation (and allowed values) attached.
 
     ``empty_ok``: an empty environment variable is a value (``""``: none), not "unset";
-    for paths where empty says that the input has no such field.
+    for paths where empty says that the input has no such field. ``shown``: the default as
+    the documentation gives it, where the field's own is resolved later (``None`` at first).
     """
     return field(default=default, metadata={"help": help, "choices": choices,
-                                            "empty_ok": empty_ok})
+                                            "empty_ok": empty_ok, "shown": shown})
+
+
+def shown_default(f: dataclasses.Field[Any]) -> str:
+    """A field's default as ``--help`` and the README's tables give it; "" for none."""
+    if f.metadata.get("shown"):
+        return f.metadata["shown"]
+    if f.default in (None, (), ""):
+        return ""
+    return str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
 
 
 
@@ -126,7 +151,9 @@ def add_options(parser: argparse.ArgumentParser, cls: type, prefix: str) -> None
             continue
         kind = _base_type(hint)
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata['help']} [env {_env_name(prefix, f.name)}; default {f.default}]"
+        default = shown_default(f)
+        help_text = (f"{f.metadata['help']} [env {_env_name(prefix, f.name)}"
+                     + (f"; default {default}]" if default else "]"))
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
@@ -172,11 +199,8 @@ def markdown_table(cls: type, prefix: str) -> str:
         if dataclasses.is_dataclass(hint):
             rows += markdown_table(hint, prefix).splitlines()[2:]
             continue
-        default = "" if f.default in (None, (), "") else f"`{f.default}`"
-        if isinstance(f.default, bool):
-            default = f"`{str(f.default).lower()}`"
-        if f.name == "state_topic":
-            default = "`<group-id>.state`"
+        default = shown_default(f)
+        default = f"`{default}`" if default else ""
         choices = f.metadata.get("choices")
         extra = f" One of {', '.join(choices)}." if choices else ""
         flag = f.name.replace("_", "-")

@@ -79,3 +79,13 @@ def test_a_bootstrap_server_is_host_and_port(servers):
     assert KafkaSettings(bootstrap_servers=" k1:9092, [::1]:9093").servers() == [
         ("k1", 9092), ("::1", 9093)]
 
+
+def test_help_and_table_show_a_resolved_default_as_it_resolves():
+    p = argparse.ArgumentParser()
+    add_options(p, DetectorSettings, "DETECTOR")
+    help_text = " ".join(p.format_help().split())
+    assert "[env DETECTOR_STATE_TOPIC; default <group-id>.state]" in help_text
+    assert "[env DETECTOR_SASL_USERNAME]" in help_text  # no default: none shown
+    assert "[env DETECTOR_SSL_CHECK_HOSTNAME; default true]" in help_text
+    assert "| `--state-topic` | `DETECTOR_STATE_TOPIC` | `<group-id>.state` |" in markdown_table(
+        DetectorSettings, "DETECTOR")
