@@ -20,10 +20,44 @@ lock: free when, as in the detector, one thread calls, and right when a step is 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
+
+#: What the runtime prints to stderr (fd 2, from C++) when it applies its default CPU delegate,
+#: once per process: noise in every command. No setting of ai-edge-litert 2.3 silences it
+#: (its logger reads no environment variable, TF_CPP_MIN_LOG_LEVEL included), and without the
+#: delegate (``BUILTIN_WITHOUT_DEFAULT_DELEGATES``) ``pair``'s step ran at a third of its speed.
+DELEGATE_NOTICE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+
+
+@contextlib.contextmanager
+def _without_delegate_notice() -> Iterator[None]:
+    """Hold fd 2 while the interpreter applies its delegate, then write back everything
+    written there but the notice: nothing else is lost (another thread's line written
+    meanwhile comes a few milliseconds late)."""
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as held:
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            rest = [line for line in held.read().splitlines(keepends=True)
+                    if line.rstrip() != DELEGATE_NOTICE]
+            data = b"".join(rest)
+            while data:
+                data = data[os.write(2, data):]
 
 
 class LiteRTStep:
@@ -31,7 +65,9 @@ class LiteRTStep:
     ``sequence`` for whole chunks of each stream's events (``chunk`` of them; 0: none)."""
 
     def __init__(self, content: bytes):
-        self._interpreter = Interpreter(model_content=content, num_threads=1)
+        with _without_delegate_notice():  # the delegate is applied at the first allocation
+            self._interpreter = Interpreter(model_content=content, num_threads=1)
+            self._interpreter.allocate_tensors()
         signatures = self._interpreter.get_signature_list()
         # A file with one signature (a stateless model's, or one converted before ``chunk``
         # existed) holds its step as ``serving_default``: it serves one event a stream a call.
