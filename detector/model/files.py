@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,20 @@ def resolve_model_path(model: str) -> Path:
         )
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
+    if not _is_keras_archive(path):
+        raise ModelError(f"{path} is not a Keras model: a .keras file is a zip archive holding "
+                         "config.json, as model.save() writes it")
     return path
+
+
+def _is_keras_archive(path: Path) -> bool:
+    """What Keras checks first, so that a wrong file is named for what it is: Keras itself
+    reports any file that is not a zip archive as "File not found"."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "config.json" in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def card_path(model_path: Path) -> Path:
