@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from detector.errors import DetectorError
 from detector.model.features import near_tie
 from detector.stream.csv_columns import read_columns
 from detector.stream.engine import Batch, Engine, occurrence_rank
@@ -149,14 +150,13 @@ def read_csv(path: str | Path, columns: list[str] | None = None) -> dict[str, np
 
 
 def battery(real_dir: Path = REAL_DIR) -> dict[str, dict[str, np.ndarray]]:
-    """The check battery: the public real series (when the repository is at hand) and every
-    generated shape at several magnitudes."""
-    out: dict[str, dict[str, np.ndarray]] = {}
-    if real_dir.is_dir():
-        out["real"] = {f"{path.stem}:{name}": v for path in sorted(real_dir.glob("*.csv"))
-                       for name, v in read_csv(path).items()}
-    out["generated"] = shapes.battery()
-    return out
+    """The check battery: the public real series (package data: an install without them is
+    broken, not a smaller battery) and every generated shape at several magnitudes."""
+    files = sorted(real_dir.glob("*.csv"))
+    if not files:
+        raise DetectorError(f"the battery's real series are missing: no CSV file in {real_dir}")
+    real = {f"{path.stem}:{name}": v for path in files for name, v in read_csv(path).items()}
+    return {"real": real, "generated": shapes.battery()}
 
 
 def evaluate_battery(step: ModelStep) -> dict[str, Report]:
