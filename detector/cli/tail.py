@@ -28,11 +28,25 @@ def _arrow(direction: str) -> str:
 
 
 def _describe_run(r: RunAlert) -> str:
-    """A run's firing or resolution as a sentence."""
-    if r.status == "firing":
-        what = f"run from seq {r.start_seq}, {r.length} values so far (value {r.value:.4f})"
+    """A run's firing or resolution as a sentence that names its first and last value.
+
+    ``start_seq`` is the run's first flag 1, its third value; ``seq`` is, when firing, the
+    run's last value so far and, when resolved, the first event after the run. The first and
+    last values' seqs follow from these when the stream's seqs have no gap within the run (the
+    length says so); otherwise the line gives what the record holds.
+    """
+    firing = r.status == "firing"
+    first, last = r.start_seq - 2, r.seq if firing else r.seq - 1
+    if first >= 0 and last - first + 1 == r.length:
+        span = f"seq {first}..{last}"
+    elif firing:
+        span = f"up to seq {last} (its 3rd at seq {r.start_seq}; seqs have gaps)"
     else:
-        what = f"run of {r.length} values from seq {r.start_seq}, ended at seq {r.seq}"
+        span = f"from its 3rd at seq {r.start_seq} (seqs have gaps)"
+    if firing:
+        what = f"run of {r.length} values so far, {span}, last value {r.value:.4f}"
+    else:
+        what = f"run of {r.length} values, {span}, ended by seq {r.seq}"
     return f"{_clock(r.time)} {r.status.upper():<8} {r.stream} {_arrow(r.direction)} {what}"
 
 
@@ -52,7 +66,8 @@ def describe(value: bytes | None, headers: list[tuple[str, bytes]] | None = None
         r = json.loads(value or b"")
         clock = _clock(r.get("ts") or r["detected_at"])
         arrow = _arrow(r["direction"])
-        mark = "ALERT" if r["flag"] else "     "
+        # A flag is one event's answer; alerts are the run records (the alert topic).
+        mark = "FLAG 1" if r["flag"] else "flag 0"
         rule = "" if r["flag"] == r["rule_flag"] else "  (exact rule disagrees)"
         return (f"{clock} {mark} {r['stream']:>10} seq {r['seq']:<7} value {r['value']:.4f} "
                 f"{arrow} p={r['probability']:.3f}{rule}")

@@ -12,16 +12,21 @@ import time
 import pytest
 
 from detector.cli.tail import describe, tail
-from tests.support import ROOT, DetectorThread, send, settings, uniform_events, wait_for
+from tests.support import ROOT, DetectorThread, event, send, settings, uniform_events, wait_for
 
 pytestmark = pytest.mark.broker
 
 
 def test_tail_prints_one_readable_line_per_alert(kafka, steps):
-    send(kafka, "values", uniform_events(streams=3, per_stream=40, seed=2))
+    # Two streams whose runs are known: "k" goes 1..6 at seq 1..6 (its first flag at seq 3),
+    # "g" goes 1..5 over seq 0, 1, 2, 5, 6 (a gap in its seqs), each broken at seq 7.
+    known = [event("k", t, v) for t, v in enumerate([5, 1, 2, 3, 4, 5, 6, 2])]
+    known += [event("g", t, v) for t, v in zip([0, 1, 2, 5, 6, 7], [1, 2, 3, 4, 5, 1],
+                                                strict=True)]
+    send(kafka, "values", uniform_events(streams=3, per_stream=40, seed=2) + known)
     det = DetectorThread(settings(kafka), steps("seed")).start()
     try:
-        wait_for(lambda: det.value("detector_events_processed_total") >= 120, 60)
+        wait_for(lambda: det.value("detector_events_processed_total") >= 134, 60)
     finally:
         det.stop()
     alerts = int(sum(det.value("detector_run_alerts_total", {"status": s})
@@ -29,9 +34,18 @@ def test_tail_prints_one_readable_line_per_alert(kafka, steps):
     lines: list[str] = []
     shown = tail(kafka, "trend-alerts", True, threading.Event(), limit=alerts, out=lines.append)
     assert shown == alerts == len(lines) > 0
-    assert all(re.search(r"(FIRING   s-\d [↑↓] run from seq \d+, 3 values so far|"
-                         r"RESOLVED s-\d [↑↓] run of \d+ values from seq \d+, ended at seq \d+)",
-                         line) for line in lines), lines
+    random = [line for line in lines if re.search(r" s-\d ", line)]
+    assert all(re.search(r"(FIRING   s-\d [↑↓] run of 3 values so far, seq (\d+)\.\.(\d+), "
+                         r"last value \d\.\d{4}$|"
+                         r"RESOLVED s-\d [↑↓] run of (\d+) values, seq (\d+)\.\.(\d+), "
+                         r"ended by seq (\d+)$)", line) for line in random), random
+    own = [line.split(" ", 1)[1] for line in lines if not re.search(r" s-\d ", line)]
+    assert sorted(own) == sorted([  # streams in other partitions: no order between them
+        "FIRING   k ↑ run of 3 values so far, seq 1..3, last value 3.0000",
+        "RESOLVED k ↑ run of 6 values, seq 1..6, ended by seq 7",
+        "FIRING   g ↑ run of 3 values so far, seq 0..2, last value 3.0000",
+        "RESOLVED g ↑ run of 5 values, from its 3rd at seq 2 (seqs have gaps), ended by seq 7",
+    ]), own
 
 
 def test_describe_dead_letters_and_foreign_text():
@@ -49,18 +63,30 @@ def test_describe_run_records_firing_and_resolved():
                            "model": "seed", "ts": ts, "detected_at": 1764179402.5}).encode()
 
     clock = time.strftime("%H:%M:%S", time.localtime(1764179401))
-    assert describe(run("firing", 42, 3)) == \
-        f"{clock}.123 FIRING   s-17 ↑ run from seq 40, 3 values so far (value 0.7340)"
-    assert describe(run("resolved", 47, 7, "down")) == \
-        f"{clock}.123 RESOLVED s-17 ↓ run of 7 values from seq 40, ended at seq 47"
+    # start_seq is the run's first flag, its third value: the run began two events before.
+    assert describe(run("firing", 40, 3)) == \
+        f"{clock}.123 FIRING   s-17 ↑ run of 3 values so far, seq 38..40, last value 0.7340"
+    assert describe(run("firing", 42, 5)) == \
+        f"{clock}.123 FIRING   s-17 ↑ run of 5 values so far, seq 38..42, last value 0.7340"
+    assert describe(run("resolved", 47, 9, "down")) == \
+        f"{clock}.123 RESOLVED s-17 ↓ run of 9 values, seq 38..46, ended by seq 47"
+    # A gap in the seqs: the first value's seq is not in the record, so it is not guessed.
+    assert describe(run("firing", 44, 5)).endswith(
+        "run of 5 values so far, up to seq 44 (its 3rd at seq 40; seqs have gaps), "
+        "last value 0.7340")
+    assert describe(run("resolved", 52, 9)).endswith(
+        "run of 9 values, from its 3rd at seq 40 (seqs have gaps), ended by seq 52")
     # Without an event time, the detection time.
     later = time.strftime("%H:%M:%S", time.localtime(1764179402))
     assert describe(run("firing", 42, 3, ts=None)).startswith(f"{later}.500 FIRING ")
-    # A flag record stays a flag line.
+    # A flag record stays a flag line, marked by its flag: an alert is a run record.
     flag = {"stream": "s-1", "seq": 4, "value": 0.5, "flag": 1, "probability": 0.99,
             "direction": "up", "rule_flag": 1, "model": "seed", "ts": 1764179401.0,
             "detected_at": 1764179401.1}
-    assert re.search(r"ALERT +s-1 seq 4 ", describe(json.dumps(flag).encode()))
+    assert re.search(r"FLAG 1 +s-1 seq 4 ", describe(json.dumps(flag).encode()))
+    flag["flag"] = flag["rule_flag"] = 0
+    assert re.search(r"flag 0 +s-1 seq 4 ", describe(json.dumps(flag).encode()))
+    assert "ALERT" not in describe(json.dumps(flag).encode())
 
 
 def test_demo_shows_alerts_and_stats_then_stops_everything_on_ctrl_c():
