@@ -53,35 +53,41 @@ class _Thread(threading.Thread):
 DEMO_LINGER_MS = 100
 
 
-def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str = "seed",
-         metrics_port: int = 9108, out: Callable[[str], None] = _say,
-         csv: str | None = None, columns: tuple[str, ...] = (), runtime: str = "litert") -> int:
+def demo(*, duration: float, streams: int, rate: float, model: str, metrics_port: int,
+         csv: str | None, columns: tuple[str, ...], runtime: str, alert_min_length: int,
+         out: Callable[[str], None] = _say) -> int:
+    """Run everything until Ctrl-C or ``duration``; the arguments are ``demo``'s options."""
     from producer.publish import open_source, publish
 
-    # The CSV is read and checked first: a wrong column is one line, before anything starts.
+    # The settings and the CSV are checked first: a wrong one is one line, before anything
+    # starts. Larger batches than the defaults: the local broker's fetches slow down with the
+    # number of batches its partitions hold, and a demo may run for hours.
+    settings = DetectorSettings(model=model, session_timeout_ms=6000, heartbeat_interval_ms=2000,
+                                checkpoint_interval_ms=500, linger_ms=DEMO_LINGER_MS,
+                                alert_min_length=alert_min_length)
     producer_settings = ProducerSettings(streams=streams, rate=rate, from_csv=csv, column=columns,
                                          linger_ms=DEMO_LINGER_MS)
     source = open_source(producer_settings)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
-    out("demo: starting the local Kafka-compatible broker (Tansu) on 127.0.0.1 ...")
     broker = LocalBroker().start()
     workers: list[_Thread] = []
     try:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        out(f"demo: broker ready at {broker.bootstrap}; loading model {model!r} ({runtime}) ...")
+        out(f"demo: the local Kafka-compatible broker (Tansu) is ready at {broker.bootstrap}; "
+            f"loading model {model!r} ({runtime}) ...")
+        out(f"demo: every run record, in another terminal: python -m detector tail "
+            f"--bootstrap-servers {broker.bootstrap}   (--topic trend-flags: every flag)")
+        out(f"demo: values of your own: python -m producer --bootstrap-servers {broker.bootstrap} "
+            "--stream-prefix mine-   (or --from-csv FILE --column NAME)")
         from detector.kafka.pipeline import Pipeline
         from detector.model.serving import ModelStep
         from detector.ops.process_tuning import settle_garbage_collector
         from detector.ops.server import MetricsServer
 
         step = ModelStep.load(model, runtime)
-        # Larger batches than the defaults: the local broker's fetches slow down with the
-        # number of batches its partitions hold, and a demo may run for hours.
-        settings = DetectorSettings(kafka=kafka, model=model, session_timeout_ms=6000,
-                                    heartbeat_interval_ms=2000, checkpoint_interval_ms=500,
-                                    linger_ms=DEMO_LINGER_MS)
+        settings = dataclasses.replace(settings, kafka=kafka)
         metrics = Metrics()
         pipeline = Pipeline(settings, step, metrics, stop)
         try:
@@ -106,8 +112,10 @@ def demo(duration: float = 0, streams: int = 30, rate: float = 300.0, model: str
                 else f"{streams} streams")
         out(f"demo: producer sends {what} at {rate:g} events/s; detector model "
             f"{step.name}; metrics at {server.url} (health: /healthz)")
-        out("demo: alerts (a run of values moving the same way fires, then is resolved) as they "
-            "come; Ctrl-C to stop")
+        out(f"demo: runs of {alert_min_length} or more values moving the same way, as they fire "
+            f"and resolve, at most {ALERT_LINES_PER_SECOND} lines a second: (+N not shown) counts "
+            "the records skipped before a line (the tail command above shows every one); "
+            "Ctrl-C to stop")
         _show(kafka, settings.alert_topic, metrics, server.url, stop, workers, duration, out)
     finally:
         stop.set()
@@ -150,7 +158,7 @@ def _show(kafka: KafkaSettings, topic: str, metrics: Metrics, url: str, stop: th
             for recs in consumer.poll(timeout_ms=100).values():
                 for r in recs:
                     if time.monotonic() - last_line >= 1 / ALERT_LINES_PER_SECOND:
-                        suffix = f"   (+{held} more alerts)" if held else ""
+                        suffix = f"   (+{held} not shown)" if held else ""
                         out(describe(r.value) + suffix)
                         held, last_line = 0, time.monotonic()
                     else:

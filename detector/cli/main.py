@@ -1,9 +1,10 @@
 """``python -m detector <command>``: run, alertmanager, train, convert, evaluate, reproduce,
-plot, tail, demo, config.
+plot, tail, demo, broker, config.
 
 Heavy imports (TensorFlow, Kafka) happen inside the command that needs them, so ``--help``,
 ``tail`` and ``config`` start at once. Every expected failure (a wrong setting, a missing
-model, an unreachable broker) prints one line and exits non-zero; 2 for usage, 1 otherwise.
+model, an unreachable broker, an extra not installed) prints one line and exits non-zero; 2
+for usage, settings and missing extras, 1 otherwise.
 """
 
 from __future__ import annotations

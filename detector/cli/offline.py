@@ -12,16 +12,25 @@ from detector.cli.common import (
     Command,
     non_negative_int,
     positive_int,
+    refuse_unless,
+    refuse_with,
+    require_extra,
     runtime_of,
 )
 from detector.settings.detector import RUNTIMES
-from detector.settings.fields import ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from detector.stream.csv_columns import Skipped
     from detector.training.evaluation import Report
+
+#: ``evaluate``'s fresh uniform streams, by default.
+UNIFORM_EVENTS, UNIFORM_STREAMS = 100_000, 10
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    require_extra("train", "train")
     from detector.training.train import train
 
     card = train(args.features, out_dir=args.out, epochs=args.epochs, events=args.events,
@@ -31,18 +40,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from detector.training.evaluation import battery, evaluate, read_csv, score
+    refuse_unless(args, "csv", "column")
+    for given in ("csv", "battery"):
+        refuse_with(args, given, "events", "streams")
+    from detector.model.serving import ModelStep
+    from detector.training.evaluation import evaluate, score
 
     if args.csv or args.battery:
-        streams = (read_csv(args.csv, args.column) if args.csv  # before loading the model
-                   else {f"{part}/{name}": v for part, named in battery().items()
-                         for name, v in named.items()})
-        from detector.model.serving import ModelStep
-
-        report = score(ModelStep.load(args.model), streams, args.seed)
-        source = args.csv or "the battery (tests/data/real and detector/task/shapes.py)"
+        streams, source, skipped = _named_streams(args)  # before loading the model
+        report = score(ModelStep.load(args.model, runtime_of(args)), streams, args.seed)
         if not args.json:
-            _print_report(report, source)
+            _print_report(report, source, skipped)
         else:
             print(json.dumps({"model": report.model, "accuracy": report.accuracy,
                               "events": report.events, "errors": report.errors,
@@ -50,12 +58,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                                  "repeat": report.errors_repeat,
                                                  "other": report.errors_other},
                               "streams": {name: {"accuracy": s.accuracy, "events": s.events}
-                                          for name, s in report.streams.items()}}))
+                                          for name, s in report.streams.items()},
+                              "skipped_columns": {s.name: s.why for s in skipped}}))
         return 0
-    from detector.model.serving import ModelStep
-
     step = ModelStep.load(args.model, runtime_of(args))
-    result = evaluate(step, args.events, args.streams, args.seed)
+    result = evaluate(step, args.events or UNIFORM_EVENTS, args.streams or UNIFORM_STREAMS,
+                      args.seed)
     if args.json:
         print(json.dumps(result.as_dict()))
         return 0
@@ -70,9 +78,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_report(report: Report, source: str) -> None:
+def _named_streams(args: argparse.Namespace
+                   ) -> tuple[dict[str, np.ndarray], str, list[Skipped]]:
+    """``--csv``'s columns or the battery's streams, what they are, and the columns skipped."""
+    if args.csv:
+        from detector.stream.csv_columns import read_columns
+
+        table = read_columns(args.csv, tuple(args.column) if args.column else None)
+        return table.streams(), args.csv, table.skipped
+    from detector.training.evaluation import battery
+
+    parts = battery()
+    files = {name.partition(":")[0] for name in parts["real"]}
+    source = (f"the battery: {len(parts['real'])} public real series from {len(files)} files "
+              f"(detector/task/real_series, sources in its SOURCES.md) and "
+              f"{len(parts['generated'])} generated streams of every shape "
+              f"(detector/task/shapes.py)")
+    return ({f"{part}/{name}": v for part, named in parts.items() for name, v in named.items()},
+            source, [])
+
+
+def _print_report(report: Report, source: str, skipped: list[Skipped]) -> None:
     print(f"model {report.model} on {source}: {report.events:,} events in "
           f"{len(report.streams)} streams")
+    for s in skipped:
+        print(f"  {s}")
     print(f"  agreement with the exact rule: {report.accuracy:.4%} ({report.errors} errors: "
           f"{report.errors_near_tie} next to a near-tie, {report.errors_repeat} next to a "
           f"repeat, {report.errors_other} other)")
@@ -82,6 +112,7 @@ def _print_report(report: Report, source: str) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    require_extra("reproduce", "train")
     from detector.training.reproduce import reproduce
 
     print(reproduce(seeds=args.seeds, epochs=args.epochs))
@@ -89,6 +120,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    refuse_unless(args, "csv", "column", "start")
+    refuse_with(args, "csv", "seed")
+    require_extra("plot", "plots")
     import numpy as np
 
     from detector.training.evaluation import read_csv, uniform_streams
@@ -97,15 +131,16 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.csv:
         column = read_csv(args.csv, [args.column] if args.column else None)
         name, values = next(iter(column.items()))
-        values, source = values[args.start:args.start + args.events], f"{name}"
+        start = args.start or 0
+        values, source = values[start:start + args.events], f"column {name!r}"
     else:
-        values = uniform_streams(1, args.events, np.random.default_rng(args.seed))[0]
+        values = uniform_streams(1, args.events, np.random.default_rng(args.seed or 7))[0]
         source = "a fresh uniform stream"
     from detector.model.serving import ModelStep
 
     info = plot_stream(ModelStep.load(args.model, runtime_of(args)), values, args.out, source)
-    print(f"wrote {info['out']}: {info['events']} events, {info['disagreements']} "
-          f"disagreement(s) with the exact rule")
+    print(f"wrote {info['out']}: {info['events']} events of {source}, "
+          f"{info['disagreements']} disagreement(s) with the exact rule")
     return 0
 
 
@@ -113,12 +148,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from detector.model.files import resolve_model_path
 
     path = resolve_model_path(args.model)
-    try:
-        from detector.training.export import export_tflite
-    except ImportError as exc:
-        raise ConfigError(f"converting needs TensorFlow, which is not installed ({exc.name}): "
-                          "pip install 'trend-detector[train]'") from None
+    require_extra("convert", "train")
     from detector.training.evaluation import battery
+    from detector.training.export import export_tflite
 
     out = export_tflite(path, series=[v for part in battery().values() for v in part.values()],
                         series_label="the battery")
@@ -133,45 +165,56 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def add_commands(command: Command) -> None:
-    train = command("train", cmd_train, "Train a model; write .keras, model card and curves.")
-    train.add_argument("--features", choices=("seed", "pair"), required=True)
-    train.add_argument("--epochs", type=positive_int, help="default: the feature set's recipe")
+    train = command("train", cmd_train, "Train a model; write .keras, model card and curves "
+                    "(needs the train extra).")
+    train.add_argument("--features", choices=("seed", "pair"), required=True,
+                       help="the feature set, and so the architecture (required)")
+    train.add_argument("--epochs", type=positive_int,
+                       help="epochs (default: the feature set's recipe)")
     train.add_argument("--events", type=positive_int,
                        help="training events (default: the feature set's recipe)")
-    train.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
-    train.add_argument("--out", default="models", help="output directory (default ./models)")
+    train.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
+    train.add_argument("--out", default="models", help="output directory")
 
     ev = command("evaluate", cmd_evaluate, "Agreement with the exact rule through the serving "
-                 "step: on your CSV, on the battery, or on fresh uniform streams.")
+                 "step: on your CSV, on the battery, or on fresh uniform streams (the default).")
     ev.add_argument("--model", default="seed", help=MODEL_HELP)
-    ev.add_argument("--csv", help="a CSV file: each --column is one stream, in row order, "
-                    "empty cells skipped")
+    what = ev.add_mutually_exclusive_group()
+    what.add_argument("--csv", help="a CSV file: each --column is one stream, in row order, "
+                      "empty cells skipped")
+    what.add_argument("--battery", action="store_true", help="the check battery: the public "
+                      "real series shipped in the package and every generated shape")
     ev.add_argument("--column", action="append", help="a column of --csv (repeat the option; "
-                    "default: every numeric column)")
-    ev.add_argument("--battery", action="store_true",
-                    help="the check battery: public real series and generated shapes")
-    ev.add_argument("--events", type=positive_int, default=100_000, help="uniform events")
-    ev.add_argument("--streams", type=positive_int, default=10, help="uniform streams")
-    ev.add_argument("--seed", type=non_negative_int, default=12345)
+                    "default: every numeric column, the others named as skipped)")
+    ev.add_argument("--events", type=positive_int,
+                    help=f"fresh uniform events (default: {UNIFORM_EVENTS:,})")
+    ev.add_argument("--streams", type=positive_int,
+                    help=f"fresh uniform streams they are spread over (default: {UNIFORM_STREAMS})")
+    ev.add_argument("--seed", type=non_negative_int, default=12345,
+                    help="random seed of the values and of their order of arrival")
     ev.add_argument("--json", action="store_true", help="print one JSON object (last line)")
     ev.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
 
-    rep = command("reproduce", cmd_reproduce, "The seed's own experiment, reproduced.")
+    rep = command("reproduce", cmd_reproduce, "The seed's own experiment, reproduced (needs the "
+                  "train extra).")
     rep.add_argument("--seeds", type=positive_int, default=3, help="random seeds per feature set")
-    rep.add_argument("--epochs", type=positive_int, default=200, help="the seed's 200 by default")
+    rep.add_argument("--epochs", type=positive_int, default=200,
+                     help="epochs, as many as the seed trains")
 
     plot = command("plot", cmd_plot, "Draw a stream (fresh uniform, or a CSV column) with model "
-                   "and rule flags.")
+                   "and rule flags (needs the plots extra).")
     plot.add_argument("--model", default="seed", help=MODEL_HELP)
     plot.add_argument("--csv", help="draw a column of this CSV instead of fresh values")
     plot.add_argument("--column", help="the column of --csv (default: the first numeric one)")
-    plot.add_argument("--start", type=non_negative_int, default=0,
-                      help="first row of --csv to draw")
-    plot.add_argument("--events", type=positive_int, default=120)
-    plot.add_argument("--seed", type=non_negative_int, default=7)
-    plot.add_argument("--out", default="stream.png")
+    plot.add_argument("--start", type=non_negative_int,
+                      help="first data row of --csv to draw (default: 0)")
+    plot.add_argument("--events", type=positive_int, default=120, help="values to draw")
+    plot.add_argument("--seed", type=non_negative_int,
+                      help="random seed of the fresh uniform stream (default: 7)")
+    plot.add_argument("--out", default="stream.png", help="the PNG file to write")
     plot.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
 
     conv = command("convert", cmd_convert, "Convert a model's serving step to LiteRT (.tflite "
-                   "beside the .keras) and record both hashes and their agreement on its card.")
-    conv.add_argument("--model", required=True, help=MODEL_HELP)
+                   "beside the .keras) and record both hashes and their agreement on its card "
+                   "(needs the train extra).")
+    conv.add_argument("--model", required=True, help=f"{MODEL_HELP} (required)")

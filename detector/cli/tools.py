@@ -1,5 +1,5 @@
-"""For people: ``tail`` (readable records), ``demo`` (everything on the local broker) and
-``config`` (the configuration tables)."""
+"""For people: ``tail`` (readable records), ``demo`` (everything on the local broker),
+``broker`` (the local broker alone) and ``config`` (the configuration tables)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from detector.cli.common import (
     RUNTIME_HELP,
     Command,
     positive_int,
+    refuse_unless,
+    refuse_with,
     runtime_of,
     stop_on_signals,
 )
@@ -17,27 +19,56 @@ from detector.errors import UsageError
 from detector.settings.bridge import BridgeSettings
 from detector.settings.detector import RUNTIMES, DetectorSettings
 from detector.settings.fields import add_options, build
+from detector.settings.kafka import KafkaSettings
 from detector.settings.producer import ProducerSettings
+
+#: The local broker's port by default: Kafka's, which every program here reaches by default.
+BROKER_PORT = 9092
+DEMO_STREAMS = 30
+#: Values a run must reach before the demo's detector fires it: on random values a run of
+#: three starts at every third event or so, far too many to read.
+DEMO_ALERT_MIN_LENGTH = 5
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    settings = build(DetectorSettings, args, "DETECTOR")
+    kafka = build(KafkaSettings, args, "DETECTOR")
     from detector.cli.tail import tail
 
-    tail(settings.kafka, args.topic, args.from_beginning, stop_on_signals(), limit=args.limit)
+    tail(kafka, args.topic, args.from_beginning, stop_on_signals(), limit=args.limit)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from detector.cli.demo import demo
 
-    if args.column and not args.csv:
-        raise UsageError("--column needs --csv FILE")
+    refuse_unless(args, "csv", "column")
+    refuse_with(args, "csv", "streams")
     if args.csv and not args.column:
         raise UsageError("--csv needs at least one --column")
-    return demo(duration=args.duration, streams=args.streams, rate=args.rate, model=args.model,
-                metrics_port=args.metrics_port, csv=args.csv, columns=tuple(args.column or ()),
-                runtime=runtime_of(args))
+    return demo(duration=args.duration, streams=args.streams or DEMO_STREAMS, rate=args.rate,
+                model=args.model, metrics_port=args.metrics_port, csv=args.csv,
+                columns=tuple(args.column or ()), runtime=runtime_of(args),
+                alert_min_length=args.alert_min_length)
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from detector.testing.local_broker import BrokerError, LocalBroker
+
+    stop = stop_on_signals()
+    with LocalBroker(port=args.port) as broker:
+        where = f"--bootstrap-servers {broker.bootstrap}"
+        print(f"broker: the local Kafka-compatible broker (Tansu) is listening on "
+              f"{broker.bootstrap}; it keeps everything in memory: Ctrl-C stops it and its "
+              "topics are gone", flush=True)
+        print(f"broker: try, each in a terminal of its own:\n"
+              f"  python -m producer {where}\n"
+              f"  python -m detector run {where}\n"
+              f"  python -m detector tail {where}", flush=True)
+        while not stop.wait(0.5):
+            if broker.proc is None or broker.proc.poll() is not None:
+                raise BrokerError(f"the local broker stopped: {broker.log_tail()}")
+    print("broker: stopped")
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -53,22 +84,39 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def add_commands(command: Command) -> None:
-    tail = command("tail", cmd_tail, "Print one readable line per record of a topic.")
-    tail.add_argument("--topic", default="trend-alerts")
-    tail.add_argument("--from-beginning", action="store_true")
-    tail.add_argument("--limit", type=positive_int, help="stop after this many records")
-    add_options(tail, DetectorSettings, "DETECTOR")
+    tail = command("tail", cmd_tail, "Print one readable line per record of a topic (flags, "
+                   "run records or dead letters) until Ctrl-C. Every option --x-y is also the "
+                   "environment variable DETECTOR_X_Y.")
+    tail.add_argument("--topic", default="trend-alerts", help="the topic to read: trend-alerts "
+                      "(run records), trend-flags (every flag) or values.dlq (dead letters)")
+    tail.add_argument("--from-beginning", action="store_true",
+                      help="start at the topic's first record (default: only new ones)")
+    tail.add_argument("--limit", type=positive_int,
+                      help="stop after this many records (default: run until Ctrl-C)")
+    add_options(tail, KafkaSettings, "DETECTOR")
 
-    demo = command("demo", cmd_demo, "Local broker + producer + detector, alerts on screen.")
+    demo = command("demo", cmd_demo, "Local broker + producer + detector, alerts on screen "
+                   "(needs the local extra).")
     demo.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
-    demo.add_argument("--streams", type=positive_int, default=30)
+    demo.add_argument("--streams", type=positive_int,
+                      help=f"random streams (default: {DEMO_STREAMS}; not with --csv)")
     demo.add_argument("--rate", type=float, default=300.0, help="events/s over all streams")
     demo.add_argument("--model", default="seed", help=MODEL_HELP)
-    demo.add_argument("--metrics-port", type=int, default=9108)
+    demo.add_argument("--metrics-port", type=int, default=9108,
+                      help="port of the detector's metrics; a free one if it is taken")
+    demo.add_argument("--alert-min-length", type=positive_int, default=DEMO_ALERT_MIN_LENGTH,
+                      help=f"values a run must reach before it fires, at least 3 (default: "
+                      f"{DEMO_ALERT_MIN_LENGTH}, where run's is 3: fewer runs to read)")
     demo.add_argument("--csv", metavar="FILE", help="replay columns of this CSV instead of "
                       "random values")
     demo.add_argument("--column", action="append", metavar="NAME",
                       help="a CSV column to replay as a stream (repeat for more)")
     demo.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
+
+    broker = command("broker", cmd_broker, "The bundled local Kafka-compatible broker alone, "
+                     "until Ctrl-C, for the producer, run and tail to talk to (needs the local "
+                     "extra; it keeps everything in memory).")
+    broker.add_argument("--port", type=positive_int, default=BROKER_PORT,
+                        help="port on 127.0.0.1 to listen on")
 
     command("config", cmd_config, "Print the configuration tables (Markdown).")

@@ -1,5 +1,6 @@
 """Wrong arguments and settings: one clear line and a non-zero exit, never a traceback."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import sys
 import pytest
 
 from detector.cli.main import main as detector_main
+from detector.cli.main import parser as detector_parser
 from detector.testing.local_broker import free_port
 from producer.cli import main as producer_main
 from tests.support import ROOT
@@ -43,6 +45,27 @@ def one_line(capsys) -> str:
         (["alertmanager", "--url", "http://am:9093", "--resend-interval-s", "400"], 2,
          "--firing-ttl-s must exceed"),
         (["nonsense"], 2, "invalid choice"),
+        # Options that do not apply are refused, not ignored.
+        (["evaluate", "--column", "x"], 2, "--column needs --csv"),
+        (["evaluate", "--battery", "--column", "x"], 2, "--column needs --csv"),
+        (["evaluate", "--csv", "f.csv", "--events", "10"], 2, "--events does not apply with --csv"),
+        (["evaluate", "--battery", "--streams", "3"], 2,
+         "--streams does not apply with --battery"),
+        (["evaluate", "--battery", "--csv", "f.csv"], 2, "not allowed with argument"),
+        (["plot", "--column", "x"], 2, "--column needs --csv"),
+        (["plot", "--start", "0"], 2, "--start needs --csv"),
+        (["plot", "--csv", "f.csv", "--seed", "3"], 2, "--seed does not apply with --csv"),
+        (["demo", "--column", "x"], 2, "--column needs --csv"),
+        (["demo", "--csv", "f.csv", "--column", "x", "--streams", "3"], 2,
+         "--streams does not apply with --csv"),
+        (["demo", "--alert-min-length", "2"], 2, "--alert-min-length must be at least 3"),
+        # A bootstrap server without a port is a wrong setting like any other: exit 2, at once.
+        (["run", "--bootstrap-servers", "localhost"], 2,
+         "--bootstrap-servers: 'localhost' is not host:port (such as localhost:9092)"),
+        (["tail", "--bootstrap-servers", "k1:9092,k2"], 2, "'k2' is not host:port"),
+        (["tail", "--bootstrap-servers", "k1:99999"], 2, "'k1:99999' is not host:port"),
+        (["alertmanager", "--url", "http://am:9093", "--bootstrap-servers", ":9092"], 2,
+         "is not host:port"),
     ],
 )
 def test_detector_wrong_arguments(argv, code, says, capsys):
@@ -81,6 +104,11 @@ def test_producer_wrong_arguments(argv, says, capsys):
     assert says in one_line(capsys)
 
 
+def test_producer_bootstrap_server_without_a_port_is_a_setting(capsys):
+    assert producer_main(["--bootstrap-servers", "localhost"]) == 2
+    assert "'localhost' is not host:port" in one_line(capsys)
+
+
 def test_producer_without_a_broker_is_one_line(capsys):
     port = free_port()
     assert producer_main(["--bootstrap-servers", f"127.0.0.1:{port}",
@@ -112,6 +140,111 @@ def test_evaluate_a_csv_prints_per_stream_agreement_and_json(tmp_path, capsys):
                           "--column", "temp"]) == 0
     out = capsys.readouterr().out
     assert "agreement with the exact rule: 100.0000%" in out and "temp" in out
+
+
+def test_evaluate_names_each_column_it_skips_with_its_first_bad_cell(tmp_path, capsys):
+    """Every numeric column: one with a bad cell (1e400 overflows, N/A) is left out, and said."""
+    csv_file = tmp_path / "readings.csv"
+    csv_file.write_text("temp,load,queue,empty\n20.5,3,1,\n21.0,1e400,2,\n21.5,5,N/A,\n")
+    assert detector_main(["evaluate", "--csv", str(csv_file)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("3 events in 1 streams")
+    assert out[1:4] == ["  column 'load' skipped: data row 2 has '1e400'",
+                        "  column 'queue' skipped: data row 3 has 'N/A'",
+                        "  column 'empty' skipped: no values"]
+    assert detector_main(["evaluate", "--csv", str(csv_file), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["streams"]) == {"temp"}
+    assert result["skipped_columns"] == {"load": "data row 2 has '1e400'",
+                                         "queue": "data row 3 has 'N/A'", "empty": "no values"}
+
+
+def test_evaluate_a_csv_without_a_numeric_column_says_why_of_each(tmp_path, capsys):
+    csv_file = tmp_path / "readings.csv"
+    csv_file.write_text("when,note\n2024-01-01,a\n")
+    assert detector_main(["evaluate", "--csv", str(csv_file)]) == 2
+    assert one_line(capsys).endswith(
+        "no numeric column (column 'when' skipped: data row 1 has '2024-01-01'; column 'note' "
+        "skipped: data row 1 has 'a')")
+
+
+def test_evaluate_two_columns_of_one_name_is_one_line(tmp_path, capsys):
+    csv_file = tmp_path / "readings.csv"
+    csv_file.write_text("temp,load,temp\n1,2,3\n2,3,4\n")
+    for argv in ([], ["--column", "temp"]):
+        assert detector_main(["evaluate", "--csv", str(csv_file), *argv]) == 2
+        assert "the header has 2 columns named 'temp' (columns 1, 3)" in one_line(capsys)
+
+
+def test_evaluate_the_battery_says_what_it_holds(capsys):
+    """The real series are package data: the battery finds them where the package is."""
+    assert detector_main(["evaluate", "--battery", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    names = list(result["streams"])
+    assert len(names) == 87 and result["skipped_columns"] == {}
+    assert sum(n.startswith("real/") for n in names) == 33
+    assert sum(n.startswith("generated/") for n in names) == 54
+    assert detector_main(["evaluate", "--battery", "--model", "pair"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.startswith(
+        "model pair on the battery: 33 public real series from 14 files (detector/task/"
+        "real_series, sources in its SOURCES.md) and 54 generated streams of every shape "
+        "(detector/task/shapes.py): ")
+    assert header.endswith(" events in 87 streams")
+
+
+def test_a_keras_file_that_is_not_a_model_says_so(tmp_path, capsys):
+    """Keras reports any file that is not a zip archive as "File not found"."""
+    for content in (b"not a model", b"PK\x05\x06" + b"\0" * 18):  # text; an empty zip
+        path = tmp_path / "model.keras"
+        path.write_bytes(content)
+        assert detector_main(["evaluate", "--model", str(path)]) == 2
+        assert one_line(capsys) == (
+            f"detector: error: {path} is not a Keras model: a .keras file is a zip archive "
+            "holding config.json, as model.save() writes it")
+
+
+def test_commands_print_nothing_on_stderr():
+    """LiteRT's C++ runtime announces its CPU delegate on stderr in every process; not here."""
+    run = subprocess.run([sys.executable, "-m", "detector", "evaluate", "--model", "pair",
+                          "--events", "1000"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert "accuracy against the exact rule" in run.stdout
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    sub = next(a for a in detector_parser()._actions
+               if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+@pytest.mark.parametrize("name", sorted(subcommands()))
+def test_help_gives_every_option_a_text_and_its_real_default(name):
+    parser = subcommands()[name]
+    for action in parser._actions:
+        assert action.help, f"{name} {action.option_strings} has no help text"
+    text = parser.format_help()
+    assert "default None" not in text and "default: None" not in text, text
+    for action in parser._actions:
+        if action.default not in (None, False, argparse.SUPPRESS):
+            assert "default" in parser._get_formatter()._expand_help(action), action
+
+
+def test_tail_help_lists_only_its_own_options_and_the_connection():
+    text = subcommands()["tail"].format_help()
+    for option in ("--topic", "--from-beginning", "--limit", "--bootstrap-servers",
+                   "--security-protocol", "--ssl-cafile"):
+        assert option in text
+    for option in ("--group-id", "--model", "--state-topic", "--alert-min-length",
+                   "--metrics-port", "--value-path"):
+        assert option not in text
+    assert len(text.splitlines()) < 60
+
+
+def test_run_help_gives_the_state_topic_default():
+    text = " ".join(subcommands()["run"].format_help().split())
+    assert "[env DETECTOR_STATE_TOPIC; default <group-id>.state]" in text
 
 
 @pytest.mark.parametrize(("column", "says"), [("nope", "no column 'nope'"),

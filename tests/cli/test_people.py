@@ -12,7 +12,18 @@ import time
 import pytest
 
 from detector.cli.tail import describe, tail
-from tests.support import ROOT, DetectorThread, event, send, settings, uniform_events, wait_for
+from detector.settings.kafka import KafkaSettings
+from detector.testing.local_broker import free_port
+from tests.support import (
+    ROOT,
+    DetectorThread,
+    event,
+    read_topic,
+    send,
+    settings,
+    uniform_events,
+    wait_for,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -89,7 +100,7 @@ def test_describe_run_records_firing_and_resolved():
     assert "ALERT" not in describe(json.dumps(flag).encode())
 
 
-def test_demo_shows_alerts_and_stats_then_stops_everything_on_ctrl_c():
+def test_demo_shows_runs_says_how_to_see_every_record_then_stops_everything_on_ctrl_c():
     proc = subprocess.Popen(
         [sys.executable, "-m", "detector", "demo", "--metrics-port", "0", "--rate", "200"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -100,7 +111,15 @@ def test_demo_shows_alerts_and_stats_then_stops_everything_on_ctrl_c():
     try:
         wait_for(lambda: any(line.startswith("[stats]") for line in lines), 90,
                  what="a stats line")
-        time.sleep(1)
+        # The tail command the demo prints reaches its broker and shows the records it skips.
+        command = re.search(r"python -m detector tail --bootstrap-servers 127\.0\.0\.1:\d+",
+                            "".join(lines)).group(0)
+        shown = subprocess.run([sys.executable, *command.split()[1:], "--from-beginning",
+                                "--limit", "1"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        assert re.fullmatch(r"\S+ (FIRING|RESOLVED) +s-\d+ [↑↓] run of \d+ values.*\n",
+                            shown.stdout), shown.stdout
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
     finally:
@@ -108,11 +127,53 @@ def test_demo_shows_alerts_and_stats_then_stops_everything_on_ctrl_c():
             proc.kill()
     reader.join(5)
     text = "".join(lines)
-    port = re.search(r"broker ready at 127\.0\.0\.1:(\d+)", text).group(1)
-    assert "FIRING" in text
+    port = re.search(r"is ready at 127\.0\.0\.1:(\d+)", text).group(1)
+    assert f"python -m producer --bootstrap-servers 127.0.0.1:{port} " in text
+    assert f"tail --bootstrap-servers 127.0.0.1:{port}" in command
+    assert "runs of 5 or more values" in text and "(+N not shown) counts" in text
+    firing = [line for line in lines if " FIRING " in line]
+    assert firing and all("run of 5 values so far" in line for line in firing), firing
     stats = next(line for line in lines if line.startswith("[stats]"))
     assert re.search(r"events/s .* runs fired .* agreement with exact rule \d+\.\d+% .* "
                      r"p99 latency (\d+ ms|n/a) .* http://127\.0\.0\.1:\d+/metrics", stats), stats
     assert "stopped" in lines[-1]
     leftover = subprocess.run(["pgrep", "-f", f"tcp://127.0.0.1:{port}"], capture_output=True)
     assert leftover.returncode == 1, "the demo's broker is still running"
+
+
+def test_broker_alone_serves_the_commands_it_prints_until_ctrl_c():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "detector", "broker", "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: len(lines) >= 5, 30, what="the broker's commands")
+        assert f"listening on 127.0.0.1:{port}" in lines[0]
+        commands = [line.split() for line in lines[2:5]]
+        assert [c[:4] for c in commands] == [["python", "-m", "producer", "--bootstrap-servers"],
+                                             ["python", "-m", "detector", "run"],
+                                             ["python", "-m", "detector", "tail"]]
+        assert all(c[-1] == f"127.0.0.1:{port}" for c in commands), commands
+        sent = subprocess.run([sys.executable, *commands[0][1:], "--count", "20", "--rate", "0"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+        kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}")
+        assert len(read_topic(kafka, "values", expect=20)) == 20
+        # The port is taken now: a second broker says so in one line.
+        taken = subprocess.run([sys.executable, "-m", "detector", "broker", "--port", str(port)],
+                               cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert taken.returncode == 1 and taken.stderr.splitlines() == [
+            f"detector: error: cannot start the local broker on 127.0.0.1:{port}: Address "
+            "already in use (another broker?)"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(5)
+    assert lines[-1] == "broker: stopped\n"
+    leftover = subprocess.run(["pgrep", "-f", f"tcp://127.0.0.1:{port}"], capture_output=True)
+    assert leftover.returncode == 1, "the broker is still running"
