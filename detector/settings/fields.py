@@ -34,9 +34,10 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        shown = action.default is None or action.default is False or "(default" in text
-        return text if shown or action.default == argparse.SUPPRESS \
-            else f"{text} (default: %(default)s)"
+        none = action.default is None or action.default is False  # no value: a flag not given
+        if none or action.default == argparse.SUPPRESS or "(default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 class Parser(argparse.ArgumentParser):
