@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from detector.kafka import clients
-from detector.model.features import FEATURE_SETS
+from detector.model.files import SHIPPED
 from detector.settings.kafka import KafkaSettings
 from detector.testing.local_broker import LocalBroker
 
@@ -69,7 +69,7 @@ def inputs_and_ceilings(kafka: KafkaSettings, args: argparse.Namespace, results:
 def workloads(kafka: KafkaSettings, args: argparse.Namespace) -> dict:
     """(b) for every shipped model: uniform input (topic ``values``) and skewed."""
     out: dict = {}
-    for model in FEATURE_SETS:
+    for model in SHIPPED:
         rates = {}
         for workload, topic in (("uniform", "values"), ("skewed", "values-skewed")):
             say(f"(b) the detector, {model}, {workload} input")

@@ -52,3 +52,18 @@ def alertmanager(tmp_path):
     finally:
         am.close()
         webhook.close()
+
+
+@pytest.fixture(scope="session")
+def dip_model(tmp_path_factory):
+    """A model of the battery's ``dip`` pattern, trained once per session (a few epochs):
+    ``(model path, labeled CSV path)``."""
+    from detector.training.labeled import read_labeled
+    from detector.training.own_pattern import train_labeled
+    from tests.support import labeled_battery
+
+    out = tmp_path_factory.mktemp("dip")
+    csv_path = labeled_battery(out / "dip.csv", "dip")
+    data = read_labeled(csv_path, "value", "label", "stream", min_events=8)
+    train_labeled(data, "dip", out, epochs=3, seed=0)
+    return out / "dip.keras", csv_path

@@ -226,3 +226,30 @@ def run_until_every_output(kafka: KafkaSettings, model: str, expect: int, timeou
         assert det.terminate() == 0
     finally:
         det.close()
+
+
+# --- labeled streams (your own pattern) --------------------------------------------------------
+
+
+def write_labeled(path: Path, streams: dict[str, np.ndarray], label,
+                  stream_column: str = "stream") -> Path:
+    """A long-format labeled CSV (stream, value, label; streams one after the other)."""
+    import csv
+
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow([stream_column, "value", "label"])
+        for name, values in streams.items():
+            for v, y in zip(values, label(values), strict=True):
+                out.writerow([name, repr(float(v)), int(y)])
+    return path
+
+
+def labeled_battery(path: Path, pattern: str) -> Path:
+    """The battery (real series and generated shapes) labeled by one of its patterns."""
+    from detector.task.patterns import PATTERNS
+    from detector.training.evaluation import battery
+
+    streams = {f"{part}/{name}": v for part, named in battery().items()
+               for name, v in named.items()}
+    return write_labeled(path, streams, PATTERNS[pattern].label)

@@ -1,7 +1,9 @@
 """Alertmanager's side: one alert per trend run, and the client that posts them (API v2).
 
 One alert per run, labelled ``alertname="TrendRun"``, ``stream``, ``direction``, ``model`` and
-``start_seq`` (so two runs of one stream are two alerts); ``detector.alerts.bridge`` decides
+``start_seq`` (so two runs of one stream are two alerts); a pattern model's run
+``alertname="PatternRun"`` with its ``pattern`` instead of a direction. The model version is
+an annotation (a run that spans a swap keeps its identity). ``detector.alerts.bridge`` decides
 when each is posted.
 """
 
@@ -16,6 +18,8 @@ from datetime import UTC, datetime
 from detector.stream.codec import RunAlert
 
 ALERTNAME = "TrendRun"
+#: A run of a model trained on someone's labels: labelled with its ``pattern``.
+PATTERN_ALERTNAME = "PatternRun"
 MAX_ALERTS_PER_POST = 500
 
 
@@ -79,25 +83,32 @@ def alert(run: Run, now: float, ttl_s: float, resolved: bool) -> dict:
     """The Alertmanager alert for a run, firing or resolved (``now``: wall-clock seconds)."""
     first = run.first
     starts = first.time
-    labels = {"alertname": ALERTNAME, "stream": first.stream, "direction": first.direction,
-              "model": first.model, "start_seq": str(first.start_seq)}
-    way = "up" if first.direction == "up" else "down"
+    if first.pattern:
+        labels = {"alertname": PATTERN_ALERTNAME, "stream": first.stream,
+                  "pattern": first.pattern, "model": first.model,
+                  "start_seq": str(first.start_seq)}
+        doing, did, unit = f"showing {first.pattern}", f"showed {first.pattern}", "flags"
+    else:
+        labels = {"alertname": ALERTNAME, "stream": first.stream, "direction": first.direction,
+                  "model": first.model, "start_seq": str(first.start_seq)}
+        way = "up" if first.direction == "up" else "down"
+        doing, did, unit = f"trending {way}", f"trended {way}", "values"
     if not resolved:
         r = run.firing
         assert r is not None
         ends = max(now, starts) + ttl_s
-        summary = (f"{r.stream} trending {way} since seq {r.start_seq}: {r.length} values "
+        summary = (f"{r.stream} {doing} since seq {r.start_seq}: {r.length} {unit} "
                    f"so far (seq {r.seq}, value {r.value:.6g})")
     else:
         r = run.resolved
         assert r is not None
         ends = max(r.time, starts)
-        summary = (f"{r.stream} trended {way} for {r.length} values from seq {r.start_seq}; "
+        summary = (f"{r.stream} {did} for {r.length} {unit} from seq {r.start_seq}; "
                    f"seq {r.seq} (value {r.value:.6g}) ended it")
     return {
         "labels": labels,
         "annotations": {"summary": summary, "length": str(r.length), "seq": str(r.seq),
-                        "value": f"{r.value:.6g}"},
+                        "value": f"{r.value:.6g}", "model_version": str(r.model_version)},
         "startsAt": _rfc3339(starts),
         "endsAt": _rfc3339(ends),
     }

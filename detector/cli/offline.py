@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
+from detector.cli import own_pattern
 from detector.cli.common import (
     MODEL_HELP,
     RUNTIME_HELP,
@@ -17,6 +18,7 @@ from detector.cli.common import (
     require_extra,
     runtime_of,
 )
+from detector.errors import UsageError
 from detector.settings.detector import RUNTIMES
 
 if TYPE_CHECKING:
@@ -30,6 +32,12 @@ UNIFORM_EVENTS, UNIFORM_STREAMS = 100_000, 10
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if own_pattern.labeled(args):
+        return own_pattern.cmd_train(args)
+    refuse_unless(args, "csv", "name")
+    if not args.features:
+        raise UsageError("train needs --features seed|pair (a shipped model's recipe) or --csv "
+                         "FILE with --value-column, --label-column and --name (your pattern)")
     require_extra("train", "train")
     from detector.training.train import train
 
@@ -40,6 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if own_pattern.labeled(args):
+        return own_pattern.cmd_evaluate(args)
     refuse_unless(args, "csv", "column")
     for given in ("csv", "battery"):
         refuse_with(args, given, "events", "streams")
@@ -120,6 +130,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    if own_pattern.labeled(args):
+        return own_pattern.cmd_plot(args)
+    refuse_unless(args, "label-column", "stream")
     refuse_unless(args, "csv", "column", "start")
     refuse_with(args, "csv", "seed")
     require_extra("plot", "plots")
@@ -165,12 +178,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def add_commands(command: Command) -> None:
-    train = command("train", cmd_train, "Train a model; write .keras, model card and curves "
-                    "(needs the train extra).")
-    train.add_argument("--features", choices=("seed", "pair"), required=True,
-                       help="the feature set, and so the architecture (required)")
+    train = command("train", cmd_train, "Train a model: a shipped one's recipe (--features), or "
+                    "your pattern from a labeled CSV (--csv); write .keras, .tflite, model card "
+                    "and curves (needs the train extra).")
+    train.add_argument("--features", choices=("seed", "pair"),
+                       help="a shipped model's feature set, and so its recipe")
+    train.add_argument("--csv", help="your labeled events instead (long format: one row an "
+                       "event, in order within each stream)")
+    own_pattern.add_labeled_options(train)
+    train.add_argument("--name", help="with --csv: the model's name (NAME.keras, ...) and "
+                       "its pattern's, on every flag and run record")
     train.add_argument("--epochs", type=positive_int,
-                       help="epochs (default: the feature set's recipe)")
+                       help="epochs (default: the feature set's recipe; with --csv 20)")
     train.add_argument("--events", type=positive_int,
                        help="training events (default: the feature set's recipe)")
     train.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
@@ -186,6 +205,7 @@ def add_commands(command: Command) -> None:
                       "real series shipped in the package and every generated shape")
     ev.add_argument("--column", action="append", help="a column of --csv (repeat the option; "
                     "default: every numeric column, the others named as skipped)")
+    own_pattern.add_labeled_options(ev)
     ev.add_argument("--events", type=positive_int,
                     help=f"fresh uniform events (default: {UNIFORM_EVENTS:,})")
     ev.add_argument("--streams", type=positive_int,
@@ -206,6 +226,9 @@ def add_commands(command: Command) -> None:
     plot.add_argument("--model", default="seed", help=MODEL_HELP)
     plot.add_argument("--csv", help="draw a column of this CSV instead of fresh values")
     plot.add_argument("--column", help="the column of --csv (default: the first numeric one)")
+    own_pattern.add_labeled_options(plot)
+    plot.add_argument("--stream", help="with --label-column: the stream to draw (default: the "
+                      "file's first)")
     plot.add_argument("--start", type=non_negative_int,
                       help="first data row of --csv to draw (default: 0)")
     plot.add_argument("--events", type=positive_int, default=120, help="values to draw")

@@ -33,21 +33,26 @@ def _describe_run(r: RunAlert) -> str:
     ``start_seq`` is the run's first flag 1, its third value; ``seq`` is, when firing, the
     run's last value so far and, when resolved, the first event after the run. The first and
     last values' seqs follow from these when the stream's seqs have no gap within the run (the
-    length says so); otherwise the line gives what the record holds.
+    length says so); otherwise the line gives what the record holds. A pattern model's run
+    counts flags, from its first at ``start_seq``.
     """
     firing = r.status == "firing"
-    first, last = r.start_seq - 2, r.seq if firing else r.seq - 1
+    unit = "flags" if r.pattern else "values"
+    first, last = r.start_seq - (0 if r.pattern else 2), r.seq if firing else r.seq - 1
+    start = "first flag" if r.pattern else "3rd"  # a trend's first flag is its third value
     if first >= 0 and last - first + 1 == r.length:
         span = f"seq {first}..{last}"
     elif firing:
-        span = f"up to seq {last} (its 3rd at seq {r.start_seq}; seqs have gaps)"
+        span = f"up to seq {last} (its {start} at seq {r.start_seq}; seqs have gaps)"
     else:
-        span = f"from its 3rd at seq {r.start_seq} (seqs have gaps)"
+        span = f"from its {start} at seq {r.start_seq} (seqs have gaps)"
     if firing:
-        what = f"run of {r.length} values so far, {span}, last value {r.value:.4f}"
+        what = f"run of {r.length} {unit} so far, {span}, last value {r.value:.4f}"
     else:
-        what = f"run of {r.length} values, {span}, ended by seq {r.seq}"
-    return f"{_clock(r.time)} {r.status.upper():<8} {r.stream} {_arrow(r.direction)} {what}"
+        what = f"run of {r.length} {unit}, {span}, ended by seq {r.seq}"
+    kind = r.pattern if r.pattern else _arrow(r.direction)
+    version = f" [{r.model} v{r.model_version}]" if r.model_version else ""
+    return f"{_clock(r.time)} {r.status.upper():<8} {r.stream} {kind} {what}{version}"
 
 
 def describe(value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> str:
@@ -68,7 +73,8 @@ def describe(value: bytes | None, headers: list[tuple[str, bytes]] | None = None
         arrow = _arrow(r["direction"])
         # A flag is one event's answer; alerts are the run records (the alert topic).
         mark = "FLAG 1" if r["flag"] else "flag 0"
-        rule = "" if r["flag"] == r["rule_flag"] else "  (exact rule disagrees)"
+        rule = ("" if r["flag"] == r.get("rule_flag", r["flag"])
+                else "  (exact rule disagrees)")
         return (f"{clock} {mark} {r['stream']:>10} seq {r['seq']:<7} value {r['value']:.4f} "
                 f"{arrow} p={r['probability']:.3f}{rule}")
     except (ValueError, KeyError, TypeError):

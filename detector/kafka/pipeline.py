@@ -13,7 +13,6 @@ partitions over in a rebalance): restore, seek to the committed offsets, go on.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -32,7 +31,14 @@ from detector.model.serving import ModelStep
 from detector.ops.metrics import Metrics
 from detector.ops.process_tuning import release_free_memory
 from detector.settings.detector import DetectorSettings
-from detector.stream.codec import BadInput, dead_letter, encode_flag, encode_run, json_string
+from detector.stream.codec import (
+    BadInput,
+    dead_letter,
+    encode_flag,
+    encode_run,
+    json_string,
+    model_fields,
+)
 from detector.stream.engine import Batch, Engine, Result
 from detector.stream.mapping import InputMapping
 
@@ -67,7 +73,7 @@ class Pipeline:
         self.store = self.engine.store
         self.stop_event = stop if stop is not None else threading.Event()
         self._now = wall_clock
-        self._model_json = json.dumps(step.name)
+        self._model_fields = model_fields(step.name, step.version, step.pattern)
         self._positions: dict[TopicPartition, int] = {}
         self.checkpoints = Checkpointer(
             self.store, step.fingerprint, settings.state_topic,
@@ -278,20 +284,20 @@ class Pipeline:
         n_out = self._partitions[out_topic]
         detected_at = self._now()
         detected_json = repr(detected_at)
-        model_json = self._model_json
+        fields = self._model_fields
         keys, flags = batch.streams, res.flag[done]
         ts_all = batch.ts.tolist()
+        pattern = bool(self.step.pattern)  # its records have no trend rule to compare with
+        rules = [None] * len(done) if pattern else res.rule_flag[done].tolist()
         # Python lists once: indexing numpy arrays per event costs more than the encoding.
         for i, seq, value, flag, prob, direction, rule, p, offset in zip(
             done.tolist(), res.seq[done].tolist(), batch.value[done].tolist(),
             flags.tolist(), res.probability[done].tolist(), res.direction[done].tolist(),
-            res.rule_flag[done].tolist(), batch.partition[done].tolist(),
-            batch.offset[done].tolist(), strict=True,
+            rules, batch.partition[done].tolist(), batch.offset[done].tolist(), strict=True,
         ):
             ts = ts_all[i]
             record = encode_flag(json_string(names[i]), seq, value, flag, prob, direction, rule,
-                                 model_json, p, offset, None if ts != ts else ts,
-                                 detected_json)
+                                 fields, p, offset, None if ts != ts else ts, detected_json)
             append(out_topic, p % n_out, keys[i], record)
         self._publish_runs(batch, names, res, detected_at)
         n_flag1 = int(flags.sum())
@@ -299,7 +305,8 @@ class Pipeline:
         m.flags.labels("1").inc(n_flag1)
         m.flags.labels("0").inc(len(done) - n_flag1)
         m.seq_gaps.inc(int(res.gap.sum()))
-        m.rule_disagreements.inc(int((flags != res.rule_flag[done]).sum()))
+        if not pattern:
+            m.rule_disagreements.inc(int((flags != res.rule_flag[done]).sum()))
         latencies = detected_at - batch.ts[done]
         m.observe_many(m.latency, latencies[~np.isnan(latencies)].tolist())
 
@@ -316,7 +323,8 @@ class Pipeline:
             ts = float(batch.ts[i])
             record = encode_run(names[i], run.status, run.direction, run.start_seq,
                                 int(res.seq[i]), run.length, float(batch.value[i]),
-                                self.step.name, None if ts != ts else ts, detected_at)
+                                self.step.name, None if ts != ts else ts, detected_at,
+                                self.step.version, self.step.pattern)
             self.outbox.append(topic, int(batch.partition[i]) % n_alert, batch.streams[i], record)
             m.run_alerts.labels(run.status).inc()
             if run.status == "resolved":

@@ -29,12 +29,19 @@ import numpy as np
 from detector.model import segments
 from detector.task.rule import FLAT, direction
 
-FeatureSet = Literal["seed", "pair"]
-FEATURE_SETS: tuple[FeatureSet, ...] = ("seed", "pair")
+FeatureSet = Literal["seed", "pair", "window"]
+FEATURE_SETS: tuple[FeatureSet, ...] = ("seed", "pair", "window")
 
-#: Values per step the model sees, and whether its LSTM state is carried between events.
-FEATURE_WIDTH: dict[FeatureSet, int] = {"seed": 3, "pair": 2}
-STATEFUL: dict[FeatureSet, bool] = {"seed": False, "pair": True}
+#: Values of a stream the ``window`` feature set compares: the event's own and the seven before.
+WINDOW = 8
+#: Values per event the model sees, and whether its LSTM state is carried between events.
+FEATURE_WIDTH: dict[FeatureSet, int] = {"seed": 3, "pair": 2, "window": WINDOW * (WINDOW + 1)}
+STATEFUL: dict[FeatureSet, bool] = {"seed": False, "pair": True, "window": False}
+#: Steps of a stateless model's input sequence (its width is steps x values per step).
+SEQUENCE_STEPS: dict[FeatureSet, int] = {"seed": 3, "window": WINDOW}
+#: The values of a stream (its event's own included) its flags depend on. ``pair`` reads the
+#: last step and remembers the one before in its LSTM state, whose forget gate is pinned shut.
+HISTORY: dict[FeatureSet, int] = {"seed": 3, "pair": 3, "window": WINDOW}
 
 #: Weight of the newest step in the log-space running mean of a stream's step size.
 SCALE_RATE = 0.1
@@ -43,16 +50,17 @@ _TINY = np.float32(1e-45)  # the smallest float32: a non-zero step never becomes
 
 
 def advance(value: np.ndarray, prev: np.ndarray, scale: np.ndarray, seen: np.ndarray,
-            first: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            first: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Streams' next events, in order: each one's normalized step, direction and the stream's
     scale after it.
 
     The arrays hold one entry per event, grouped by stream and in order; ``first`` marks each
     stream's first event here (None: one event per stream). ``prev``, ``scale`` and ``seen``
     are the stream's state before its first event here (read at ``first`` only). Returns
-    ``(u, step_dir, scale_after)``; ``u`` is float32, ``asinh`` of the step in units of the
-    stream's scale *before* this event (its own step sets the scale of a fresh stream). A
-    stream's first event has no step: ``u = 0`` and direction flat.
+    ``(u, step_dir, scale_after, unit)``; ``u`` is float32, ``asinh`` of the step in units of
+    ``unit``, the stream's scale *before* this event (its own step sets the scale of a fresh
+    stream). A stream's first event has no step: ``u = 0`` and direction flat.
     """
     value = np.asarray(value, np.float64)
     first = np.ones(len(value), bool) if first is None else np.asarray(first, bool)
@@ -69,7 +77,7 @@ def advance(value: np.ndarray, prev: np.ndarray, scale: np.ndarray, seen: np.nda
     with np.errstate(over="ignore", invalid="ignore"):
         u = np.arcsinh(np.clip(d / s, -_BIG, _BIG)).astype(np.float32)
     u = np.where((step_dir != FLAT) & (u == 0), step_dir * _TINY, u).astype(np.float32)
-    return u, step_dir, scale_after
+    return u, step_dir, scale_after, s
 
 
 def _scales(mag: np.ndarray, scale: np.ndarray, first: np.ndarray
@@ -99,21 +107,58 @@ def _scales(mag: np.ndarray, scale: np.ndarray, first: np.ndarray
     return segments.shift(after, scale, first), after
 
 
-def model_input(features: FeatureSet, u: np.ndarray, prev_dir: np.ndarray) -> np.ndarray:
+def model_input(features: FeatureSet, u: np.ndarray, prev_dir: np.ndarray,
+                window: np.ndarray | None = None, unit: np.ndarray | None = None
+                ) -> np.ndarray:
     """One step's model input for a batch of streams, ``(batch, FEATURE_WIDTH)``, float32.
 
     ``seed`` keeps the seed's layout ``[x3, x2, direction of x2]``: x3 and x2 relative to x2
     (so x2's own slot is 0) and the previous direction as +1 up, 0 flat, -1 down. ``pair``
     is ``[x_t, x_{t-1}]`` relative to ``x_{t-1}``, with the LSTM state carried per stream.
+    ``window`` needs each event's ``window`` of values and ``unit`` (``window_input``).
     """
     zero = np.zeros_like(u)
     if features == "seed":
         cols = (u, zero, np.asarray(prev_dir, np.float32))
     elif features == "pair":
         cols = (u, zero)
+    elif features == "window" and window is not None and unit is not None:
+        return window_input(window, unit)
     else:
         raise ValueError(f"unknown feature set {features!r}; expected one of {FEATURE_SETS}")
     return np.stack(cols, axis=1).astype(np.float32)
+
+
+def window_input(window: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """The ``window`` feature set: every value of the window compared with every other.
+
+    ``window`` is ``(batch, WINDOW)``, float64, ``window[:, j]`` the value ``j`` events back
+    (NaN before the stream's first); ``unit`` the stream's typical step (``advance``). A step
+    of the model's input sequence per value, oldest first: its differences to each value of the
+    window, ``asinh((x_i - x_k) / unit)`` taken in float64 (a tie is exactly 0 and keeps its
+    sign otherwise), and whether the value exists. Every order relation among the last
+    ``WINDOW`` values, neighbours or not, is then the sign of one input; their sizes are in
+    the stream's own units. Flattened to ``(batch, WINDOW * (WINDOW + 1))``.
+    """
+    window = np.asarray(window, np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        diff = window[:, ::-1, None] - window[:, None, :]  # [oldest .. newest] x [j back]
+        diff = np.where(np.isfinite(diff), diff, np.sign(diff) * np.finfo(np.float64).max)
+        ratio = diff / np.asarray(unit, np.float64)[:, None, None]
+        out = np.arcsinh(np.clip(np.nan_to_num(ratio, nan=0.0), -_BIG, _BIG))  # NaN: absent
+    present = ~np.isnan(window[:, ::-1])
+    cols = np.concatenate([out, present[:, :, None]], axis=2)
+    return cols.reshape(len(window), -1).astype(np.float32)
+
+
+def windows(values: np.ndarray, history: np.ndarray | None = None) -> np.ndarray:
+    """Each event's ``WINDOW`` of values, ``(n, WINDOW)``, newest first: ``values`` is one
+    stream in order, ``history`` the values before it (oldest first; NaN: none)."""
+    values = np.asarray(values, np.float64)
+    past = np.full(WINDOW - 1, np.nan) if history is None else np.asarray(history, np.float64)
+    ext = np.r_[np.full(WINDOW - 1, np.nan), past, values][-(len(values) + WINDOW - 1):]
+    at = np.arange(len(values))[:, None] + (WINDOW - 1) - np.arange(WINDOW)[None, :]
+    return ext[at]
 
 
 def stream_inputs(features: FeatureSet, values: np.ndarray) -> np.ndarray:
@@ -123,9 +168,11 @@ def stream_inputs(features: FeatureSet, values: np.ndarray) -> np.ndarray:
     n, length = values.shape
     first = np.arange(n * length) % max(length, 1) == 0
     zero = np.zeros(n * length)
-    u, step_dir, _ = advance(values.ravel(), zero, zero, zero.astype(np.int64), first)
+    u, step_dir, _, unit = advance(values.ravel(), zero, zero, zero.astype(np.int64), first)
     prev_dir = segments.shift(step_dir, zero.astype(np.int8), first)
-    return model_input(features, u, prev_dir).reshape(n, length, FEATURE_WIDTH[features])
+    window = (np.concatenate([windows(v) for v in values]) if features == "window" else None)
+    return model_input(features, u, prev_dir, window, unit).reshape(
+        n, length, FEATURE_WIDTH[features])
 
 
 #: A step below this share of the stream's typical step (``|u|`` as the model sees it) is a

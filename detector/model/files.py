@@ -17,6 +17,8 @@ from detector.errors import UsageError
 from detector.model.features import FEATURE_SETS, FEATURE_WIDTH, STATEFUL, FeatureSet
 
 MODELS_DIR = Path(__file__).parent / "shipped"
+#: The shipped models, loaded by name.
+SHIPPED = ("seed", "pair")
 #: The card's entry for the converted step (``detector.model.conversion`` writes it).
 CARD_KEY = "litert"
 
@@ -27,7 +29,7 @@ class ModelError(UsageError):
 
 def resolve_model_path(model: str) -> Path:
     """A shipped model by name (``seed``, ``pair``) or a ``.keras`` file by path."""
-    if model in FEATURE_SETS:
+    if model in SHIPPED:
         path = MODELS_DIR / f"{model}.keras"
         if not path.exists():
             raise ModelError(f"shipped model {model!r} is missing from {MODELS_DIR}")
@@ -35,7 +37,7 @@ def resolve_model_path(model: str) -> Path:
     path = Path(model)
     if path.suffix != ".keras" and not path.exists():
         raise ModelError(
-            f"unknown model {model!r}: give one of {', '.join(FEATURE_SETS)} or a .keras file"
+            f"unknown model {model!r}: give one of {', '.join(SHIPPED)} or a .keras file"
         )
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")

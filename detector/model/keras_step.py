@@ -15,15 +15,9 @@ same way from the zero state.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# oneDNN reorders float sums (results differ in the last bits between batch sizes) and prints
-# a banner at import; plain kernels are as fast for these small LSTMs and exactly repeatable.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import keras
 import numpy as np
@@ -50,14 +44,16 @@ def load_model(path: Path) -> keras.Model:
         raise ModelError(f"cannot load model {path}: {str(exc).splitlines()[0]}") from exc
 
 
-def input_kind(model: keras.Model) -> tuple[int, bool]:
-    """``(values per event, stateful)`` from the input shape: ``(None, 3, 1)`` is a stateless
-    fixed-length sequence of width 3, ``(None, None, 2)`` a stateful step of width 2."""
+def input_kind(model: keras.Model) -> tuple[int, bool, int]:
+    """``(values per event, stateful, steps)`` from the input shape: ``(None, 3, 1)`` is a
+    stateless fixed-length sequence of 3 steps of one value (``seed``), ``(None, 8, 9)`` one of
+    8 steps of 9 values (``window``), ``(None, None, 2)`` a stateful step of width 2 (``pair``;
+    one step an event)."""
     shape = tuple(model.inputs[0].shape)
     if len(shape) == 3 and shape[1] is None and shape[2]:
-        return int(shape[2]), True
-    if len(shape) == 3 and shape[1] and shape[2] == 1:
-        return int(shape[1]), False
+        return int(shape[2]), True, 1
+    if len(shape) == 3 and shape[1] and shape[2]:
+        return int(shape[1]) * int(shape[2]), False, int(shape[1])
     raise ModelError(f"{model.name}: cannot serve a model with input shape {shape}")
 
 
@@ -151,7 +147,7 @@ class KerasStep:
 
     def __init__(self, model: keras.Model, fused: bool = False):
         self.model = model
-        self.width, stateful = input_kind(model)
+        self.width, stateful, self.steps = input_kind(model)
         x_spec = tf.TensorSpec((None, self.width), tf.float32, name="x")
         self.chunk = 0
         if stateful or fused:  # stepped cell by cell (the reference stateless path is the model)
@@ -172,13 +168,14 @@ class KerasStep:
                 "step", self._sequence if fused else self._stateless, [x_spec])
 
     def _stateless(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"probability": tf.reshape(self.model(tf.expand_dims(x, -1), training=False), (-1,))}
+        seq = tf.reshape(x, (-1, self.steps, self.width // self.steps))
+        return {"probability": tf.reshape(self.model(seq, training=False), (-1,))}
 
     def _sequence(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-        """A stateless model's fixed-length sequence (one value a step) from the zero state:
-        the last step's probability."""
-        return {"probability": self._steps(tf.reshape(x, (-1, 1)), None, self.width)
-                ["probability"][:, -1]}
+        """A stateless model's fixed-length sequence from the zero state: the last step's
+        probability."""
+        return {"probability": self._steps(tf.reshape(x, (-1, self.width // self.steps)), None,
+                                           self.steps)["probability"][:, -1]}
 
     def _stateful(self, x: tf.Tensor, state: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._steps(x, state, 1)

@@ -74,3 +74,22 @@ def linear_scan(x: np.ndarray, a: float, first: np.ndarray) -> np.ndarray:
         coef *= coef
         d *= 2
     return y
+
+
+def recent(values: np.ndarray, stored: np.ndarray, first: np.ndarray, width: int) -> np.ndarray:
+    """Each element's ``width`` latest values, itself first: ``out[i, j]`` is the value ``j``
+    elements back in its segment, reaching into ``stored`` (per element, its segment's values
+    before this batch, oldest first) past the segment's start. ``(n, width)``."""
+    n = len(values)
+    pos = positions(first)
+    back = np.arange(width)[None, :]
+    inside = back <= pos[:, None]
+    own = values[np.maximum(np.arange(n)[:, None] - back, 0)]
+    depth = stored.shape[1] if stored.ndim == 2 else 0
+    before = depth - (back - pos[:, None])  # column of ``stored``, where outside
+    usable = ~inside & (before >= 0)
+    older = np.full((n, width), np.nan)
+    if depth:
+        rows = np.nonzero(usable)
+        older[rows] = stored[rows[0], before[rows]]
+    return np.where(inside, own, older)

@@ -24,8 +24,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from detector.model.features import FEATURE_SETS, FeatureSet
+from detector.model.features import FEATURE_SETS, HISTORY, FeatureSet
 from detector.model.files import (
+    SHIPPED,
     ModelError,
     current_tflite,
     features_of,
@@ -52,10 +53,16 @@ class Runner(Protocol):
 
 
 class ModelStep:
-    """A loaded model's batched step: ``(features, state) -> (prob, new_state)``."""
+    """A loaded model's batched step: ``(features, state) -> (prob, new_state)``.
+
+    ``pattern`` is the name of the pattern a model trained on someone's labels flags (its
+    card's ``pattern``; "" for the trend models), ``history`` the values of a stream its flags
+    depend on (its card's ``history``, else its feature set's).
+    """
 
     def __init__(self, run: Runner, features: FeatureSet, name: str, fingerprint: bytes,
-                 runtime: str, path: Path, model: Any = None):
+                 runtime: str, path: Path, model: Any = None, pattern: str = "",
+                 history: int | None = None):
         self._run = run
         self.features: FeatureSet = features
         self.state_size = run.state_size
@@ -64,6 +71,9 @@ class ModelStep:
         self.fingerprint = fingerprint
         self.runtime = runtime
         self.path = path
+        self.pattern = pattern
+        self.history = HISTORY[features] if history is None else history
+        self.version = 0  # its version in the model registry; 0: a file or a shipped model
         self._model = model
 
     @classmethod
@@ -73,17 +83,21 @@ class ModelStep:
             raise ModelError(f"unknown runtime {runtime!r}: give one of {', '.join(RUNTIMES)}")
         path = resolve_model_path(model)
         data = path.read_bytes()
-        name = model if model in FEATURE_SETS else path.stem
+        name = model if model in SHIPPED else path.stem
         digest = hashlib.sha256(data)
         run = _litert_runner(path, name, digest.hexdigest()) if runtime == "litert" else None
         keras_model = None
         if run is None:
             runtime = "keras"
             keras_model, run = _keras_runner(path)
-        features = read_card(path).get("features")
+        card = read_card(path)
+        features = card.get("features")
         if features not in FEATURE_SETS:
             features = features_of(run.width, run.state_size > 0, path)
-        step = cls(run, features, name, digest.digest()[:8], runtime, path, keras_model)
+        pattern, history = card.get("pattern"), card.get("history")
+        step = cls(run, features, name, digest.digest()[:8], runtime, path, keras_model,
+                   pattern if isinstance(pattern, str) else "",
+                   history if isinstance(history, int) and history > 0 else None)
         if runtime == "keras":
             step.warm_up()
         return step

@@ -57,7 +57,8 @@ class DetectorSettings:
                                   shown="<group-id>.state")
     model: str = opt("seed", "Model: seed, pair or the path of a .keras file.")
     alert_min_length: int = opt(3, "Values a run must reach before it fires (3: at its first "
-                                "flag 1).")
+                                "flag 1; a pattern model's run counts flags, and fires at this "
+                                "minus 2 of them).")
     stream_ttl: str = opt("7d", "Forget a stream after this long without events (s, m, h or d "
                           "suffix; 0 = never): its state is deleted (a tombstone on the state "
                           "topic) and it starts afresh if it comes back.")

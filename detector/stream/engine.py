@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from detector.model import segments
-from detector.model.features import advance, model_input
+from detector.model.features import WINDOW, advance, model_input
 from detector.stream import runs
 from detector.stream.runs import FIRST_FLAG_LENGTH, RunRecord
-from detector.stream.state import StreamStore
+from detector.stream.state import HISTORY, StreamStore
 from detector.task.rule import step_flags
 
 if TYPE_CHECKING:
@@ -146,9 +146,12 @@ class Engine:
         first = np.r_[True, s[1:] != s[:-1]]
         seen = store.seen[s] + segments.positions(first)
         value = batch.value[idx]
-        u, step_dir, scale = advance(value, store.prev[s], store.scale[s], store.seen[s], first)
+        u, step_dir, scale, unit = advance(value, store.prev[s], store.scale[s], store.seen[s],
+                                           first)
         prev_dir = segments.shift(step_dir, store.prev_dir[s], first)
-        x = model_input(self.step.features, u, prev_dir)
+        recent = segments.recent(value, store.hist[s], first, HISTORY)
+        window = recent[:, :WINDOW] if self.step.features == "window" else None
+        x = model_input(self.step.features, u, prev_dir, window, unit)
         if self.step.state_size:
             prob = self._recurrent(res, x, s, first)
         else:
@@ -158,7 +161,8 @@ class Engine:
         prob = np.nan_to_num(prob, nan=0.0, posinf=1.0, neginf=0.0)
         out_seq = verdict.out_seq[keep]
         res.probability[idx] = prob
-        res.flag[idx] = (prob > 0.5) & (seen >= 2)
+        # A trend needs three values: a stream's first two get flag 0 without asking a model.
+        res.flag[idx] = (prob > 0.5) & ((seen >= 2) | bool(self.step.pattern))
         res.seq[idx] = out_seq
         res.processed[idx] = True
         res.gap[idx] = verdict.gap[keep]
@@ -166,10 +170,17 @@ class Engine:
         res.rule_flag[idx] = step_flags(step_dir, prev_dir, seen)
         now = self._wall()
         ts = batch.ts[idx]
-        res.runs = runs.advance(store, s, idx, res.flag[idx], step_dir, out_seq,
-                                np.where(np.isnan(ts), now, ts), self.alert_min_length, first)
+        # A pattern's run is its consecutive flags; a trend's also keeps one direction.
+        pattern = bool(self.step.pattern)
+        first_length = 1 if pattern else runs.FIRST_FLAG_LENGTH
+        res.runs = runs.advance(
+            store, s, idx, res.flag[idx], np.ones_like(step_dir) if pattern else step_dir,
+            out_seq, np.where(np.isnan(ts), now, ts),
+            self.alert_min_length - (runs.FIRST_FLAG_LENGTH - first_length), first,
+            first_length=first_length)
         last = np.r_[first[1:], True]
         stream, at = s[last], idx[last]
+        store.hist[stream] = recent[last, ::-1]
         store.prev[stream] = batch.value[at]
         store.prev_dir[stream] = step_dir[last]
         store.scale[stream] = scale[last]

@@ -37,14 +37,17 @@ class RunRecord:
 
 def advance(store: StreamStore, slots: np.ndarray, index: np.ndarray, flag: np.ndarray,
             step_dir: np.ndarray, seq: np.ndarray, ts: np.ndarray, min_length: int,
-            first: np.ndarray | None = None) -> list[RunRecord]:
+            first: np.ndarray | None = None, first_length: int = FIRST_FLAG_LENGTH
+            ) -> list[RunRecord]:
     """Apply streams' events to their runs; their records, in event order (by ``index``).
 
     The arrays hold one entry per event, grouped by stream and in order, ``slots`` giving each
     event's stream; ``first`` marks each stream's first event here (None: one event per
     stream). A run's direction after an event depends on that event alone (its flag and step),
     and its length grows by one per continuing event, so every event's run state comes from
-    the last event that broke the run before it: no step per event.
+    the last event that broke the run before it: no step per event. ``first_length``: a run's
+    length at its first flag (a trend's three values; a pattern model's runs count flags, and
+    pass a step direction of +1 throughout, so that any flag 1 continues them).
     """
     first = np.ones(len(slots), bool) if first is None else np.asarray(first, bool)
     moving = (flag == 1) & (step_dir != FLAT)
@@ -56,7 +59,7 @@ def advance(store: StreamStore, slots: np.ndarray, index: np.ndarray, flag: np.n
     broke = segments.last_where(~cont, first)
     here = np.arange(len(slots))
     since = here - np.where(broke >= 0, broke, segments.heads(first) - 1)
-    base = np.where(broke >= 0, np.where(starts[np.maximum(broke, 0)], FIRST_FLAG_LENGTH, 0),
+    base = np.where(broke >= 0, np.where(starts[np.maximum(broke, 0)], first_length, 0),
                     store.run_len[slots])
     len_after = base + since
     started = segments.last_where(starts, first)

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Magic and version: a record from another program or layout is rejected, not misread.
-STATE_MAGIC = b"TDS\x02"
+#: Version 3 added the stream's recent values; a version 2 record restores without them.
+STATE_MAGIC = b"TDS\x03"
+_V2_MAGIC = b"TDS\x02"
+#: Recent values each stream keeps (float64, as they arrived, oldest first; NaN before its
+#: first): what a model's window reads, and what a new model's state is rebuilt from at a swap.
+HISTORY = 8
 
 #: What a stream carries from event to event: (name, dtype, value of a fresh stream). One list
 #: makes both the store's arrays and the state record's layout, so they cannot drift apart.
@@ -36,8 +41,9 @@ FIELDS: tuple[tuple[str, str, float], ...] = (
     ("run_fired", "?", False),  # whether its firing record was sent
     ("last_active", "<f8", 0.0),  # wall-clock time of its last event (idle eviction)
 )
-_HEADER = np.dtype([("magic", "S4"), ("fingerprint", "S8"), *((n, t) for n, t, _ in FIELDS),
-                    ("size", "<u2")])
+_V2_HEADER = np.dtype([("magic", "S4"), ("fingerprint", "S8"),
+                       *((n, t) for n, t, _ in FIELDS), ("size", "<u2")])
+_HEADER = np.dtype([*_V2_HEADER.descr[:-1], ("hist", "<f8", (HISTORY,)), ("size", "<u2")])
 
 
 class StateRecordError(ValueError):
@@ -51,13 +57,17 @@ def decode_state(data: bytes | None) -> tuple[np.void, np.ndarray, bytes]:
     """
     if data is None:
         raise StateRecordError("state record has no value (a tombstone)")
-    if len(data) < _HEADER.itemsize:
+    magic = bytes(data[:4])
+    if len(data) >= 4 and magic not in (STATE_MAGIC, _V2_MAGIC):
+        raise StateRecordError(f"not a detector state record (magic {magic!r})")
+    header = _V2_HEADER if magic == _V2_MAGIC else _HEADER
+    if len(data) < header.itemsize:
         raise StateRecordError(f"state record too short: {len(data)} bytes")
-    row = np.frombuffer(data, _HEADER, count=1)[0]
-    if row["magic"] != STATE_MAGIC:
-        raise StateRecordError(f"not a detector state record (magic {bytes(row['magic'])!r})")
+    row = np.frombuffer(data, header, count=1)[0]
+    if header is _V2_HEADER:
+        row = _upgrade(row)
     size = int(row["size"])
-    if len(data) != _HEADER.itemsize + 4 * size:
+    if len(data) != header.itemsize + 4 * size:
         raise StateRecordError(
             f"state record length {len(data)} does not match its {size} LSTM values")
     if (abs(int(row["prev_dir"])) > 1 or abs(int(row["run_dir"])) > 1 or row["seen"] < 0
@@ -65,12 +75,21 @@ def decode_state(data: bytes | None) -> tuple[np.void, np.ndarray, bytes]:
             or not 0 <= row["partition"] < 2**15
             or not all(np.isfinite(row[n]) for n in ("prev", "scale", "run_start_ts",
                                                        "last_active"))
-            or row["scale"] < 0):
+            or row["scale"] < 0 or np.isinf(row["hist"]).any()):
         raise StateRecordError("state record fields out of range")
-    lstm = np.frombuffer(data, "<f4", offset=_HEADER.itemsize).astype(np.float32)
+    lstm = np.frombuffer(data, "<f4", offset=header.itemsize).astype(np.float32)
     if not np.all(np.isfinite(lstm)):
         raise StateRecordError("state record holds a non-finite LSTM value")
     return row, lstm, bytes(row["fingerprint"])
+
+
+def _upgrade(old: np.void) -> np.void:
+    """A version 2 record's fields in the current layout, without recent values."""
+    row = np.zeros(1, _HEADER)[0]
+    for name in _V2_HEADER.names:
+        row[name] = old[name]
+    row["hist"] = np.nan
+    return row
 
 
 @dataclass(frozen=True)
@@ -176,9 +195,10 @@ class StreamStore:
                 arr[:n] = getattr(self, name)
             setattr(self, name, arr)
         lstm = np.zeros((capacity, self.state_size), np.float32)
+        hist = np.full((capacity, HISTORY), np.nan)
         if old is not None:
-            lstm[:n] = self.lstm
-        self.lstm = lstm
+            lstm[:n], hist[:n] = self.lstm, self.hist
+        self.lstm, self.hist = lstm, hist
         self._free = np.concatenate([np.arange(capacity - 1, n - 1, -1), self._free])
         self.keys.extend([None] * (capacity - n))
 
@@ -221,6 +241,7 @@ class StreamStore:
             return None
         state = {name: getattr(self, name)[slot].item() for name, _, _ in FIELDS}
         state["lstm"] = self.lstm[slot].copy()
+        state["hist"] = self.hist[slot].copy()
         return state
 
     def put(self, streams: list[Hashable], rows: list[np.void], lstms: list[np.ndarray | None]
@@ -233,6 +254,7 @@ class StreamStore:
         slots = self.lookup(streams, table["partition"].astype(np.int64))
         for name, _, _ in FIELDS:
             getattr(self, name)[slots] = table[name]
+        self.hist[slots] = table["hist"]
         for slot, lstm in zip(slots.tolist(), lstms, strict=True):
             self.lstm[slot] = lstm if lstm is not None and lstm.size == self.state_size else 0.0
         self.dirty[slots] = False
@@ -251,6 +273,7 @@ class StreamStore:
         rows["fingerprint"] = fingerprint
         for name, _, _ in FIELDS:
             rows[name] = getattr(self, name)[slots]
+        rows["hist"] = self.hist[slots]
         rows["size"] = width
         if width:
             rows["lstm"] = self.lstm[slots]
@@ -284,6 +307,7 @@ class StreamStore:
             getattr(self, name)[gone] = fill
         self.dirty[gone] = False
         self.lstm[gone] = 0.0
+        self.hist[gone] = np.nan
         self._free = np.concatenate([self._free, gone])
         return len(gone)
 

@@ -1,10 +1,2 @@
-"""Making and measuring models offline: data, architectures, training, conversion, evaluation.
-
-Importing it sets TensorFlow's quiet, exactly repeatable defaults before Keras loads (oneDNN
-reorders float sums).
-"""
-
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+"""Making and measuring models offline: data, architectures, training (the shipped models' and
+your own pattern's), conversion to LiteRT, evaluation, plots, the seed's experiment."""

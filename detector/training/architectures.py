@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from detector.model.features import FEATURE_WIDTH, FeatureSet
+from detector.model.features import FEATURE_WIDTH, WINDOW, FeatureSet
 
 
 @dataclass(frozen=True)
@@ -133,3 +133,32 @@ def _head_start(model: keras.Model, recipe: Recipe) -> None:
         w[:, 2 * k:2 * k + 2] = 0.0
         w[0, 2 * k], w[0, 2 * k + 1] = gain, -gain
     dense.set_weights([w, b])
+
+
+#: Head start of the ``window`` model's first layer: per comparison of a step's row, one unit
+#: ``tanh(gain * difference)`` at each gain (a sign seen at two resolutions; trainable).
+WINDOW_GAINS = (1e5, 1e3)
+
+
+def build_window_model(free_units: int = 8, lstm_units: int = 32) -> keras.Model:
+    """An LSTM over a stream's last ``WINDOW`` values, each step one value compared with every
+    value of the window (``features.window_input``); stateless between events, like the
+    seed's model over its three values. The first layer starts as sign detectors of those
+    comparisons, so an order pattern is found in the first epochs."""
+    width = WINDOW + 1
+    units = len(WINDOW_GAINS) * WINDOW + free_units
+    model = keras.Sequential([
+        keras.Input((WINDOW, width)),
+        keras.layers.TimeDistributed(keras.layers.Dense(units, activation="tanh")),
+        keras.layers.LSTM(lstm_units, activation="tanh"),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    dense = model.layers[0].layer
+    w, b = dense.get_weights()
+    for g, gain in enumerate(WINDOW_GAINS):
+        w[:, g * WINDOW:(g + 1) * WINDOW] = 0.0
+        w[np.arange(WINDOW), g * WINDOW + np.arange(WINDOW)] = gain
+        b[g * WINDOW:(g + 1) * WINDOW] = 0.0
+    dense.set_weights([w, b])
+    return model

@@ -7,8 +7,7 @@ import time
 import keras
 import numpy as np
 
-from detector.model.features import FEATURE_SETS
-from detector.model.files import ModelError
+from detector.model.files import SHIPPED, ModelError
 from detector.model.serving import ModelStep
 from detector.task.rule import seed_generator
 from detector.training.architectures import build_seed_model
@@ -56,7 +55,7 @@ def reproduce(seeds: int = 3, epochs: int = 200, fresh: int = 20_000) -> str:
 
 def _shipped_accuracy() -> dict[str, str]:
     out = {}
-    for name in FEATURE_SETS:
+    for name in SHIPPED:
         try:
             out[name] = f"{evaluate(ModelStep.load(name), 100_000, 10, 12345).accuracy:.4%}"
         except ModelError as exc:

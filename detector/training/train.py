@@ -95,7 +95,7 @@ def train(features: FeatureSet, out_dir: str | Path = "models", epochs: int | No
         "feature_description": FEATURE_DESCRIPTION[features],
         "normalization": NORMALIZATION,
         "training_data": TRAINING_DATA,
-        "architecture": [_describe(layer) for layer in model.layers],
+        "architecture": [describe_layer(layer) for layer in model.layers],
         "parameters": model.count_params(),
         "state_floats_per_stream": 0 if features == "seed" else 2 * recipe.units,
         "loss": "binary_crossentropy",
@@ -110,7 +110,7 @@ def train(features: FeatureSet, out_dir: str | Path = "models", epochs: int | No
         "command": f"python -m detector train --features {features} --seed {seed}"
                    + (f" --epochs {epochs}" if epochs else "")
                    + (f" --events {events}" if events else ""),
-        "versions": {"keras": keras.__version__, "tensorflow": _tf_version(),
+        "versions": {"keras": keras.__version__, "tensorflow": tf_version(),
                      "python": platform.python_version()},
     }
     (out / f"{features}.card.json").write_text(json.dumps(card, indent=2) + "\n")
@@ -154,7 +154,9 @@ KNOWN_LIMITS = {
 }
 
 
-def _describe(layer: keras.layers.Layer) -> str:
+def describe_layer(layer: keras.layers.Layer) -> str:
+    if isinstance(layer, keras.layers.TimeDistributed):
+        return f"TimeDistributed({describe_layer(layer.layer)})"
     cfg = layer.get_config()
     name = type(layer).__name__
     if name == "LSTM":
@@ -167,7 +169,7 @@ def _describe(layer: keras.layers.Layer) -> str:
     return name
 
 
-def _tf_version() -> str:
+def tf_version() -> str:
     import tensorflow as tf
 
     return tf.__version__

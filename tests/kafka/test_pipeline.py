@@ -53,10 +53,12 @@ def test_end_to_end_flags_alerts_and_metrics(kafka, steps):
     assert all(a.key == a.json()["stream"].encode() for a in alerts)
     sample = outputs[0]
     assert set(sample) == {"stream", "seq", "value", "flag", "probability", "direction",
-                           "rule_flag", "model", "source", "ts", "detected_at"}
+                           "rule_flag", "model", "model_version", "source", "ts", "detected_at"}
     assert sample["model"] == "seed" and sample["direction"] in ("up", "down", "flat")
+    assert sample["model_version"] == 0  # a shipped model, not from the registry
     assert set(alerts[0].json()) == {"status", "stream", "direction", "start_seq", "seq",
-                                     "length", "value", "model", "ts", "detected_at"}
+                                     "length", "value", "model", "model_version", "ts",
+                                     "detected_at"}
     assert det.value("detector_run_alerts_total", {"status": "firing"}) == sum(
         1 for w in want if w[2] == "firing")
     assert det.value("detector_flags_total", {"flag": "1"}) == flagged

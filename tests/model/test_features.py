@@ -35,7 +35,7 @@ def test_scale_free(factor):
 
 
 def test_a_spike_barely_moves_the_scale():
-    _, _, scale = advance(np.array([1e6]), np.array([0.0]), np.array([1.0]), np.array([5]))
+    _, _, scale, _ = advance(np.array([1e6]), np.array([0.0]), np.array([1.0]), np.array([5]))
     assert scale[0] < 5.0  # the geometric mean: a 1e6 step moves it by 10^0.6
 
 
@@ -71,16 +71,16 @@ def test_a_stream_at_once_equals_event_by_event(seed):
     prev, scale = np.zeros(n), np.zeros(n)
     want_u, want_scale = np.zeros(values.shape, np.float32), np.zeros(values.shape)
     for t in range(length):
-        want_u[:, t], _, want_scale[:, t] = advance(values[:, t], prev, scale, np.full(n, t))
+        want_u[:, t], _, want_scale[:, t], _ = advance(values[:, t], prev, scale, np.full(n, t))
         prev, scale = values[:, t], want_scale[:, t]
     first = np.arange(n * length) % length == 0
     zero = np.zeros(n * length)
-    u, _, after = advance(values.ravel(), zero, zero, np.zeros(n * length, np.int64), first)
+    u, _, after, _ = advance(values.ravel(), zero, zero, np.zeros(n * length, np.int64), first)
     np.testing.assert_allclose(after.reshape(n, length), want_scale, rtol=1e-13)
     np.testing.assert_array_equal(u.reshape(n, length), want_u)
     rest = values[:, 700:]  # from the state stored after event 699
     first = np.arange(rest.size) % rest.shape[1] == 0
-    u, _, after = advance(rest.ravel(), np.repeat(values[:, 699], rest.shape[1]),
+    u, _, after, _ = advance(rest.ravel(), np.repeat(values[:, 699], rest.shape[1]),
                           np.repeat(want_scale[:, 699], rest.shape[1]),
                           np.full(rest.size, 700), first)
     np.testing.assert_allclose(after.reshape(rest.shape), want_scale[:, 700:], rtol=1e-13)

@@ -11,15 +11,14 @@ import keras
 import numpy as np
 import pytest
 
-from detector.model.features import FEATURE_SETS
-from detector.model.files import MODELS_DIR, card_path
+from detector.model.files import MODELS_DIR, SHIPPED, card_path
 from detector.model.serving import ModelError, ModelStep, tflite_path
 from detector.stream.engine import Batch, Engine
 from detector.training.evaluation import battery
 from detector.training.export import export_tflite
 from tests.support import DetectorProcess, read_topic, send, uniform_events, wait_for
 
-MODELS = [m for m in FEATURE_SETS if (MODELS_DIR / f"{m}.keras").exists()]
+MODELS = [m for m in SHIPPED if (MODELS_DIR / f"{m}.keras").exists()]
 #: Measured on the shipped models over 100,000 fresh events: 99.9% of probabilities agree within
 #: 1e-5 (at most 0.09% of events differ by more), the largest difference is 8e-5 (seed) and
 #: 1.2e-4 (pair, its state carried over 1,000 steps). LiteRT's reference kernels differ from

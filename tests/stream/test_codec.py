@@ -12,9 +12,11 @@ from detector.stream.codec import (
     BadInput,
     Event,
     dead_letter,
+    decode_run,
     encode_event,
     encode_flag,
     encode_run,
+    model_fields,
 )
 from detector.stream.mapping import decode_event, parse_json
 
@@ -107,24 +109,43 @@ def test_encode_event_round_trips():
 
 def test_flag_record_is_json_with_every_field():
     raw = encode_flag(json.dumps('odd "name"'), 7, 0.125, 1, 0.99987, 1, 1,
-                      json.dumps("seed"), 3, 1234, None, "1764179385.25")
+                      model_fields("seed", 3), 3, 1234, None, "1764179385.25")
     rec = json.loads(raw)
     assert rec == {
         "stream": 'odd "name"', "seq": 7, "value": 0.125, "flag": 1, "probability": 0.99987,
-        "direction": "up", "rule_flag": 1, "model": "seed",
+        "direction": "up", "rule_flag": 1, "model": "seed", "model_version": 3,
         "source": {"partition": 3, "offset": 1234}, "ts": None, "detected_at": 1764179385.25,
     }
-    rec = json.loads(encode_flag('"s"', 0, 1e-300, 0, 1e-9, -1, 0, '"m"', 0, 0, 5.5, "6.0"))
+    m = model_fields("m", 0)
+    rec = json.loads(encode_flag('"s"', 0, 1e-300, 0, 1e-9, -1, 0, m, 0, 0, 5.5, "6.0"))
     assert rec["value"] == 1e-300 and rec["direction"] == "down" and rec["ts"] == 5.5
-    rec = json.loads(encode_flag('"s"', 1, -1.7e308, 0, 0.0, 0, 0, '"m"', 0, 0, None, "6.0"))
+    rec = json.loads(encode_flag('"s"', 1, -1.7e308, 0, 0.0, 0, 0, m, 0, 0, None, "6.0"))
     assert rec["value"] == -1.7e308 and rec["direction"] == "flat"
 
 
+def test_a_pattern_models_flag_record_names_its_pattern_and_has_no_rule():
+    raw = encode_flag('"s"', 4, 2.5, 1, 0.97, 1, None, model_fields("dip", 2, 'di"p'), 1, 9,
+                      None, "6.0")
+    rec = json.loads(raw)
+    assert rec["pattern"] == 'di"p' and rec["model"] == "dip" and rec["model_version"] == 2
+    assert "rule_flag" not in rec and rec["flag"] == 1
+
+
 def test_run_record_is_json_with_every_field():
-    rec = json.loads(encode_run("s-1", "resolved", -1, 40, 46, 7, 2.5, "seed", None, 6.0))
+    rec = json.loads(encode_run("s-1", "resolved", -1, 40, 46, 7, 2.5, "seed", None, 6.0, 4))
     assert rec == {"status": "resolved", "stream": "s-1", "direction": "down", "start_seq": 40,
-                   "seq": 46, "length": 7, "value": 2.5, "model": "seed", "ts": None,
-                   "detected_at": 6.0}
+                   "seq": 46, "length": 7, "value": 2.5, "model": "seed", "model_version": 4,
+                   "ts": None, "detected_at": 6.0}
+    assert decode_run(json.dumps(rec).encode()).model_version == 4
+
+
+def test_a_pattern_run_record_carries_the_pattern_where_a_trend_has_its_direction():
+    raw = encode_run("s-1", "firing", 1, 40, 40, 1, 2.5, "dip", 7.0, 8.0, 1, "dip")
+    rec = json.loads(raw)
+    assert rec["pattern"] == "dip" and "direction" not in rec and rec["length"] == 1
+    run = decode_run(raw)
+    assert run.pattern == "dip" and run.direction == "" and run.model_version == 1
+    assert decode_run(json.dumps({**rec, "pattern": ""}).encode()) is None
 
 
 def test_dead_letter_keeps_bytes_and_says_when_cut():

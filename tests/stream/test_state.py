@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from detector.stream.state import FIELDS, STATE_MAGIC, StateRecordError, StreamStore, decode_state
+from detector.stream.state import (
+    _HEADER,
+    _V2_HEADER,
+    FIELDS,
+    STATE_MAGIC,
+    StateRecordError,
+    StreamStore,
+    decode_state,
+)
 
 FP = b"modelfp!"
 
@@ -19,6 +27,7 @@ def encoded(size: int = 4, **fields) -> bytes:
     for name, value in values.items():
         getattr(store, name)[slot] = value
     store.lstm[slot] = np.arange(size, dtype=np.float32) / 7
+    store.hist[slot] = [np.nan, np.nan, 1e300, -2.5, 0.0, 1e-300, 7.0, 0.75]
     return store.snapshot(slot, FP).records(0, 1)[0][1]
 
 
@@ -30,7 +39,27 @@ def test_record_round_trips_every_field():
         "last_epoch": 99, "last_offset": 4096, "partition": 3, "run_dir": 1, "run_len": 4,
         "run_start_seq": 8, "run_start_ts": 1.5, "run_fired": True, "last_active": 1e9}
     np.testing.assert_array_equal(lstm, np.arange(4, dtype=np.float32) / 7)
+    np.testing.assert_array_equal(row["hist"], [np.nan, np.nan, 1e300, -2.5, 0.0, 1e-300, 7.0,
+                                                0.75])
     assert decode_state(encoded(0))[1].size == 0
+
+
+def test_a_version_2_record_restores_without_recent_values():
+    """Records written before the history existed: every field, the LSTM state, no values."""
+    new = encoded()
+    v2 = np.zeros(1, _V2_HEADER)
+    row = np.frombuffer(new, _HEADER, count=1)[0]
+    for name in _V2_HEADER.names:
+        v2[name] = row[name]
+    v2["magic"] = b"TDS\x02"
+    data = v2.tobytes() + new[_HEADER.itemsize:]
+    old, lstm, fp = decode_state(data)
+    assert fp == FP and old["seen"] == 12 and old["prev"] == 0.75
+    assert np.isnan(old["hist"]).all()
+    np.testing.assert_array_equal(lstm, np.arange(4, dtype=np.float32) / 7)
+    store = StreamStore(state_size=4)
+    store.put(["x"], [old], [lstm])
+    assert np.isnan(store.get("x")["hist"]).all() and store.get("x")["seen"] == 12
 
 
 @pytest.mark.parametrize(

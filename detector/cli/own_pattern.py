@@ -1,0 +1,105 @@
+"""Your own pattern from the command line: ``train``, ``evaluate`` and ``plot`` on a labeled CSV
+(``--csv FILE --value-column V --label-column L [--stream-column S]``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+from detector.cli.common import refuse_unless, refuse_with, require_extra, runtime_of
+from detector.errors import UsageError
+from detector.model.features import HISTORY
+
+#: The options of a labeled CSV, and those that only a labeled CSV takes.
+LABELED = ("value-column", "label-column", "stream-column")
+
+
+def add_labeled_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--value-column", metavar="V",
+                        help="with --csv in long format (one row per event): the values")
+    parser.add_argument("--label-column", metavar="L", help="... the labels: 1 where the "
+                        "pattern is complete at this event, else 0")
+    parser.add_argument("--stream-column", metavar="S", help="... the stream ids (default: "
+                        "the whole file is one stream)")
+
+
+def labeled(args: argparse.Namespace) -> bool:
+    """Whether the command runs on a labeled CSV; refuses half of one."""
+    if args.label_column is None:
+        refuse_unless(args, "label-column", "value-column", "stream-column")
+        return False
+    if not args.csv:
+        raise UsageError("--label-column needs --csv FILE (long format, one row per event)")
+    if not args.value_column:
+        raise UsageError("--label-column needs --value-column (the column of the values)")
+    return True
+
+
+def _read(args: argparse.Namespace, min_events: int = 1):  # type: ignore[no-untyped-def]
+    from detector.training.labeled import read_labeled
+
+    return read_labeled(args.csv, args.value_column, args.label_column, args.stream_column,
+                        min_events=min_events)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``train --csv ...``: the window model on the file's labels."""
+    refuse_with(args, "csv", "events", "features")
+    if not args.name:
+        raise UsageError("--csv needs --name NAME: the model's (and its files') name")
+    data = _read(args, min_events=HISTORY["window"])  # before TensorFlow's seconds of import
+    require_extra("train", "train")
+    from detector.training.own_pattern import EPOCHS, train_labeled
+
+    command = "python -m detector " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
+    train_labeled(data, args.name, args.out, epochs=args.epochs or EPOCHS, seed=args.seed,
+                  command=command)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``evaluate --csv ... --label-column``: flags against labels, overall and per stream."""
+    refuse_with(args, "label-column", "column", "events", "streams")
+    data = _read(args)
+    from detector.model.serving import ModelStep
+    from detector.training.labeled import score_labeled
+
+    report = score_labeled(ModelStep.load(args.model, runtime_of(args)), data.streams,
+                           args.seed)
+    if args.json:
+        print(json.dumps(report.as_dict()))
+        return 0
+    o = report.overall
+    print(f"model {report.model} on {args.csv}: {o.events:,} labeled events in "
+          f"{len(report.streams)} stream(s), through the serving step")
+    print(f"  accuracy {o.accuracy:.4%}, precision {o.precision:.4f}, recall {o.recall:.4f}, "
+          f"F1 {o.f1:.4f}; {o.false_alarms_per_1000:.2f} false alarms per 1,000 events, "
+          f"{o.missed} label-1 event(s) missed")
+    width = max(len(name) for name in report.streams)
+    for name, f in sorted(report.streams.items(), key=lambda kv: (kv[1].accuracy, kv[0])):
+        print(f"  {name:<{width}}  {f.accuracy:8.4%}  F1 {f.f1:.4f}  {f.events:>7,} events  "
+              f"{f.false_alarms_per_1000:6.2f} false/1000  {f.missed:>4} missed")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``plot --csv ... --label-column``: a labeled stream, its labels and the model's flags."""
+    refuse_with(args, "label-column", "column", "seed")
+    require_extra("plot", "plots")
+    data = _read(args)
+    name = args.stream or next(iter(data.streams))
+    if name not in data.streams:
+        raise UsageError(f"--stream {name!r}: no such stream in {args.csv} (streams: "
+                         f"{', '.join(list(data.streams)[:10])}...)")
+    values, labels = data.streams[name]
+    start = args.start or 0
+    from detector.model.serving import ModelStep
+    from detector.training.plots import plot_labeled
+
+    info = plot_labeled(ModelStep.load(args.model, runtime_of(args)), values, labels, start,
+                        args.events, args.out, f"stream {name!r} of {args.csv}")
+    print(f"wrote {info['out']}: {info['events']} events, {info['wrong']} flag(s) differ from "
+          "the labels")
+    return 0

@@ -1,0 +1,122 @@
+"""``train``, ``evaluate`` and ``plot`` on a labeled CSV from the command line: what they write
+and print, and one readable line (exit 2) for every mistake in the file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from detector.cli.main import main
+from tests.support import write_labeled
+
+
+def labeled_file(tmp_path, rows: list[str], header: str = "stream,value,label"):
+    path = tmp_path / "labels.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+GOOD = [f"a,{v},{int(v > 2)}" for v in (1, 3, 2, 4, 1, 5, 0, 3, 2, 6)]
+
+
+def train(path, *extra: str) -> list[str]:
+    return ["train", "--csv", str(path), "--value-column", "value", "--label-column", "label",
+            "--stream-column", "stream", "--name", "mine", *extra]
+
+
+@pytest.mark.parametrize(("rows", "header", "says"), [
+    (GOOD, "stream,reading,label", "no column 'value'"),
+    (["a,1,0", "a,nan,1", *GOOD], None, "row 3, column 'value': 'nan' is not a finite number"),
+    (["a,1,0", "a,1e400,1", *GOOD], None, "row 3, column 'value': '1e400'"),
+    (["a,1,0", "a,2,yes", *GOOD], None, "row 3, column 'label': label 'yes' is not 0 or 1"),
+    (["a,1,0", "a,2,2", *GOOD], None, "label '2' is not 0 or 1"),
+    ([f"a,{v},0" for v in range(20)], None, "every label in column 'label' is 0"),
+    (["a,1,0", "a,2,1", "a,3,0"], None, "3 event(s); the model's window needs at least 8"),
+    (["a,1,0", ",2,1", *GOOD], None, "row 3, column 'stream': no stream id"),
+])
+def test_every_mistake_in_the_file_is_one_line_and_exit_2(tmp_path, capsys, rows, header,
+                                                          says):
+    path = labeled_file(tmp_path, rows, header or "stream,value,label")
+    assert main(train(path, "--out", str(tmp_path))) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1, err
+    assert not list(tmp_path.glob("*.keras"))
+
+
+def test_options_that_do_not_fit_are_refused(tmp_path, capsys):
+    path = labeled_file(tmp_path, GOOD)
+    cases = [
+        (["train", "--csv", str(path), "--value-column", "value", "--label-column", "label"],
+         "--csv needs --name NAME"),
+        (["train", "--csv", str(path), "--label-column", "label", "--name", "x"],
+         "--label-column needs --value-column"),
+        (["train", "--label-column", "label", "--value-column", "value", "--name", "x"],
+         "--label-column needs --csv"),
+        ([*train(path), "--features", "pair"], "--features does not apply with --csv"),
+        (["evaluate", "--csv", str(path), "--value-column", "value"],
+         "--value-column needs --label-column"),
+        (["evaluate", "--csv", str(path), "--value-column", "value", "--label-column",
+          "label", "--column", "value"], "--column does not apply with --label-column"),
+        (["train"], "train needs --features seed|pair"),
+    ]
+    for argv, says in cases:
+        assert main(argv) == 2, argv
+        assert says in capsys.readouterr().err, argv
+
+
+def test_a_model_that_cannot_reach_the_target_says_so_and_is_written(tmp_path, capsys):
+    """Labels that no pattern of the values explains (a coin toss): the last line says the
+    target is not reached, the card says so too, and every file is there."""
+    rng = np.random.default_rng(1)
+    streams = {f"s{i}": rng.random(300) for i in range(5)}
+    path = write_labeled(tmp_path / "coin.csv", streams,
+                         lambda v: (np.random.default_rng(len(v)).random(len(v)) < 0.5))
+    assert main(train(path, "--out", str(tmp_path), "--epochs", "1")) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "DOES NOT reach the target" in last
+    card = json.loads((tmp_path / "mine.card.json").read_text())
+    assert card["target"]["reached"] is False
+    for suffix in (".keras", ".tflite", ".card.json", ".curves.png"):
+        assert (tmp_path / f"mine{suffix}").stat().st_size > 0
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    streams = {f"s{i}": rng.random(200) for i in range(5)}
+    path = write_labeled(tmp_path / "up.csv", streams,
+                         lambda v: np.r_[0, np.diff(v) > 0].astype(int))
+    cards = []
+    for run in ("one", "two"):
+        assert main(train(path, "--out", str(tmp_path / run), "--epochs", "2",
+                          "--seed", "7")) == 0
+        cards.append(json.loads((tmp_path / run / "mine.card.json").read_text()))
+    capsys.readouterr()
+    assert cards[0]["held_out"] == cards[1]["held_out"]
+    import keras
+
+    weights = [keras.saving.load_model(tmp_path / run / "mine.keras").get_weights()
+               for run in ("one", "two")]
+    assert all(np.array_equal(a, b) for a, b in zip(*weights, strict=True))
+
+
+def test_evaluate_prints_figures_and_json_and_plot_draws_labels(dip_model, tmp_path, capsys):
+    model, csv_path = dip_model
+    base = ["--model", str(model), "--csv", str(csv_path), "--value-column", "value",
+            "--label-column", "label", "--stream-column", "stream"]
+    assert main(["evaluate", *base]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy" in text and "F1" in text and "false alarms per 1,000" in text
+    assert main(["evaluate", *base, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("accuracy", "precision", "recall", "f1", "events", "streams"):
+        assert key in report
+    assert report["events"] == sum(s["events"] for s in report["streams"].values())
+    assert all({"accuracy", "events"} <= set(s) for s in report["streams"].values())
+    out = tmp_path / "dip.png"
+    assert main(["plot", *base, "--stream", "real/co2_weekly:co2_ppm", "--events", "60",
+                 "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert main(["plot", *base, "--stream", "nope", "--out", str(out)]) == 2
+    assert "no such stream" in capsys.readouterr().err
