@@ -53,7 +53,8 @@ class DetectorSettings:
     alert_topic: str = opt("trend-alerts", "Topic of trend-run alerts: one record when a run "
                            "fires, one when it is resolved.")
     dlq_topic: str = opt("values.dlq", "Dead-letter topic for input that cannot be processed.")
-    state_topic: str | None = opt(None, "Compacted per-stream state topic (<group-id>.state).")
+    state_topic: str | None = opt(None, "Compacted per-stream state topic (<group-id>.state).",
+                                  shown="`<group-id>.state`")
     model: str = opt("seed", "Model: seed, pair or the path of a .keras file.")
     alert_min_length: int = opt(3, "Values a run must reach before it fires (3: at its first "
                                 "flag 1).")

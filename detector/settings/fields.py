@@ -36,14 +36,15 @@ class Parser(argparse.ArgumentParser):
 
 
 def opt(default: Any, help: str, choices: tuple[str, ...] | None = None,
-        empty_ok: bool = False) -> Any:
+        empty_ok: bool = False, shown: str | None = None) -> Any:
     """A settings field with its documentation (and allowed values) attached.
 
     ``empty_ok``: an empty environment variable is a value (``""``: none), not "unset";
-    for paths where empty says that the input has no such field.
+    for paths where empty says that the input has no such field. ``shown``: the default as
+    the configuration table says it, for one that other settings decide.
     """
     return field(default=default, metadata={"help": help, "choices": choices,
-                                            "empty_ok": empty_ok})
+                                            "empty_ok": empty_ok, "shown": shown})
 
 
 
@@ -126,7 +127,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type, prefix: str) -> None
             continue
         kind = _base_type(hint)
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata['help']} [env {_env_name(prefix, f.name)}; default {f.default}]"
+        default = (f.metadata.get("shown") or "").replace("`", "") or f.default
+        help_text = f"{f.metadata['help']} [env {_env_name(prefix, f.name)}; default {default}]"
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
@@ -175,8 +177,8 @@ def markdown_table(cls: type, prefix: str) -> str:
         default = "" if f.default in (None, (), "") else f"`{f.default}`"
         if isinstance(f.default, bool):
             default = f"`{str(f.default).lower()}`"
-        if f.name == "state_topic":
-            default = "`<group-id>.state`"
+        if f.metadata.get("shown"):
+            default = f.metadata["shown"]
         choices = f.metadata.get("choices")
         extra = f" One of {', '.join(choices)}." if choices else ""
         flag = f.name.replace("_", "-")
