@@ -32,9 +32,9 @@ from pathlib import Path
 
 import pytest
 
-from detector import config
 from detector.kafka import clients
 from detector.ops.metrics import BridgeMetrics, Metrics
+from detector.settings import fields
 from detector.settings.bridge import BridgeSettings
 from detector.settings.kafka import KafkaSettings
 from detector.testing.harness import read_topic, wait_for
@@ -241,7 +241,7 @@ def test_compose_wiring_holds_together():
     bridge = s["alertmanager-bridge"]
     assert command(bridge) == ["python", "-m", "detector", "alertmanager"]
     benv = environment(bridge)
-    settings = config.build(BridgeSettings, argparse.Namespace(), "DETECTOR", benv)
+    settings = fields.build(BridgeSettings, argparse.Namespace(), "DETECTOR", benv)
     assert settings.url == f"http://alertmanager:{am_port}"
     assert settings.alert_topic == denv["DETECTOR_ALERT_TOPIC"]
     assert settings.group_id != denv["DETECTOR_GROUP_ID"]
