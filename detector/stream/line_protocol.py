@@ -22,6 +22,7 @@ time with the same patterns, to say where it fails.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ _POINT = re.compile(rf"[ ]*+({_MEASUREMENT})((?:,{_KEY}={_KEY})*+){_SPACES}"
 _NOTHING = re.compile(rf"[ ]*+(?:#[^\n]*+)?+{_EOL}")
 _TAG_PARTS = re.compile(rf",({_KEY})=({_KEY})")
 _FIELD_PARTS = re.compile(rf"({_KEY})=({_VALUE})", re.DOTALL)
+#: Cuts a field section that ``_POINT`` matched and that holds no backslash, so no escape:
+#: its keys hold no "=", its strings no '"', its other values no ",". Twice as fast.
+_PLAIN_FIELDS = re.compile(r'([^=]++)=("[^"]*+"|[^,]++),?+')
 _MEASUREMENT_ESCAPE = re.compile(r"\\([ ,])")
 _KEY_ESCAPE = re.compile(r"\\([ ,=])")
 _KEY_SPECIAL = re.compile(r"[ ,=]")
@@ -59,6 +63,7 @@ _STEPS = {name: re.compile(pattern, re.DOTALL) for name, pattern in (
 
 INT64 = 1 << 63
 UINT64 = 1 << 64
+_INFINITIES = (math.inf, -math.inf)  # what float() makes of a number beyond a double's range
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass takes four times as long to make
@@ -181,8 +186,10 @@ def _point(text: str, m: re.Match, line: int) -> Point:
         tags = dict(pairs)
         if len(tags) < len(pairs):
             _twice(text, m, pairs)
-    if "\\" in raw_fields or '"' in raw_fields:
+    if "\\" in raw_fields:
         entries = [(_unescape_key(k), v) for k, v in _FIELD_PARTS.findall(raw_fields)]
+    elif '"' in raw_fields:
+        entries = _PLAIN_FIELDS.findall(raw_fields)
     else:  # no escapes, no strings: every entry has exactly one "="
         entries = [entry.split("=") for entry in raw_fields.split(",")]
     fields: list[tuple[str, float | None]] = []
@@ -198,7 +205,7 @@ def _point(text: str, m: re.Match, line: int) -> Point:
             fields.append((key, None))
         else:
             value = float(raw)
-            if value in (float("inf"), float("-inf")):
+            if value in _INFINITIES:
                 raise _Invalid(_field_at(text, m, len(fields)),
                                f"field {key!r}: {raw} is out of range for a float")
             fields.append((key, value))
