@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: demo test test-churn lint system-tools bench-inference bench-pipeline bench-chaos bench-startup models convert clean
+.PHONY: demo test test-churn lint system-tools bench-inference bench-pipeline bench-chaos bench-startup bench-decode models convert clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,9 @@ bench-chaos: $(STAMP)
 
 bench-startup: $(STAMP)
 	$(BIN)/python bench/startup.py
+
+bench-decode: $(STAMP)
+	$(BIN)/python bench/decode.py
 
 # Retrain the shipped models (each at most ~20 minutes on 2 cores); writes detector/model/shipped/.
 models: $(STAMP)
