@@ -12,12 +12,13 @@ booleans are t, T, true, True, TRUE and the same for false. Blank lines and line
 non-space is ``#`` are skipped; a line may end in ``\\r\\n``. Names hold no control characters.
 A tag key given twice, a number out of its type's range and a timestamp beyond int64 fail too.
 
-Why a parser of our own: the one maintained package (``line-protocol-parser``, C) parses a
-single line, gives no position for an error (the dead-letter topic names line and column) and
-follows InfluxDB 1.2's grammar (it lets a tab stand in a name). Here one regular expression
-matches a whole point (the scanning is the C engine's) and ``str.split`` cuts its sections
-wherever no escape or quote is in them; only a line that fails is walked again, a section at a
-time with the same patterns, to say where it fails.
+Why a parser of our own: the maintained package (``line-protocol-parser``, C) parses one line
+at a time, gives no position for an error (the dead-letter topic names line and column) and
+follows InfluxDB 1.2's grammar (a tab passes inside a name, of a field given twice the second
+is lost); ``pyilpp`` reads ``\\\\`` in a name as one backslash. Here one regular expression
+matches a whole point (the scanning is the C engine's), its sections are cut by ``str.split``
+or a plain pattern where no escape is in them, and only a line that fails is walked again, a
+section at a time with the same patterns, to say where it fails (README, Input: the cost).
 """
 
 from __future__ import annotations
@@ -122,32 +123,37 @@ def parse(text: str, lossy: bool = False) -> Iterator[Point | LineError]:
     """
     pos, end, line = 0, len(text), 1
     while pos < end:
-        failed: tuple[int, str, str] | None = None
         if m := _POINT.match(text, pos):
-            bad = _NOT_UTF8.search(text, pos, m.end()) if lossy else None
+            after = m.end()  # the point's line (lines, with a string over several) fails whole
+            bad = _NOT_UTF8.search(text, pos, after) if lossy else None
             if bad is not None:
-                failed = (bad.start(), "bytes that are not UTF-8", "not_utf8")
+                yield _error(text, pos, line, after, bad.start(), "bytes that are not UTF-8",
+                             "not_utf8")
             else:
                 try:
                     yield _point(text, m, line)
                 except _Invalid as exc:
-                    failed = (exc.at, exc.message, "bad_line")
-            after = m.end()
+                    yield _error(text, pos, line, after, exc.at, exc.message)
         elif m := _NOTHING.match(text, pos):
             after = m.end()
         else:
             at, message = _where(text, pos)
-            failed = (at, message, "bad_line")
-        if failed is not None:
-            at, message, reason = failed
-            stop = text.find("\n", at)
-            stop = end if stop < 0 else stop
-            start_of_line = max(pos, text.rfind("\n", pos, at) + 1)
-            yield LineError(line + text.count("\n", pos, at), at - start_of_line + 1, message,
-                            text[pos:stop].removesuffix("\r"), reason)
-            after = stop + 1
+            after = text.find("\n", at) + 1 or end  # the line where it fails, to its end
+            bad = _NOT_UTF8.search(text, pos, after) if lossy else None
+            if bad is not None:
+                at, message = bad.start(), "bytes that are not UTF-8"
+            yield _error(text, pos, line, after, at, message,
+                         "bad_line" if bad is None else "not_utf8")
         line += text.count("\n", pos, after)
         pos = after
+
+
+def _error(text: str, pos: int, line: int, after: int, at: int, message: str,
+           reason: str = "bad_line") -> LineError:
+    """The failure at ``at`` of the line(s) from ``pos`` to ``after``, the first on ``line``."""
+    start_of_line = max(pos, text.rfind("\n", pos, at) + 1)
+    return LineError(line + text.count("\n", pos, at), at - start_of_line + 1, message,
+                     text[pos:after].removesuffix("\n").removesuffix("\r"), reason)
 
 
 def source(text: str, point: Point) -> bytes:

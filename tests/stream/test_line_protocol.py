@@ -147,6 +147,10 @@ def test_bytes_that_are_not_utf8_fail_their_line_only():
     assert [type(p).__name__ for p in got] == ["Point", "LineError", "Point"]
     assert (got[1].reason, got[1].line, got[1].column) == ("not_utf8", 2, 5)
     assert got[1].source() == b"m,t=\xff\xfe f=2"
+    text, lossy = decode_text(b"# \xff a comment\nm,t=\xff\nm f=1")
+    got = list(parse(text, lossy))  # bad bytes in a line that would fail anyway: they say why
+    assert [(type(p).__name__, p.line) for p in got] == [("LineError", 2), ("Point", 3)]
+    assert (got[0].reason, got[0].column) == ("not_utf8", 5)
     assert decode_text("ü".encode()) == ("ü", False)
 
 
