@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-all-$(CKSUM)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: demo test test-churn lint system-tools bench-inference bench-pipeline bench-chaos bench-startup models convert clean
+.PHONY: demo test test-churn lint system-tools bench-inference bench-pipeline bench-chaos bench-startup bench-decode models convert clean
 
 $(DEMO_STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,9 @@ bench-chaos: $(STAMP)
 
 bench-startup: $(STAMP)
 	$(BIN)/python bench/startup.py
+
+bench-decode: $(STAMP)
+	$(BIN)/python bench/decode.py
 
 # Retrain the shipped models (each at most ~20 minutes on 2 cores); writes detector/model/shipped/.
 models: $(STAMP)

@@ -62,6 +62,8 @@ def describe(value: bytes | None, headers: list[tuple[str, bytes]] | None = None
         where = f"{meta.get('dlq.source.topic', b'?').decode()}:" \
                 f"{meta.get('dlq.source.partition', b'?').decode()}@" \
                 f"{meta.get('dlq.source.offset', b'?').decode()}"
+        if "dlq.source.line" in meta:  # one line of a line-protocol record
+            where += f" line {meta['dlq.source.line'].decode()}"
         text = (value or b"")[:80].decode("utf-8", "replace")
         return f"DEAD LETTER {meta['dlq.reason'].decode()} from {where}: {text!r}"
     run = decode_run(value)

@@ -232,13 +232,17 @@ class Pipeline:
         offsets: list[int] = []
         consumed = 0
         decode = self.mapping.decode
+        bad_lines = self.mapping.bad_lines  # line protocol: lines of a record that do not fit
         for tp, recs in records.items():
             partition = tp.partition
             for r in recs:
-                events = decode(r.key, r.value)
+                events = decode(r.key, r.value, r.timestamp)
                 if type(events) is BadInput:
                     self._dead_letter(events, r)
                     continue
+                if bad_lines:
+                    for bad in bad_lines:
+                        self._dead_letter(bad, r)
                 for event in events:
                     names.append(event.stream)
                     seqs.append(event.seq)
@@ -276,6 +280,7 @@ class Pipeline:
             m.batch_size.observe(size)
         m.duplicates.inc(int(res.duplicate.sum()))
         m.replayed.inc(int(res.replayed.sum()))
+        m.partition_conflicts.inc(res.partition_conflicts)
         done = np.nonzero(res.processed)[0]
         if len(done) == 0:
             return

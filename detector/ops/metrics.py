@@ -105,13 +105,20 @@ class Metrics(MetricSet):
             registry=r,
         )
         self.dlq = Counter(
-            "detector_dlq_messages", "Input records sent to the dead-letter topic.", ["reason"],
-            registry=r,
+            "detector_dlq_messages",
+            "Input records (or lines of a line-protocol record) sent to the dead-letter topic.",
+            ["reason"], registry=r,
         )
         self.skipped_fields = Counter(
             "detector_skipped_fields",
-            "Entries of a --value-path OBJECT.* that are not numbers: skipped, not events.",
-            registry=r,
+            "Entries of a --value-path OBJECT.*, or fields of a line of line protocol, that are "
+            "not numbers: skipped, not events.", registry=r,
+        )
+        self.partition_conflicts = Counter(
+            "detector_stream_partition_conflicts",
+            "Events that came on another input partition than their stream's earlier ones "
+            "(both partitions this member's): a producer that does not key a stream's records "
+            "alike; that stream's order, and so its flags, do not hold.", registry=r,
         )
         self.duplicates = Counter(
             "detector_duplicates", "Events skipped: seq at or below the stream's last.", registry=r

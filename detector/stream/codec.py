@@ -35,6 +35,7 @@ REASONS = (
     "bad_value",  # not a finite number (NaN, infinities, bools and strings included)
     "bad_ts",  # present but not a finite number or an ISO-8601 time
     "bad_epoch",  # present but not an integer in [0, 2^63)
+    "bad_line",  # a line of line protocol that does not parse (one dead letter a line)
 )
 
 
@@ -52,8 +53,14 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class BadInput:
+    """Why a record, or one line of it, is not processed. ``line``: the bad line's bytes and
+    ``line_number`` its number in the record (1-based), for input whose record holds many
+    lines (``--input-format influx``); its dead letter carries that line, not the record."""
+
     reason: str
     detail: str
+    line: bytes | None = None
+    line_number: int = 0
 
 
 def encode_event(stream: str, seq: int, value: float, ts: float | None, epoch: int = -1
@@ -146,7 +153,10 @@ def dead_letter(
 
     Headers follow Kafka Connect's ``errors.deadletterqueue.context.headers`` idea so tools that
     read those find the source topic, partition and offset; the key is forwarded unchanged.
+    For one bad line of a record, the value is that line and ``dlq.source.line`` its number.
     """
+    if bad.line is not None:
+        value = bad.line
     size = 0 if value is None else len(value)
     truncated = size > DLQ_MAX_VALUE_BYTES
     body = value[:DLQ_MAX_VALUE_BYTES] if truncated and value is not None else value
@@ -159,6 +169,8 @@ def dead_letter(
         ("dlq.original.size", str(size).encode()),
         ("dlq.truncated", b"true" if truncated else b"false"),
     ]
+    if bad.line is not None:
+        headers.append(("dlq.source.line", str(bad.line_number).encode()))
     return body, headers
 
 

@@ -10,6 +10,7 @@ LSTM state, over chunks of each stream's events (``ModelStep.sequence``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -26,6 +27,12 @@ from detector.task.rule import step_flags
 
 if TYPE_CHECKING:
     from detector.model.serving import ModelStep
+
+log = logging.getLogger(__name__)
+
+#: Streams logged by name for arriving on a second partition; past this many, one more line
+#: says so and the rest are only counted (``Result.partition_conflicts``): bounded memory.
+CONFLICTS_LOGGED = 1000
 
 
 @dataclass
@@ -84,6 +91,9 @@ class Result:
     calls: int  # compiled model calls made
     inference_seconds: list[float]  # one per call
     call_sizes: list[int]  # events per call
+    #: Events that came on another input partition than their stream's state: a producer
+    #: that does not key a stream's records alike (its order, and so its flags, do not hold).
+    partition_conflicts: int = 0
 
 
 def occurrence_rank(keys: np.ndarray) -> np.ndarray:
@@ -114,6 +124,8 @@ class Engine:
         self._clock = clock
         self._wall = wall_clock
         self.alert_min_length = alert_min_length
+        self._conflicted: set[Hashable] = set()  # streams logged as on two partitions
+        self._conflicts_capped = False
 
     def process(self, batch: Batch) -> Result:
         """Apply a batch to the state; flags for the events that were not duplicates or replays.
@@ -125,12 +137,15 @@ class Engine:
         n = len(batch.streams)
         store = self.store
         slots = store.lookup(batch.streams, batch.partition)
+        conflicts = np.nonzero(store.partition[slots] != batch.partition)[0]
+        if len(conflicts):
+            self._conflicting(batch, slots, conflicts)
         res = Result(
             processed=np.zeros(n, bool), duplicate=np.zeros(n, bool),
             replayed=np.zeros(n, bool), gap=np.zeros(n, bool), seq=batch.seq.copy(),
             flag=np.zeros(n, np.int8), probability=np.zeros(n, np.float32),
             direction=np.zeros(n, np.int8), rule_flag=np.zeros(n, np.int8), runs=[],
-            calls=0, inference_seconds=[], call_sizes=[],
+            calls=0, inference_seconds=[], call_sizes=[], partition_conflicts=len(conflicts),
         )
         order = np.argsort(slots, kind="stable")  # by stream, each in arrival order
         s = slots[order]
@@ -192,6 +207,28 @@ class Engine:
         store.last_active[stream] = now
         store.dirty[stream] = True
         return res
+
+    def _conflicting(self, batch: Batch, slots: np.ndarray, events: np.ndarray) -> None:
+        """Log each stream once that arrives on another partition than its state's (a stream
+        this member sees on two of its own partitions), up to ``CONFLICTS_LOGGED`` streams."""
+        seen = self._conflicted
+        for i in events.tolist():
+            stream = batch.streams[i]
+            if stream in seen:
+                continue
+            if len(seen) >= CONFLICTS_LOGGED:
+                if not self._conflicts_capped:
+                    self._conflicts_capped = True
+                    log.warning("more than %d streams arrive on two input partitions; further "
+                                "ones are only counted (detector_stream_partition_conflicts_total)",
+                                CONFLICTS_LOGGED)
+                return
+            seen.add(stream)
+            name = stream.decode(errors="replace") if isinstance(stream, bytes) else stream
+            log.warning("stream %r arrives on input partitions %d and %d: its order, and so its "
+                        "flags, hold only within one partition; key its records by the stream "
+                        "or by something its id contains", name,
+                        self.store.partition[slots[i]], batch.partition[i])
 
     def _recurrent(self, res: Result, x: np.ndarray, s: np.ndarray, first: np.ndarray
                    ) -> np.ndarray:
@@ -266,13 +303,16 @@ def admit(store: StreamStore, s: np.ndarray, first: np.ndarray, seq: np.ndarray,
         out_seq = np.where(seq >= 0, seq, stored_seen + count - count[head])
         prior = segments.shift(segments.last_where(accepted, first), np.full(n, -1), first)
         has, at = prior >= 0, np.maximum(prior, 0)
-        last_offset = np.where(has, offset[at], stored_offset)
         last_seq = np.where(has, out_seq[at], stored_seq)
         same_partition = partition == np.where(has, partition[at], stored_partition)
+        # The events of one record share its offset (lines of one series in a line-protocol
+        # record): a later one is not a replay of an earlier one in the same batch, while
+        # after a restore every one of them is (state is only ever written between batches).
+        covered = np.where(has, offset < offset[at], offset <= stored_offset)
         max_epoch = segments.cummax(epoch, accepted, first)
         last_epoch = np.maximum(stored_epoch, segments.shift(max_epoch, np.full(
             n, np.iinfo(np.int64).min), first))
-        replayed = (offset >= 0) & (offset <= last_offset) & same_partition
+        replayed = (offset >= 0) & covered & same_partition
         older = (epoch < last_epoch) | ((epoch == last_epoch) & (seq <= last_seq))
         duplicate = ~replayed & (seq >= 0) & older
         now = ~(replayed | duplicate)

@@ -41,6 +41,7 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    timestamp: int = -1  # the record's time in ms (-1: none)
 
     def json(self) -> dict:
         return json.loads(self.value)
@@ -65,8 +66,8 @@ def read_topic(kafka: KafkaSettings, topic: str, expect: int | None = None,
         while time.monotonic() < deadline:
             got = consumer.poll(timeout_ms=200, max_records=50_000)
             for tp, recs in got.items():
-                out += [Record(topic, tp.partition, r.offset, r.key, r.value, list(r.headers))
-                        for r in recs]
+                out += [Record(topic, tp.partition, r.offset, r.key, r.value, list(r.headers),
+                               r.timestamp) for r in recs]
             if got:
                 last_new = time.monotonic()
             if expect is not None and len(out) >= expect:

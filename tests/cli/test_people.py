@@ -63,6 +63,10 @@ def test_describe_dead_letters_and_foreign_text():
     line = describe(b"{oops", [("dlq.reason", b"not_json"), ("dlq.source.topic", b"values"),
                                ("dlq.source.partition", b"1"), ("dlq.source.offset", b"9")])
     assert line.startswith("DEAD LETTER not_json from values:1@9")
+    line = describe(b"m f=x", [("dlq.reason", b"bad_line"), ("dlq.source.topic", b"values"),
+                               ("dlq.source.partition", b"1"), ("dlq.source.offset", b"9"),
+                               ("dlq.source.line", b"3")])
+    assert line == "DEAD LETTER bad_line from values:1@9 line 3: 'm f=x'"
     assert describe(b"plain text") == "plain text"
 
 

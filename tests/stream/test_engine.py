@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from detector.stream.engine import Batch, Engine
-from detector.stream.state import FIELDS
+from detector.stream.state import FIELDS, decode_state
 from detector.training.evaluation import battery
 
 MODELS = ("seed", "pair")
@@ -35,8 +35,10 @@ def ragged(rng: np.random.Generator, n: int, streams: int, hot: float = 0.0, sta
     epoch[rng.random(n) < 0.005] -= 1  # stale: an older producer's event
     seq[ids % 7 == 3] = -1  # streams without seq: the engine counts their events
     epoch[ids % 7 == 3] = -1
-    offset = np.arange(n) + 10 * start
-    offset[rng.random(n) < 0.02] -= 300  # at or below the stored offset: replayed
+    offset = 2 * (np.arange(n) + 10 * start)
+    # Below an earlier event's: replayed. Odd, so never another event's offset (the events of
+    # one record share theirs: test_events_of_one_record_share_its_offset).
+    offset[rng.random(n) < 0.02] -= 601
     values = np.round(rng.random(n) * 8) / 8  # many ties
     values[ids % 5 == 1] = rng.random(int((ids % 5 == 1).sum()))
     return Batch.of([f"s{s}" for s in ids.tolist()], values, seq=seq, partition=ids % 3,
@@ -158,3 +160,46 @@ def test_an_empty_poll_and_a_poll_of_duplicates_only(steps):
     engine.process(Batch.of(["a"] * 3, [1.0, 2.0, 3.0], seq=[0, 1, 2]))
     res = engine.process(Batch.of(["a"] * 3, [1.0, 2.0, 3.0], seq=[0, 1, 2]))
     assert res.duplicate.all() and res.calls == 0 and not res.processed.any()
+
+
+def test_events_of_one_record_share_its_offset(steps):
+    """Lines of one series in one line-protocol record: every one is an event in its batch,
+    and every one is a replay once state covers that record."""
+    engine = Engine(steps("pair"))
+    batch = Batch.of(["a", "a", "b", "a"], [1.0, 2.0, 5.0, 3.0], offset=[5, 5, 5, 6])
+    first = engine.process(batch)
+    assert first.processed.all() and first.seq.tolist() == [0, 1, 0, 2]
+    assert first.flag[3] == 1  # 1, 2, 3: the three are one stream, in order
+    again = engine.process(batch)
+    assert again.replayed.all()
+    crashed = Engine(steps("pair"))
+    crashed.process(Batch.of(["a", "a"], [1.0, 2.0], offset=[5, 5]))  # checkpointed, then lost
+    _, record, _ = crashed.store.snapshot(np.array([crashed.store.slot_of("a")]),
+                                          b"x" * 8).records(0, 1)[0]
+    row, lstm, _ = decode_state(record)
+    restored = Engine(steps("pair"))
+    restored.store.put(["a"], [row], [lstm])
+    res = restored.process(Batch.of(["a", "a", "a"], [1.0, 2.0, 3.0], offset=[5, 5, 6]))
+    assert res.replayed.tolist() == [True, True, False] and res.seq[2] == 2
+    assert res.flag[2] == first.flag[3]
+
+
+def test_a_stream_on_two_partitions_is_counted_and_logged_once(steps, caplog, monkeypatch):
+    import detector.stream.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "CONFLICTS_LOGGED", 3)
+    engine = Engine(steps("seed"))
+    res = engine.process(Batch.of(["a", "a", "b"], [1.0, 2.0, 3.0], partition=[0, 1, 1]))
+    assert res.partition_conflicts == 1 and res.processed.all()
+    assert engine.process(Batch.of(["a", "b"], [3.0, 4.0], partition=[0, 1])
+                          ).partition_conflicts == 1  # "a" went on at partition 1
+    logged = [r.getMessage() for r in caplog.records if "partition" in r.getMessage()]
+    assert logged == ["stream 'a' arrives on input partitions 0 and 1: its order, and so its "
+                      "flags, hold only within one partition; key its records by the stream "
+                      "or by something its id contains"]
+    caplog.clear()
+    streams = [s for name in "cdefg" for s in (name, name)]
+    res = engine.process(Batch.of(streams, np.ones(10), partition=[0, 2] * 5))
+    assert res.partition_conflicts == 5
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and lines[-1].startswith("more than 3 streams arrive on two")
