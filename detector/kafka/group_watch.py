@@ -168,20 +168,18 @@ class GroupWatch:
         if now - self._idle_check < LOG_EVERY_S:
             return None
         self._idle_check = now
-        with self._admin() as client:
-            if client is None:
-                return None
-            try:
-                committed = client.list_consumer_group_offsets(self.group_id)
-                tps = [TopicPartition(t, p) for t in consumer.subscription() or ()
-                       for p in consumer.partitions_for_topic(t) or ()]
-                ends = consumer.end_offsets(tps) if tps else {}
-            except KafkaError as exc:
-                log.debug("cannot read the group's offsets (%s)", exc)
-                return None
+        try:
+            tps = [TopicPartition(t, p) for t in consumer.subscription() or ()
+                   for p in consumer.partitions_for_topic(t) or ()]
+            ends = consumer.end_offsets(tps) if tps else {}
+            # The group's commits, read through this member's own coordinator connection.
+            committed = {tp: consumer.committed(tp) for tp in tps}
+        except KafkaError as exc:
+            log.debug("cannot read the group's offsets (%s)", exc)
+            return None
         stuck: list[TopicPartition] = []
         for tp, end in ends.items():
-            offset = committed[tp].offset if tp in committed else -1
+            offset = -1 if committed.get(tp) is None else committed[tp]
             if end is None or end <= max(offset, 0):
                 self._unmoved.pop(tp, None)
                 continue

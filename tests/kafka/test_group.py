@@ -86,6 +86,29 @@ def test_leader_leaving_a_forming_group_does_not_stop_it(kafka, steps):
         d.stop()
 
 
+@pytest.mark.slow
+def test_a_member_with_nothing_to_hold_stays_ready_and_looks_at_the_group(kafka, steps):
+    """More members than partitions: the idle one holds nothing, is ready, and its look at
+    the group's commits (every 10 s) finds nothing unconsumed."""
+    s = settings(kafka, partitions=1, member_dir=tempfile.mkdtemp())
+    first = DetectorThread(s, steps("seed")).start()
+    wait_for(lambda: first.value("detector_assigned_partitions") == 1, 60, what="first member")
+    second = DetectorThread(s, steps("seed")).start()
+    both = [first, second]
+    wait_for(lambda: sorted(d.value("detector_assigned_partitions") for d in both) == [0, 1]
+             and all(d.pipeline.ready for d in both), 60, what="one member idle, both ready")
+    producer = feed(kafka, 1000, 10, 200, seed=4)
+    idle = next(d for d in both if d.value("detector_assigned_partitions") == 0)
+    time.sleep(12)  # past the idle member's first look at the group's commits
+    producer.join()
+    check_outputs(kafka, steps("seed"), 1000)
+    assert idle.thread.is_alive() and idle.pipeline.ready and idle.pipeline.watch.settled
+    assert sum(idle.value("detector_group_rejoins_total", {"reason": r})
+               for r in ("leader_left", "no_progress", "idle_while_unconsumed")) == 0
+    for d in both:
+        d.stop()
+
+
 # --- the operator's scenario, many times ----------------------------------------------------
 
 EVENTS, STREAMS, RATE = 36_000, 600, 1_500
