@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from detector.cli import offline, serve, tools
+from detector.cli import models, offline, serve, tools
 from detector.errors import DetectorError
 from detector.settings.fields import Parser
 
@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    for module in (serve, offline, tools):
+    for module in (serve, offline, models, tools):
         module.add_commands(command)
     return p
 

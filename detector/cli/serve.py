@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+from typing import TYPE_CHECKING
 
 from detector.cli.common import Command, setup_logging, stop_on_signals
 from detector.settings.bridge import BridgeSettings
 from detector.settings.detector import DetectorSettings
 from detector.settings.fields import add_options, build
+
+if TYPE_CHECKING:
+    from detector.model.serving import ModelStep
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -19,21 +24,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging()
     log = logging.getLogger("detector")
     from detector.kafka.pipeline import Pipeline
-    from detector.model.serving import ModelStep
     from detector.ops.metrics import Metrics
     from detector.ops.server import MetricsServer
 
-    step = ModelStep.load(settings.model, settings.runtime)
+    step = initial_model(settings)
     metrics = Metrics()
     stop = stop_on_signals()
     pipeline = Pipeline(settings, step, metrics, stop)
     server = MetricsServer(metrics, settings.metrics_host, settings.metrics_port,
-                           pipeline.not_ready_because).start()
+                           pipeline.not_ready_because, lambda: pipeline.rollout.failure).start()
     try:
         pipeline.connect()
         settle_garbage_collector()
-        log.info("model %s (%s features, %d state floats per stream) on %s; metrics on %s",
-                 step.name, step.features, step.state_size, step.runtime, server.url)
+        step = pipeline.step
+        log.info("model %s v%d (%s features, %d state floats per stream) on %s; following it "
+                 "in the registry %s; metrics on %s", step.name, step.version, step.features,
+                 step.state_size, step.runtime, settings.models_topic, server.url)
         log.info("consuming %s as group %s; flags to %s, alerts to %s, dead letters to %s",
                  settings.input_topic, settings.group_id, settings.output_topic,
                  settings.alert_topic, settings.dlq_topic)
@@ -42,6 +48,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         server.stop()
     log.info("stopped cleanly")
     return 0
+
+
+def initial_model(settings: DetectorSettings) -> ModelStep | None:
+    """The shipped model or file ``--model`` names; None for a name only the model registry
+    can hold (``Pipeline.connect`` reads it, and says so if it has none)."""
+    from detector.model.files import SHIPPED, ModelError
+    from detector.model.serving import ModelStep
+
+    try:
+        return ModelStep.load(settings.model, settings.runtime)
+    except ModelError:
+        if settings.model in SHIPPED or settings.model.endswith(".keras") or \
+                os.sep in settings.model:
+            raise
+        return None
 
 
 def cmd_alertmanager(args: argparse.Namespace) -> int:

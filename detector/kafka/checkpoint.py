@@ -22,11 +22,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from detector.kafka.outbox import Outbox, OutputFailed
-from detector.stream.state import StateSnapshot, StreamStore
+from detector.stream.state import MODEL_MARKER_KEY, ModelMarker, StateSnapshot, StreamStore
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class _Pending:
     offsets: dict[TopicPartition, OffsetAndMetadata]
     started: float
     deadline: float
-    tombstones: list[tuple[bytes, int]] = field(default_factory=list)  # (key, partition)
+    # Records sent with the state records: idle streams' tombstones, partitions' model markers
+    extra: list[tuple[bytes, int, bytes | None]] = field(default_factory=list)  # key, p, value
     states_sent: int = 0
     states_mark: int | None = None  # the outbox mark of its state records, once all are sent
 
@@ -53,7 +55,8 @@ class _Pending:
 class Checkpointer:
     """The checkpoint protocol over an ``Outbox``: its marks say what is acknowledged."""
 
-    def __init__(self, store: StreamStore, fingerprint: bytes, state_topic: str,
+    def __init__(self, store: StreamStore,
+                 fingerprint: Callable[[np.ndarray], np.ndarray | bytes], state_topic: str,
                  interval_s: float, ack_timeout_s: float, commit_timeout_ms: int = 10_000,
                  stream_ttl_s: float = 0.0, wall_clock: Callable[[], float] = time.time):
         self.store = store
@@ -85,17 +88,17 @@ class Checkpointer:
                   partitions: set[int] | None = None) -> _Pending:
         """The checkpoint of everything processed so far; ``outputs``: the outbox mark after
         its outputs were flushed."""
-        tombstones = self._evict() if partitions is None else []
+        extra = self._evict() if partitions is None else []
         slots = self.store.dirty_slots(partitions)
-        states = self.store.snapshot(slots, self.fingerprint)
+        states = self.store.snapshot(slots, self.fingerprint(self.store.partition[slots]))
         self.store.dirty[slots] = False
         now = time.monotonic()
         self.last_snapshot = now
         offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()
                    if partitions is None or tp.partition in partitions}
-        return _Pending(outputs, states, offsets, now, now + self.ack_timeout_s, tombstones)
+        return _Pending(outputs, states, offsets, now, now + self.ack_timeout_s, extra)
 
-    def _evict(self) -> list[tuple[bytes, int]]:
+    def _evict(self) -> list[tuple[bytes, int, bytes | None]]:
         """Forget the streams idle for longer than the TTL; their tombstones, to be sent."""
         if not self.stream_ttl_s:
             return []
@@ -103,7 +106,7 @@ class Checkpointer:
         if not len(slots):
             return []
         keys = [self.store.keys[slot] for slot in slots.tolist()]
-        tombstones = [(key if isinstance(key, bytes) else key.encode(), int(p))
+        tombstones = [(key if isinstance(key, bytes) else key.encode(), int(p), None)
                       for key, p in zip(keys, self.store.partition[slots].tolist(), strict=True)]
         self._evicted += self.store.drop(slots)
         return tombstones
@@ -129,9 +132,9 @@ class Checkpointer:
                 if until is not None and time.perf_counter() > until:
                     outbox.flush()
                     return False
-            for key, p in cp.tombstones:
-                append(topic, p, key, None)
-            cp.tombstones = []
+            for key, p, value in cp.extra:
+                append(topic, p, key, value)
+            cp.extra = []
             cp.states_mark = outbox.flush()
         if not outbox.done(cp.states_mark):
             return False
@@ -173,13 +176,24 @@ class Checkpointer:
         return cp is not None and 0 < cp.states_sent < len(cp.states)
 
     def complete(self, outbox: Outbox, consumer: KafkaConsumer,
-                 positions: dict[TopicPartition, int], timeout_s: float | None = None) -> None:
+                 positions: dict[TopicPartition, int], timeout_s: float | None = None,
+                 markers: dict[int, ModelMarker] | None = None) -> None:
         """Everything processed so far, checkpointed and committed, waiting as needed (each
-        wait at most ``timeout_s``, by default the acknowledgement timeout)."""
+        wait at most ``timeout_s``, by default the acknowledgement timeout). ``markers``: the
+        model each of these partitions is served by from here on, written with the state."""
         if self.pending is not None:
             self._finish(self.pending, outbox, consumer, timeout_s)
         self.pending = None
-        self._finish(self._snapshot(outbox.flush(), positions), outbox, consumer, timeout_s)
+        cp = self._snapshot(outbox.flush(), positions)
+        cp.extra += [(MODEL_MARKER_KEY, p, m.encode()) for p, m in (markers or {}).items()]
+        self._finish(cp, outbox, consumer, timeout_s)
+
+    def write_markers(self, outbox: Outbox, markers: dict[int, ModelMarker]) -> None:
+        """The model of partitions just taken over, written (and acknowledged) before they
+        serve: a replay after a crash then uses it too."""
+        for p, marker in markers.items():
+            outbox.append(self.state_topic, p, MODEL_MARKER_KEY, marker.encode())
+        outbox.wait(outbox.flush(), self.ack_timeout_s)
 
     def persist(self, outbox: Outbox, partitions: set[int]) -> None:
         """Steps 1 and 2 for partitions being handed over; no commit (not allowed there)."""

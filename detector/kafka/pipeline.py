@@ -26,21 +26,19 @@ from detector.kafka import clients
 from detector.kafka.checkpoint import Checkpointer
 from detector.kafka.group_watch import GroupWatch
 from detector.kafka.outbox import Outbox
+from detector.kafka.publish import Publisher
 from detector.kafka.rebalance import TRANSIENT, Membership
+from detector.kafka.rollout import Rollout
 from detector.model.serving import ModelStep
 from detector.ops.metrics import Metrics
 from detector.ops.process_tuning import release_free_memory
 from detector.settings.detector import DetectorSettings
-from detector.stream.codec import (
-    BadInput,
-    dead_letter,
-    encode_flag,
-    encode_run,
-    json_string,
-    model_fields,
-)
+from detector.stream.codec import BadInput
 from detector.stream.engine import Batch, Engine, Result
 from detector.stream.mapping import InputMapping
+from detector.stream.rebuild import rebuild
+from detector.stream.shadow import Shadow
+from detector.stream.state import StreamStore
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +57,29 @@ class Pipeline:
     def __init__(
         self,
         settings: DetectorSettings,
-        step: ModelStep,
+        step: ModelStep | None,
         metrics: Metrics,
         stop: threading.Event | None = None,
         wall_clock: Callable[[], float] = time.time,
     ):
+        """``step``: the model to start with (None: a name the model registry holds)."""
         self.s = settings
-        self.step = step
         self.metrics = metrics
-        self.engine = Engine(step, alert_min_length=settings.alert_min_length,
+        self.store = StreamStore(step.state_size if step else 0)
+        self.rollout = Rollout(settings, step, metrics)
+        self.engine = Engine(step, store=self.store, alert_min_length=settings.alert_min_length,
                              wall_clock=wall_clock)
+        self.shadow: Shadow | None = None
         self.mapping = InputMapping(settings.mapping)
-        self.store = self.engine.store
         self.stop_event = stop if stop is not None else threading.Event()
         self._now = wall_clock
-        self._model_fields = model_fields(step.name, step.version, step.pattern)
         self._positions: dict[TopicPartition, int] = {}
         self.checkpoints = Checkpointer(
-            self.store, step.fingerprint, settings.state_topic,
+            self.store, self.rollout.fingerprints, settings.state_topic,
             settings.checkpoint_interval_ms / 1000, ack_timeout_s=CHECKPOINT_TIMEOUT_S,
             stream_ttl_s=settings.stream_ttl_s, wall_clock=wall_clock,
         )
-        self.membership = Membership(settings, step.fingerprint, self.store, self.checkpoints,
+        self.membership = Membership(settings, self.rollout, self.store, self.checkpoints,
                                      metrics, self._positions, self.stop_event)
         self.watch = GroupWatch(settings.kafka, settings.group_id, settings.session_timeout_ms,
                                 metrics.group)
@@ -89,11 +88,19 @@ class Pipeline:
         self._partitions: dict[str, int] = {}
         metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
+    @property
+    def step(self) -> ModelStep:
+        """The live model."""
+        assert self.rollout.live is not None
+        return self.rollout.live
+
     # --- set-up and tear-down -------------------------------------------------------------
 
     def connect(self) -> None:
-        """Create missing topics and the clients. Raises KafkaUnavailable with one line."""
+        """Read the model registry, create missing topics and the clients. Raises
+        KafkaUnavailable (or ModelError, with no model to serve) with one line."""
         s, kafka = self.s, self.s.kafka
+        self.engine.step = self.rollout.start()
         n_in = clients.partition_count(kafka, s.input_topic) or s.partitions
         specs = [
             clients.TopicSpec(s.input_topic, n_in),
@@ -109,8 +116,13 @@ class Pipeline:
                 f"fewer than input topic {s.input_topic} ({self._partitions[s.input_topic]})"
             )
         self.metrics.group.input_partitions.set(self._partitions[s.input_topic])
-        self.outbox = Outbox(kafka, [s.output_topic, s.alert_topic, s.dlq_topic, s.state_topic],
+        if s.candidate_topic:
+            self._partitions |= clients.ensure_topics(
+                kafka, [clients.TopicSpec(s.candidate_topic, n_in)])
+        self.outbox = Outbox(kafka, [s.output_topic, s.alert_topic, s.dlq_topic, s.state_topic,
+                                     *([s.candidate_topic] if s.candidate_topic else [])],
                              linger_ms=s.linger_ms)
+        self.publisher = Publisher(s, self.outbox, self._partitions, self.metrics, self._now)
         self.consumer = self._new_consumer()
         self.membership.attach(self.consumer, self.outbox)
         self.watch.attach(self.consumer)
@@ -152,6 +164,7 @@ class Pipeline:
                         exc)
         clients.close_bounded(lambda: self.consumer.close(autocommit=False), "the consumer")
         self.membership.close()
+        self.rollout.close()
         clients.close_bounded(self.outbox.close, "the outbox", 10.0)
         self._closed = True
 
@@ -172,6 +185,7 @@ class Pipeline:
                     if self.outbox.pending and not self.outbox.linger_left_s():
                         self.outbox.flush()
                     self._tick()
+                    self._follow()
                     if self.watch.tick():
                         self._rejoin()
                 except TRANSIENT as exc:
@@ -238,11 +252,11 @@ class Pipeline:
             for r in recs:
                 events = decode(r.key, r.value, r.timestamp)
                 if type(events) is BadInput:
-                    self._dead_letter(events, r)
+                    self.publisher.dead_letter(events, r)
                     continue
                 if bad_lines:
                     for bad in bad_lines:
-                        self._dead_letter(bad, r)
+                        self.publisher.dead_letter(bad, r)
                 for event in events:
                     names.append(event.stream)
                     seqs.append(event.seq)
@@ -262,78 +276,63 @@ class Pipeline:
         # The store key is the stream id's UTF-8 bytes (with the default mapping: the key).
         batch = Batch.of([name.encode() for name in names], values, seq=seqs, partition=parts,
                          offset=offsets, epoch=epochs, ts=tss)
-        result = self.engine.process(batch)
-        self._publish(batch, names, result)
+        for step, idx in self.rollout.groups(batch.partition):
+            part = batch if idx is None else batch.take(idx)
+            part_names = names if idx is None else [names[i] for i in idx.tolist()]
+            if self.shadow is not None:
+                self.shadow.seed(self.store, part.streams)
+            result = self.engine.process(part, step)
+            self.publisher.answers(part, part_names, result, step)
+            if self.shadow is not None:
+                self._shadowed(part, part_names, result)
 
-    def _dead_letter(self, bad: BadInput, record) -> None:
-        value, headers = dead_letter(bad, record.key, record.value, record.topic,
-                                     record.partition, record.offset)
-        n = self._partitions[self.s.dlq_topic]
-        key = record.key if record.key is None or len(record.key) <= 1024 else record.key[:1024]
-        self.outbox.append(self.s.dlq_topic, record.partition % n, key, value, headers)
-        self.metrics.dlq.labels(bad.reason).inc()
+    def _shadowed(self, batch: Batch, names: list[str], live: Result) -> None:
+        """The candidate over the same events: agreement in metrics, its flags to the candidate
+        topic when there is one."""
+        assert self.shadow is not None
+        res, events, differ = self.shadow.process(batch, live)
+        self.metrics.shadow_events.inc(events)
+        self.metrics.shadow_disagreements.inc(differ)
+        if self.s.candidate_topic:
+            self.publisher.flags(batch, names, res, self.shadow.step, self.s.candidate_topic)
 
-    def _publish(self, batch: Batch, names: list[str], res: Result) -> None:
-        m = self.metrics
-        for seconds, size in zip(res.inference_seconds, res.call_sizes, strict=True):
-            m.inference_seconds.observe(seconds)
-            m.batch_size.observe(size)
-        m.duplicates.inc(int(res.duplicate.sum()))
-        m.replayed.inc(int(res.replayed.sum()))
-        m.partition_conflicts.inc(res.partition_conflicts)
-        done = np.nonzero(res.processed)[0]
-        if len(done) == 0:
+    # --- the model: following the registry ---------------------------------------------------
+
+    def _follow(self) -> None:
+        """Take in the registry's news; move partitions to a new live model; start or stop
+        the shadow of a candidate."""
+        candidate = self.rollout.candidate
+        if self.rollout.follow() or (self.rollout.pending() and self.membership.joined):
+            self._swap()
+        candidate = self.rollout.candidate
+        if candidate is None:
+            self.shadow = None
+        elif self.shadow is None or self.shadow.step is not candidate:
+            self.shadow = Shadow(candidate, self.s.alert_min_length)
+
+    def _swap(self) -> None:
+        """At a checkpoint: every partition not served by the live model is from here on. The
+        checkpoint writes each one's marker with its state and commits before any output of the
+        new model; then the streams' LSTM state is rebuilt for it from their recent values."""
+        parts = self.rollout.pending()
+        if not parts:
             return
-        append = self.outbox.append
-        out_topic = self.s.output_topic
-        n_out = self._partitions[out_topic]
-        detected_at = self._now()
-        detected_json = repr(detected_at)
-        fields = self._model_fields
-        keys, flags = batch.streams, res.flag[done]
-        ts_all = batch.ts.tolist()
-        pattern = bool(self.step.pattern)  # its records have no trend rule to compare with
-        rules = [None] * len(done) if pattern else res.rule_flag[done].tolist()
-        # Python lists once: indexing numpy arrays per event costs more than the encoding.
-        for i, seq, value, flag, prob, direction, rule, p, offset in zip(
-            done.tolist(), res.seq[done].tolist(), batch.value[done].tolist(),
-            flags.tolist(), res.probability[done].tolist(), res.direction[done].tolist(),
-            rules, batch.partition[done].tolist(), batch.offset[done].tolist(), strict=True,
-        ):
-            ts = ts_all[i]
-            record = encode_flag(json_string(names[i]), seq, value, flag, prob, direction, rule,
-                                 fields, p, offset, None if ts != ts else ts, detected_json)
-            append(out_topic, p % n_out, keys[i], record)
-        self._publish_runs(batch, names, res, detected_at)
-        n_flag1 = int(flags.sum())
-        m.events_processed.inc(len(done))
-        m.flags.labels("1").inc(n_flag1)
-        m.flags.labels("0").inc(len(done) - n_flag1)
-        m.seq_gaps.inc(int(res.gap.sum()))
-        if not pattern:
-            m.rule_disagreements.inc(int((flags != res.rule_flag[done]).sum()))
-        latencies = detected_at - batch.ts[done]
-        m.observe_many(m.latency, latencies[~np.isnan(latencies)].tolist())
-
-    def _publish_runs(self, batch: Batch, names: list[str], res: Result,
-                      detected_at: float) -> None:
-        """One alert record per run firing or resolved (``stream.runs``), in stream order."""
-        if not res.runs:
-            return
-        topic = self.s.alert_topic
-        n_alert = self._partitions[topic]
-        m = self.metrics
-        for run in res.runs:
-            i = run.index
-            ts = float(batch.ts[i])
-            record = encode_run(names[i], run.status, run.direction, run.start_seq,
-                                int(res.seq[i]), run.length, float(batch.value[i]),
-                                self.step.name, None if ts != ts else ts, detected_at,
-                                self.step.version, self.step.pattern)
-            self.outbox.append(topic, int(batch.partition[i]) % n_alert, batch.streams[i], record)
-            m.run_alerts.labels(run.status).inc()
-            if run.status == "resolved":
-                m.run_length.observe(run.length)
+        live = self.step
+        before = {self.rollout.by_partition[p].version for p in parts}
+        self.checkpoints.complete(self.outbox, self.consumer, self._positions,
+                                  markers={p: self.rollout.marker() for p in parts})
+        self._checkpointed()
+        slots = np.nonzero(np.isin(self.store.partition, list(parts)))[0]
+        started = time.perf_counter()
+        rebuild(self.store, slots, live)
+        self.metrics.state_rebuild_seconds.observe(time.perf_counter() - started)
+        self.store.dirty[slots] = True
+        self.rollout.swapped(parts)
+        self.metrics.model_swaps.inc(len(parts))
+        log.info("model %s v%d serves partitions %s from here on (was v%s); %d streams' state "
+                 "rebuilt in %.0f ms", live.name, live.version, sorted(parts),
+                 "/".join(map(str, sorted(before))), len(slots),
+                 1000 * (time.perf_counter() - started))
 
     # --- checkpoints ------------------------------------------------------------------------
 

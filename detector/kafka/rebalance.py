@@ -21,9 +21,17 @@ from detector.kafka import clients
 from detector.kafka.checkpoint import Checkpointer
 from detector.kafka.outbox import Outbox, OutputFailed
 from detector.kafka.predecessors import MemberRecords, remove_dead
+from detector.kafka.rollout import Rollout
 from detector.ops.metrics import Metrics
 from detector.settings.detector import DetectorSettings
-from detector.stream.state import StateRecordError, StreamStore, decode_state
+from detector.stream.rebuild import rebuild
+from detector.stream.state import (
+    MODEL_MARKER_KEY,
+    ModelMarker,
+    StateRecordError,
+    StreamStore,
+    decode_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +50,12 @@ class Membership(ConsumerRebalanceListener):
     the broker gone it would otherwise hold a shutdown for its whole timeout.
     """
 
-    def __init__(self, settings: DetectorSettings, fingerprint: bytes, store: StreamStore,
+    def __init__(self, settings: DetectorSettings, rollout: Rollout, store: StreamStore,
                  checkpoints: Checkpointer, metrics: Metrics,
                  positions: dict[TopicPartition, int], stop: threading.Event):
         self.s = settings
         self.stop = stop
-        self.fingerprint = fingerprint
+        self.rollout = rollout
         self.store = store
         self.checkpoints = checkpoints
         self.metrics = metrics
@@ -116,6 +124,7 @@ class Membership(ConsumerRebalanceListener):
         self.joined = False
         parts = {tp.partition for tp in tps}
         self.store.drop_partitions(parts)
+        self.rollout.forget(parts)
         for tp in tps:
             self.positions.pop(tp, None)
         self.metrics.forget_partitions(parts)
@@ -128,17 +137,48 @@ class Membership(ConsumerRebalanceListener):
 
         Taking the highest offset rather than the last record makes a stale checkpoint from
         an evicted member (a zombie that did not know it had lost the partition) harmless.
+        Each partition is served by the model its last marker names (``rollout.assign``); a
+        stream whose LSTM state another model wrote gets its state rebuilt for this one.
         """
         if not partitions:
             return
         started = time.perf_counter()
+        best, markers, rejected = self._read_state(partitions)
+        models = {p: self.rollout.assign(p, markers.get(p)) for p in partitions}
+        unmarked = {p: self.rollout.marker(step) for p, (step, missing) in models.items()
+                    if missing}
+        if unmarked:
+            self.checkpoints.write_markers(self.outbox, unmarked)
+        keys = list(best)
+        rows = [row for row, _, _ in best.values()]
+        fits = [lstm if fp == models[int(row["partition"])][0].fingerprint else None
+                for row, lstm, fp in best.values()]
+        self.store.ensure_state_size(max(step.state_size for step, _ in models.values()))
+        self.store.put(keys, rows, fits)
+        slots = self.store.index.find(keys, self.store.keys) if keys else np.zeros(0, np.int64)
+        stale = np.array([f is None for f in fits], bool)
+        for p, (step, _) in models.items():
+            mine = slots[stale & (self.store.partition[slots] == p)]
+            if len(mine):
+                rebuild(self.store, mine, step)
+        if rejected:
+            log.warning("skipped %d state records that are not ours or are damaged", rejected)
+        self.metrics.restore_seconds.observe(time.perf_counter() - started)
+        self.metrics.active_streams.set(len(self.store))
+
+    def _read_state(self, partitions: set[int]
+                    ) -> tuple[dict[bytes, tuple[np.void, np.ndarray, bytes]],
+                               dict[int, ModelMarker], int]:
+        """Every stream's state record with the highest applied offset, each partition's last
+        model marker, and how many records were rejected."""
         tps = [TopicPartition(self.s.state_topic, p) for p in sorted(partitions)]
         self.restorer.assign(tps)
         self.restorer.seek_to_beginning(*tps)
         # The end is the high watermark of a fetch, not ListOffsets: the local broker answers
         # ListOffsets(latest) with the start of the last batch + 1, short of the real end.
         remaining = set(tps)
-        best: dict[bytes, tuple[np.void, np.ndarray | None]] = {}
+        best: dict[bytes, tuple[np.void, np.ndarray, bytes]] = {}
+        markers: dict[int, ModelMarker] = {}
         rejected = 0
         deadline = time.monotonic() + STATE_RESTORE_TIMEOUT_S
         while remaining:
@@ -148,6 +188,11 @@ class Membership(ConsumerRebalanceListener):
                 raise OutputFailed("state restore abandoned: stopping")
             for tp, recs in self.restorer.poll(timeout_ms=200, max_records=50_000).items():
                 for r in recs:
+                    if r.key == MODEL_MARKER_KEY:
+                        marker = ModelMarker.decode(r.value)
+                        if marker is not None:
+                            markers[tp.partition] = marker
+                        continue
                     if r.value is None:  # a tombstone: the stream was forgotten (idle)
                         best.pop(r.key, None)
                         continue
@@ -159,19 +204,14 @@ class Membership(ConsumerRebalanceListener):
                         continue
                     old = best.get(r.key)
                     if old is None or row["last_offset"] >= old[0]["last_offset"]:
-                        best[r.key] = (row, lstm if fingerprint == self.fingerprint else None)
+                        best[r.key] = (row, lstm, fingerprint)
             for tp in list(remaining):
                 high = self.restorer.highwater(tp)
                 if high is not None and self.restorer.position(tp) >= high:
                     remaining.discard(tp)
-        best.pop(None, None)
-        self.store.put(list(best), [row for row, _ in best.values()],
-                       [lstm for _, lstm in best.values()])
+        best.pop(None, None)  # type: ignore[call-overload]
         self.restorer.unsubscribe()
-        if rejected:
-            log.warning("skipped %d state records that are not ours or are damaged", rejected)
-        self.metrics.restore_seconds.observe(time.perf_counter() - started)
-        self.metrics.active_streams.set(len(self.store))
+        return best, markers, rejected
 
     def recover(self) -> None:
         """Do what a restart does: forget memory and everything unacknowledged, restore state,

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from detector.model.features import FEATURE_SETS, HISTORY, FeatureSet
+from detector.model.features import FEATURE_SETS, FEATURE_WIDTH, HISTORY, STATEFUL, FeatureSet
 from detector.model.files import (
     SHIPPED,
     ModelError,
@@ -100,6 +100,44 @@ class ModelStep:
                    history if isinstance(history, int) and history > 0 else None)
         if runtime == "keras":
             step.warm_up()
+        return step
+
+    @classmethod
+    def from_tflite(cls, content: bytes, card: dict[str, Any], name: str, version: int = 0,
+                    where: str = "") -> ModelStep:
+        """A model from its converted step and its card alone (a version from the model
+        registry: no file, no TensorFlow), checked before it may serve: the card names a feature
+        set, the step's signature fits it, and a call answers with a probability per event.
+        Raises ModelError with one line otherwise."""
+        where = where or f"model {name} v{version}"
+        try:
+            from detector.model.litert import LiteRTStep
+
+            run = LiteRTStep(content)
+        except ImportError:
+            raise ModelError("serving a model needs ai-edge-litert: pip install ai-edge-litert"
+                             ) from None
+        except Exception as exc:  # LiteRT raises several types for bytes that are no model
+            raise ModelError(f"{where}: not a LiteRT model ({str(exc).splitlines()[0][:200]})"
+                             ) from None
+        features = card.get("features")
+        if features not in FEATURE_SETS:
+            raise ModelError(f"{where}: its card names no feature set (one of "
+                             f"{', '.join(FEATURE_SETS)})")
+        if run.width != FEATURE_WIDTH[features] or (run.state_size > 0) != STATEFUL[features]:
+            raise ModelError(f"{where}: its step takes {run.width} values per event "
+                             f"({'with' if run.state_size else 'without'} carried state); the "
+                             f"{features} feature set gives {FEATURE_WIDTH[features]}")
+        litert = card.get("litert") if isinstance(card.get("litert"), dict) else {}
+        keras_sha = litert.get("keras_sha256") or hashlib.sha256(content).hexdigest()
+        pattern, history = card.get("pattern"), card.get("history")
+        step = cls(run, features, name, bytes.fromhex(keras_sha)[:8], "litert",
+                   Path(where), None, pattern if isinstance(pattern, str) else "",
+                   history if isinstance(history, int) and history > 0 else None)
+        step.version = version
+        prob, state = step(np.zeros((2, run.width), np.float32))
+        if prob.shape != (2,) or not np.isfinite(prob).all() or state.shape[0] != 2:
+            raise ModelError(f"{where}: its step does not answer with a probability per event")
         return step
 
     @property

@@ -172,6 +172,32 @@ class Metrics(MetricSet):
             registry=r,
         )
         self.group = GroupMetrics(r, "detector", "input")
+        self.model_info = Gauge(
+            "detector_model_info", "1 for each model serving (role live) or shadowing (role "
+            "candidate), by name and registry version (0: a file or a shipped model).",
+            ["name", "version", "role"], registry=r,
+        )
+        self.model_load_failures = Counter(
+            "detector_model_load_failures",
+            "Registry versions that could not be loaded or checked; the current one serves on.",
+            registry=r,
+        )
+        self.model_swaps = Counter(
+            "detector_model_swaps", "Partitions that changed model at a checkpoint.", registry=r,
+        )
+        self.state_rebuild_seconds = Histogram(
+            "detector_state_rebuild_seconds",
+            "Rebuilding streams' LSTM state from their recent values for another model.",
+            buckets=RESTORE_BUCKETS, registry=r,
+        )
+        self.shadow_events = Counter(
+            "detector_shadow_events", "Events the candidate model flagged beside the live one.",
+            registry=r,
+        )
+        self.shadow_disagreements = Counter(
+            "detector_shadow_disagreements",
+            "Events whose candidate flag differs from the live model's.", registry=r,
+        )
         for reason in REASONS:
             self.dlq.labels(reason)
         for flag in ("0", "1"):

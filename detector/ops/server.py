@@ -22,21 +22,23 @@ class MetricsServer:
     """``/metrics`` (Prometheus text format) and ``/healthz`` on one port, in a daemon thread.
 
     ``not_ready`` says why the program is not ready ("" when it is): ``/healthz`` answers 200
-    ``ready``, or 503 ``not ready: <why>``.
+    ``ready``, or 503 ``not ready: <why>``; ``note`` adds a line to either (a model version that
+    failed to load while the current one serves on).
     """
 
     def __init__(self, metrics: MetricSet, host: str, port: int,
-                 not_ready: Callable[[], str]):
+                 not_ready: Callable[[], str], note: Callable[[], str] = lambda: ""):
         prometheus_app = make_wsgi_app(metrics.registry)
 
         def app(environ, start_response):  # type: ignore[no-untyped-def]
             if environ.get("PATH_INFO") == "/healthz":
-                why = not_ready()
+                why, more = not_ready(), note()
                 start_response(
                     "503 Service Unavailable" if why else "200 OK",
                     [("Content-Type", "text/plain; charset=utf-8")],
                 )
-                return [f"not ready: {why}\n".encode() if why else b"ready\n"]
+                body = f"not ready: {why}\n" if why else "ready\n"
+                return [(body + (f"note: {more}\n" if more else "")).encode()]
             return prometheus_app(environ, start_response)
 
         class _Server(ThreadingMixIn, WSGIServer):

@@ -55,7 +55,14 @@ class DetectorSettings:
     dlq_topic: str = opt("values.dlq", "Dead-letter topic for input that cannot be processed.")
     state_topic: str | None = opt(None, "Compacted per-stream state topic (<group-id>.state).",
                                   shown="<group-id>.state")
-    model: str = opt("seed", "Model: seed, pair or the path of a .keras file.")
+    model: str = opt("seed", "Model: seed, pair, the path of a .keras file, or a name in the "
+                     "model registry; the registry's live version of the name serves when it "
+                     "has one, and a new one takes over without a restart.")
+    models_topic: str = opt("detector-models", "The model registry: a compacted topic of model "
+                            "versions and which of them is live (python -m detector models).")
+    candidate_topic: str = opt("", "Where a shadowing candidate's flag records go (its "
+                               "agreement with the live model is in the metrics either way); "
+                               "empty: nowhere.")
     alert_min_length: int = opt(3, "Values a run must reach before it fires (3: at its first "
                                 "flag 1; a pattern model's run counts flags, and fires at this "
                                 "minus 2 of them).")
@@ -107,9 +114,14 @@ class DetectorSettings:
         object.__setattr__(self, "group_instance_id",
                            self.group_instance_id.replace("{hostname}", socket.gethostname()))
         expand_member_dir(self)
-        topics = [self.input_topic, self.output_topic, self.alert_topic, self.dlq_topic]
-        if len(set([*topics, self.state_topic])) != 5:
-            raise ConfigError("input, output, alert, dead-letter and state topics must differ")
+        topics = [self.input_topic, self.output_topic, self.alert_topic, self.dlq_topic,
+                  self.state_topic, self.models_topic, *([self.candidate_topic]
+                                                          if self.candidate_topic else [])]
+        if len(set(topics)) != len(topics):
+            raise ConfigError("input, output, alert, dead-letter, state, models and candidate "
+                              "topics must differ")
+        if not self.models_topic.strip():
+            raise ConfigError("--models-topic is empty")
         port(self.metrics_port)
         for name in ("partitions", "max_poll_records", "poll_timeout_ms", "fetch_max_wait_ms",
                      "checkpoint_interval_ms", "retry_backoff_max_s"):

@@ -53,6 +53,11 @@ class Batch:
     epoch: np.ndarray  # int64
     ts: np.ndarray  # float64
 
+    def take(self, idx: np.ndarray) -> Batch:
+        """The events at ``idx``, in that order."""
+        return Batch([self.streams[i] for i in idx.tolist()], self.seq[idx], self.value[idx],
+                     self.partition[idx], self.offset[idx], self.epoch[idx], self.ts[idx])
+
     @classmethod
     def of(
         cls,
@@ -113,27 +118,29 @@ class Engine:
 
     def __init__(
         self,
-        step: ModelStep,
+        step: ModelStep | None,
         store: StreamStore | None = None,
         clock: Callable[[], float] = time.perf_counter,
         wall_clock: Callable[[], float] = time.time,
         alert_min_length: int = FIRST_FLAG_LENGTH,
     ):
-        self.step = step
-        self.store = store if store is not None else StreamStore(step.state_size)
+        self.step = step  # the model a batch goes through unless ``process`` names another
+        self.store = store if store is not None else StreamStore(step.state_size if step else 0)
         self._clock = clock
         self._wall = wall_clock
         self.alert_min_length = alert_min_length
         self._conflicted: set[Hashable] = set()  # streams logged as on two partitions
         self._conflicts_capped = False
 
-    def process(self, batch: Batch) -> Result:
+    def process(self, batch: Batch, step: ModelStep | None = None) -> Result:
         """Apply a batch to the state; flags for the events that were not duplicates or replays.
 
         Each event is judged against the stream's state after its previous accepted event
         (``admit``); the accepted ones then go through the features, the model and the runs
         as whole streams at a time, and each stream's state is written once, from its last.
         """
+        step = step or self.step
+        assert step is not None, "no model to process with"
         n = len(batch.streams)
         store = self.store
         slots = store.lookup(batch.streams, batch.partition)
@@ -165,19 +172,19 @@ class Engine:
                                            first)
         prev_dir = segments.shift(step_dir, store.prev_dir[s], first)
         recent = segments.recent(value, store.hist[s], first, HISTORY)
-        window = recent[:, :WINDOW] if self.step.features == "window" else None
-        x = model_input(self.step.features, u, prev_dir, window, unit)
-        if self.step.state_size:
-            prob = self._recurrent(res, x, s, first)
+        window = recent[:, :WINDOW] if step.features == "window" else None
+        x = model_input(step.features, u, prev_dir, window, unit)
+        if step.state_size:
+            prob = self._recurrent(res, x, s, first, step)
         else:
-            prob, _ = self._call(res, self.step, x, None)
+            prob, _ = self._call(res, step, x, None)
         # A model fed values far outside anything it was trained on must still answer with a
         # number: a NaN would become invalid JSON in the output record.
         prob = np.nan_to_num(prob, nan=0.0, posinf=1.0, neginf=0.0)
         out_seq = verdict.out_seq[keep]
         res.probability[idx] = prob
         # A trend needs three values: a stream's first two get flag 0 without asking a model.
-        res.flag[idx] = (prob > 0.5) & ((seen >= 2) | bool(self.step.pattern))
+        res.flag[idx] = (prob > 0.5) & ((seen >= 2) | bool(step.pattern))
         res.seq[idx] = out_seq
         res.processed[idx] = True
         res.gap[idx] = verdict.gap[keep]
@@ -186,7 +193,7 @@ class Engine:
         now = self._wall()
         ts = batch.ts[idx]
         # A pattern's run is its consecutive flags; a trend's also keeps one direction.
-        pattern = bool(self.step.pattern)
+        pattern = bool(step.pattern)
         first_length = 1 if pattern else runs.FIRST_FLAG_LENGTH
         res.runs = runs.advance(
             store, s, idx, res.flag[idx], np.ones_like(step_dir) if pattern else step_dir,
@@ -230,8 +237,8 @@ class Engine:
                         "or by something its id contains", name,
                         self.store.partition[slots[i]], batch.partition[i])
 
-    def _recurrent(self, res: Result, x: np.ndarray, s: np.ndarray, first: np.ndarray
-                   ) -> np.ndarray:
+    def _recurrent(self, res: Result, x: np.ndarray, s: np.ndarray, first: np.ndarray,
+                   step: ModelStep) -> np.ndarray:
         """Probabilities of a stateful model over each stream's events, in order, from its
         carried LSTM state; the state after each stream's last event is stored.
 
@@ -240,10 +247,10 @@ class Engine:
         ``max events / chunk + chunk - 1`` calls at most, rather than one per event of the
         busiest stream.
         """
-        step = self.step
         head = np.nonzero(first)[0]
         count = np.diff(np.r_[head, len(s)])
-        state = self.store.lstm[s[head]]
+        self.store.ensure_state_size(step.state_size)
+        state = self.store.lstm[s[head], :step.state_size]
         chunk = step.chunk
         whole = count // chunk if chunk else np.zeros(len(head), np.int64)
         prob = np.zeros(len(s), np.float32)
@@ -256,7 +263,7 @@ class Engine:
             rows = np.nonzero(rest > t)[0]
             at = head[rows] + whole[rows] * chunk + t
             prob[at], state[rows] = self._call(res, step, x[at], state[rows])
-        self.store.lstm[s[head]] = state
+        self.store.lstm[s[head], :step.state_size] = state
         return prob
 
     def _call(self, res: Result, run: Callable, x: np.ndarray, state: np.ndarray | None

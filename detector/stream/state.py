@@ -10,6 +10,7 @@ skips what it already covered and processes the rest again from exactly that sta
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -205,6 +206,23 @@ class StreamStore:
     def __len__(self) -> int:
         return len(self.index)
 
+    def adopt(self, other: StreamStore, slots: np.ndarray) -> np.ndarray:
+        """Take over streams from another store as they are there (every field and the recent
+        values; not the LSTM state, which belongs to another model); their slots here."""
+        mine = self.lookup([other.keys[s] for s in slots.tolist()], other.partition[slots])
+        for name, _, _ in FIELDS:
+            getattr(self, name)[mine] = getattr(other, name)[slots]
+        self.hist[mine] = other.hist[slots]
+        self.lstm[mine] = 0.0
+        return mine
+
+    def ensure_state_size(self, size: int) -> None:
+        """Room for ``size`` LSTM floats per stream (a model with more state took over)."""
+        if size > self.state_size:
+            wider = np.zeros((len(self.lstm), size), np.float32)
+            wider[:, :self.state_size] = self.lstm
+            self.lstm, self.state_size = wider, size
+
     @property
     def capacity(self) -> int:
         return len(self.prev)
@@ -256,11 +274,14 @@ class StreamStore:
             getattr(self, name)[slots] = table[name]
         self.hist[slots] = table["hist"]
         for slot, lstm in zip(slots.tolist(), lstms, strict=True):
-            self.lstm[slot] = lstm if lstm is not None and lstm.size == self.state_size else 0.0
+            self.lstm[slot] = 0.0
+            if lstm is not None and lstm.size <= self.state_size:
+                self.lstm[slot, :lstm.size] = lstm
         self.dirty[slots] = False
 
-    def snapshot(self, slots: np.ndarray, fingerprint: bytes) -> StateSnapshot:
-        """The state records of ``slots`` as they are now, encoded into one numpy buffer.
+    def snapshot(self, slots: np.ndarray, fingerprint: bytes | np.ndarray) -> StateSnapshot:
+        """The state records of ``slots`` as they are now, encoded into one numpy buffer;
+        ``fingerprint``: the model whose LSTM state each holds (one, or one per slot).
 
         Compact (the record bytes plus a reference to each key) so that a checkpoint of a
         million streams neither stops the loop nor leaves a million Python objects behind;
@@ -313,3 +334,35 @@ class StreamStore:
 
     def clear(self) -> None:
         self.drop_partitions(set(np.unique(self.partition[self.partition >= 0]).tolist()))
+
+
+#: The state topic's record, per partition, of the model serving it from there on (its key is
+#: empty: a stream id has 1 to 256 characters, so no stream's state can take its place).
+MODEL_MARKER_KEY = b""
+_MARKER_MAGIC = b"TDM\x01"
+
+
+@dataclass(frozen=True)
+class ModelMarker:
+    """Which model a partition's outputs come from, from the checkpoint that wrote it on:
+    restored with the partition, so a replay after a crash uses the model the first pass did."""
+
+    name: str
+    version: int
+    fingerprint: bytes
+
+    def encode(self) -> bytes:
+        return _MARKER_MAGIC + json.dumps({"name": self.name, "version": self.version,
+                                           "fingerprint": self.fingerprint.hex()}).encode()
+
+    @classmethod
+    def decode(cls, data: bytes | None) -> ModelMarker | None:
+        """The marker in ``data``; None for anything else (a damaged or foreign record)."""
+        if not data or not data.startswith(_MARKER_MAGIC):
+            return None
+        try:
+            body = json.loads(data[len(_MARKER_MAGIC):])
+            return cls(str(body["name"]), int(body["version"]),
+                       bytes.fromhex(body["fingerprint"]))
+        except (ValueError, KeyError, TypeError):
+            return None

@@ -22,7 +22,7 @@ def test_memory_stays_flat_while_many_streams_pass_through(steps):
     """300,000 distinct streams, about 2,000 alive at a time: slots and index are reused."""
     clock = Clock()
     engine = Engine(steps("seed"), wall_clock=clock)
-    checkpoints = Checkpointer(engine.store, b"fp", "state", 1.0, 60.0, stream_ttl_s=5.0,
+    checkpoints = Checkpointer(engine.store, lambda _: b"fp", "state", 1.0, 60.0, stream_ttl_s=5.0,
                                wall_clock=clock)
     capacity = []
     for start in range(0, 300_000, 20_000):
@@ -33,7 +33,8 @@ def test_memory_stays_flat_while_many_streams_pass_through(steps):
                                     seq=np.repeat(np.arange(3), 2_000)))
             clock.now += 1.0
             pending = checkpoints._snapshot(0, {})
-            assert all(key.startswith(b"churn-") for key, _ in pending.tombstones)
+            assert all(key.startswith(b"churn-") and value is None
+                       for key, _, value in pending.extra)
         capacity.append(engine.store.capacity)
     assert checkpoints.take_evicted() >= 290_000
     assert len(engine.store) <= 12_000

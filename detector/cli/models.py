@@ -1,0 +1,139 @@
+"""``python -m detector models push | list | promote | shadow | unshadow | rollback``: the model
+registry from the command line. Each takes the Kafka connection settings as ``run`` does."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from detector.cli.common import Command
+from detector.settings.fields import Parser, add_options, build
+from detector.settings.registry import RegistrySettings
+
+
+def _registry(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from detector.kafka.registry import Registry
+
+    return Registry(*_where(args))
+
+
+def _where(args: argparse.Namespace) -> tuple:
+    s = build(RegistrySettings, args, "DETECTOR")
+    return s.kafka, s.models_topic
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Validate a model (its .tflite and card beside it) and publish it as the next version."""
+    from detector.model.files import (
+        ModelError,
+        current_tflite,
+        read_card,
+        resolve_model_path,
+        sha256,
+    )
+    from detector.model.serving import ModelStep
+
+    path = resolve_model_path(args.file)  # a shipped name, or a .keras file that is a model
+    keras_sha = sha256(path)
+    tflite = current_tflite(path, keras_sha)
+    if tflite is None:
+        raise ModelError(f"{path} has no current .tflite beside it (missing, or its card says it "
+                         f"was converted from another .keras): python -m detector convert "
+                         f"--model {path}")
+    card = read_card(path)
+    content = tflite.read_bytes()
+    ModelStep.from_tflite(content, card, args.name, where=str(path))  # fits, and answers
+    registry = _registry(args)
+    try:
+        version, live = registry.push(args.name, content, card, keras_sha)
+    finally:
+        registry.close()
+    print(f"pushed {path} as {args.name} v{version.version}"
+          + (" (nothing of that name was live: it is now)" if live else
+             f"; `python -m detector models promote {args.name} {version.version}` makes it "
+             "live"))
+    print(json.dumps({"name": version.name, "version": version.version,
+                      "sha256": version.sha256}))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    try:
+        state = registry.state()
+    finally:
+        registry.close()
+    names = sorted({n for n, _ in state.versions} | set(state.pointers))
+    out = {}
+    for name in names:
+        pointer = state.pointers.get(name)
+        out[name] = {
+            "live": pointer.live if pointer else None,
+            "candidate": pointer.candidate if pointer else None,
+            "previous": pointer.previous if pointer else [],
+            "versions": [{"version": v.version, "sha256": v.sha256,
+                          "features": v.card.get("features"), "pattern": v.card.get("pattern"),
+                          "pushed_at": v.pushed_at}
+                         for (n, _), v in sorted(state.versions.items()) if n == name],
+        }
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    if not out:
+        print(f"the registry {_where(args)[1]} holds no model")
+    for name, info in out.items():
+        print(f"{name}: live v{info['live']}, candidate "
+              f"{'v' + str(info['candidate']) if info['candidate'] else 'none'}")
+        for v in info["versions"]:
+            role = ("live" if v["version"] == info["live"] else
+                    "candidate" if v["version"] == info["candidate"] else "")
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(v["pushed_at"]))
+            print(f"  v{v['version']:<4} {v['features'] or '?':<7} {v['pattern'] or '':<12} "
+                  f"{v['sha256'][:12]}  {when} UTC  {role}")
+    return 0
+
+
+def _change(action: str):  # type: ignore[no-untyped-def]
+    def run(args: argparse.Namespace) -> int:
+        registry = _registry(args)
+        try:
+            pointer = registry.change(args.name, action, getattr(args, "version", None))
+        finally:
+            registry.close()
+        print(f"{args.name}: live v{pointer.live}, candidate "
+              f"{'v' + str(pointer.candidate) if pointer.candidate else 'none'}")
+        return 0
+    return run
+
+
+def add_commands(command: Command) -> None:
+    models = command("models", lambda _: 2, "The model registry: push versions, and promote, "
+                     "shadow or roll back what running detectors serve.")
+    sub = models.add_subparsers(dest="action", required=True, metavar="ACTION",
+                                parser_class=Parser)
+
+    def action(name: str, fn, help: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(fn=fn)
+        add_options(sp, RegistrySettings, "DETECTOR")
+        return sp
+
+    push = action("push", cmd_push, "Validate a model and publish it as the next version of "
+                  "NAME (its .tflite and card beside it go with it); the first version of a name "
+                  "is live at once.")
+    push.add_argument("file", metavar="FILE", help="a .keras file, or a shipped model's name")
+    push.add_argument("--name", required=True, help="the name detectors follow (--model NAME)")
+    listing = action("list", cmd_list, "The names, their versions, and which are live.")
+    listing.add_argument("--json", action="store_true", help="one JSON object")
+    for name, help in (("promote", "Make VERSION live: every detector following NAME swaps to "
+                        "it at its next checkpoint."),
+                       ("shadow", "Run VERSION beside the live one, on the same events: its "
+                        "agreement in the metrics.")):
+        sp = action(name, _change(name), help)
+        sp.add_argument("name", metavar="NAME")
+        sp.add_argument("version", metavar="VERSION", type=int)
+    for name, help in (("unshadow", "Stop the candidate's shadow."),
+                       ("rollback", "Back to the version live before the current one.")):
+        sp = action(name, _change(name), help)
+        sp.add_argument("name", metavar="NAME")

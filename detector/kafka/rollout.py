@@ -1,0 +1,190 @@
+"""Which model serves each partition, and the moves between versions the registry asks for.
+
+The detector follows one model name in the registry (``registry``): the version live there
+serves, a candidate shadows beside it (``shadow``). A new version is loaded beside the current
+one and checked (``ModelStep.from_tflite``) before anything changes; a load that fails keeps
+the current version, logs one line, counts in ``detector_model_load_failures_total`` and shows
+on ``/healthz``. A partition's model changes only at a checkpoint (``Pipeline._swap``) that
+writes the partition's marker (``state.ModelMarker``) with its state before any output of the
+new model, and a restored partition takes its marker's model: a replay after a crash uses the
+model its first pass used, so duplicates are identical, and every partition of every replica
+moves at a point of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+
+from detector.errors import DetectorError
+from detector.kafka.registry import RegistryReader
+from detector.model.files import SHIPPED, ModelError
+from detector.model.serving import ModelStep
+from detector.ops.metrics import Metrics
+from detector.settings.detector import DetectorSettings
+from detector.stream.state import ModelMarker
+
+log = logging.getLogger(__name__)
+
+
+class Rollout:
+    """The live model, the candidate, the model of each partition, and the registry."""
+
+    def __init__(self, settings: DetectorSettings, initial: ModelStep | None, metrics: Metrics):
+        self.s = settings
+        self.metrics = metrics
+        self.live: ModelStep | None = initial
+        self.candidate: ModelStep | None = None
+        self.by_partition: dict[int, ModelStep] = {}
+        self.failure = ""  # the last load that failed, for /healthz ("" once one works)
+        self.reader: RegistryReader | None = None
+        self._loaded: dict[tuple[str, int], ModelStep] = {}
+
+    @property
+    def name(self) -> str:
+        """The model name followed in the registry: a shipped or registry name as given, a
+        file's stem."""
+        return self.live.name if self.live is not None else self.s.model
+
+    def start(self) -> ModelStep:
+        """Read the registry; take its live version of the name if it has one. The model to
+        start with (ModelError when there is none at all)."""
+        self.reader = RegistryReader(self.s.kafka, self.s.models_topic)
+        state = self.reader.read_all()
+        pointer = state.pointers.get(self.name)
+        if pointer is not None and pointer.live is not None:
+            self._adopt(pointer.live)
+        if self.live is None:
+            raise ModelError(f"model {self.s.model!r}: not one of {', '.join(SHIPPED)}, no "
+                             f".keras file, and nothing live under that name in the registry "
+                             f"{self.s.models_topic}")
+        if pointer is not None and pointer.candidate is not None:
+            self._shadow(pointer.candidate)
+        self._show()
+        return self.live
+
+    def follow(self) -> bool:
+        """Take in the registry's news (cheap when there is none); True when a new live
+        version is ready to take over."""
+        if self.reader is None or self.name not in self.reader.poll():
+            return False
+        pointer = self.reader.state.pointers.get(self.name)
+        if pointer is None:
+            return False
+        candidate = pointer.candidate
+        if candidate is None and self.candidate is not None:
+            log.info("model %s v%d no longer shadows", self.name, self.candidate.version)
+            self.candidate = None
+        elif candidate is not None and (self.candidate is None
+                                        or self.candidate.version != candidate):
+            self._shadow(candidate)
+        moved = pointer.live is not None and self.live is not None \
+            and pointer.live != self.live.version and self._adopt(pointer.live)
+        self._show()
+        return moved
+
+    def load(self, name: str, version: int) -> ModelStep:
+        """A version of the registry, loaded and checked (once); ModelError if it cannot."""
+        if (name, version) not in self._loaded:
+            if self.reader is None:
+                raise ModelError("no model registry is read")
+            v = self.reader.state.version(name, version)
+            step = ModelStep.from_tflite(v.tflite, v.card, name, version)
+            if step.fingerprint != bytes.fromhex(v.keras_sha256)[:8]:
+                raise ModelError(f"model {name} v{version}: its step is not the one its card "
+                                 "was written for")
+            self._loaded[(name, version)] = step
+        return self._loaded[(name, version)]
+
+    def _adopt(self, version: int) -> bool:
+        try:
+            step = self.load(self.name, version)
+        except (ModelError, DetectorError) as exc:
+            self._failed(version, exc)
+            return False
+        old = self.live
+        self.live, self.failure = step, ""
+        if old is not None and old.version:
+            log.info("model %s v%d loaded and checked; it takes over from v%d at the next "
+                     "checkpoint of each partition", self.name, version, old.version)
+        return True
+
+    def _shadow(self, version: int) -> None:
+        try:
+            self.candidate = self.load(self.name, version)
+        except (ModelError, DetectorError) as exc:
+            self._failed(version, exc)
+            return
+        log.info("model %s v%d shadows v%d: same events, its own state, flags to metrics%s",
+                 self.name, version, self.live.version if self.live else 0,
+                 f" and {self.s.candidate_topic}" if self.s.candidate_topic else "")
+
+    def _failed(self, version: int, exc: BaseException) -> None:
+        self.failure = f"model {self.name} v{version} failed to load ({exc}); serving " \
+                       f"v{self.live.version if self.live else 0}"
+        self.metrics.model_load_failures.inc()
+        log.warning("%s", self.failure)
+
+    def _show(self) -> None:
+        """``detector_model_info``: one series per role."""
+        self.metrics.model_info.clear()
+        for role, step in (("live", self.live), ("candidate", self.candidate)):
+            if step is not None:
+                self.metrics.model_info.labels(step.name, str(step.version), role).set(1)
+
+    # --- partitions ---------------------------------------------------------------------------
+
+    def assign(self, partition: int, marker: ModelMarker | None) -> tuple[ModelStep, bool]:
+        """The model of a restored partition: its marker's, when it can be loaded (the live one
+        otherwise); and whether a marker must be written for it before it serves."""
+        assert self.live is not None
+        step = self.live
+        if marker is not None and marker.fingerprint != self.live.fingerprint:
+            try:
+                step = self.load(marker.name, marker.version) if marker.version else self.live
+            except (ModelError, DetectorError) as exc:
+                log.warning("partition %d was served by %s v%d, which cannot be loaded (%s): "
+                            "%s v%d serves it from its committed offset on", partition,
+                            marker.name, marker.version, exc, self.live.name,
+                            self.live.version)
+        self.by_partition[partition] = step
+        return step, marker is None or marker.fingerprint != step.fingerprint
+
+    def forget(self, partitions: set[int]) -> None:
+        for p in partitions:
+            self.by_partition.pop(p, None)
+
+    def pending(self) -> set[int]:
+        """Partitions still served by another model than the live one."""
+        return {p for p, step in self.by_partition.items() if step is not self.live}
+
+    def swapped(self, partitions: set[int]) -> None:
+        for p in partitions:
+            self.by_partition[p] = self.live  # type: ignore[assignment]
+
+    def groups(self, partitions: np.ndarray) -> Iterator[tuple[ModelStep, np.ndarray | None]]:
+        """The events of a batch by the model serving their partition (None: all of them)."""
+        steps = {p: self.by_partition.get(p, self.live) for p in np.unique(partitions).tolist()}
+        if len({id(s) for s in steps.values()}) <= 1:
+            yield next(iter(steps.values()), self.live), None  # type: ignore[misc]
+            return
+        for step in {id(s): s for s in steps.values()}.values():
+            mine = [p for p, s in steps.items() if s is step]
+            yield step, np.nonzero(np.isin(partitions, mine))[0]
+
+    def fingerprints(self, partitions: np.ndarray) -> np.ndarray:
+        """The fingerprint of the model serving each of ``partitions`` (for state records)."""
+        live = self.live.fingerprint if self.live else b""
+        table = {p: s.fingerprint for p, s in self.by_partition.items()}
+        return np.array([table.get(p, live) for p in partitions.tolist()], "S8")
+
+    def marker(self, step: ModelStep | None = None) -> ModelMarker:
+        step = step or self.live
+        assert step is not None
+        return ModelMarker(step.name, step.version, step.fingerprint)
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()

@@ -1,0 +1,73 @@
+"""A model's per-stream LSTM state rebuilt from the stream's recent values, at a model swap.
+
+A stateful model's state is what it remembers of a stream. When another model takes a stream
+over (a new version promoted, a rollback, a restored stream whose state another model wrote),
+its state is rebuilt by running it over the stream's recent values (``state.HISTORY``, kept for
+this) from the zero state: "burn-in", as R2D2 (ICLR 2019) warms up recurrent state from
+replayed inputs. A model whose flags depend on fewer values than that then gives exactly the
+flags of an uninterrupted run over the stream; its card declares how many (``history``).
+
+The normalized steps of those values are computed as they were when the values arrived: the
+stream's typical step before each of them is unwound from the one after it
+(``features.advance`` updates ``log s`` by a fixed weight per non-zero step), and a stream
+whose whole life is in the history is replayed from its first value, as it was.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detector.model.features import SCALE_RATE, model_input
+from detector.model.serving import ModelStep
+from detector.stream.state import HISTORY, StreamStore
+from detector.task.rule import FLAT, direction
+
+
+def unwind_scales(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The typical step before each value of ``values`` (rows of recent values, oldest first,
+    NaN for none), given ``scale``, the one after the newest."""
+    n, width = values.shape
+    before = np.empty((n, width))
+    after = np.asarray(scale, np.float64).copy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for j in range(width - 1, -1, -1):
+            step = np.abs(values[:, j] - values[:, j - 1]) if j else np.full(n, np.nan)
+            moved = np.isfinite(step) & (step > 0) & (after > 0)
+            log_before = (np.log(after) - SCALE_RATE * np.log(step)) / (1 - SCALE_RATE)
+            after = np.where(moved, np.exp(log_before), after)
+            before[:, j] = after
+    return before
+
+
+def rebuild(store: StreamStore, slots: np.ndarray, step: ModelStep) -> None:
+    """Set the LSTM state of ``slots`` to ``step``'s after the streams' recent values."""
+    size = step.state_size
+    if not size or not len(slots):
+        return
+    store.ensure_state_size(size)
+    values = store.hist[slots]
+    seen = store.seen[slots]
+    before = unwind_scales(values, store.scale[slots])
+    state = np.zeros((len(slots), size), np.float32)
+    prev_dir = np.zeros(len(slots), np.int8)
+    whole_life = seen <= HISTORY  # the history starts at the stream's first value
+    for j in range(HISTORY):
+        value, prev = values[:, j], values[:, j - 1] if j else np.full(len(slots), np.nan)
+        first = whole_life & np.isfinite(value) & ~np.isfinite(prev)
+        stepped = np.isfinite(value) & np.isfinite(prev)
+        live = first | stepped
+        if not live.any():
+            continue
+        d = np.where(stepped, value - prev, 0.0)
+        dirs = np.where(stepped, direction(value, prev), FLAT).astype(np.int8)
+        mag = np.abs(d)
+        unit = np.where(before[:, j] > 0, before[:, j], np.where(mag > 0, mag, 1.0))
+        with np.errstate(over="ignore", invalid="ignore"):
+            u = np.arcsinh(np.nan_to_num(d / unit)).astype(np.float32)
+        u = np.where((dirs != FLAT) & (u == 0), dirs * np.float32(1e-45), u).astype(np.float32)
+        x = model_input(step.features, u, prev_dir)
+        rows = np.nonzero(live)[0]
+        _, new = step(x[rows], state[rows])
+        state[rows] = new
+        prev_dir = np.where(live, dirs, prev_dir).astype(np.int8)
+    store.lstm[slots, :size] = state
