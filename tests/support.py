@@ -77,7 +77,8 @@ class DetectorThread:
         self.stop_event = threading.Event()
         self.pipeline = Pipeline(s, step, self.metrics, self.stop_event)
         self.server = (MetricsServer(self.metrics, "127.0.0.1", 0,
-                                     self.pipeline.not_ready_because)
+                                     self.pipeline.not_ready_because,
+                                     lambda: self.pipeline.rollout.failure)
                        if serve_metrics else None)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)

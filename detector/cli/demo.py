@@ -91,9 +91,11 @@ def demo(*, duration: float, streams: int, rate: float, model: str, metrics_port
         metrics = Metrics()
         pipeline = Pipeline(settings, step, metrics, stop)
         try:
-            server = MetricsServer(metrics, "127.0.0.1", metrics_port, pipeline.not_ready_because)
+            server = MetricsServer(metrics, "127.0.0.1", metrics_port, pipeline.not_ready_because,
+                                   lambda: pipeline.rollout.failure)
         except DetectorError:
-            server = MetricsServer(metrics, "127.0.0.1", free_port(), pipeline.not_ready_because)
+            server = MetricsServer(metrics, "127.0.0.1", free_port(), pipeline.not_ready_because,
+                                   lambda: pipeline.rollout.failure)
         server.start()
         pipeline.connect()
         settle_garbage_collector()

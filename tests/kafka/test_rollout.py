@@ -1,0 +1,231 @@
+"""The model lifecycle in a running group, against the real local broker: versions in the
+registry, a promotion under load with a replica killed right after it, shadow, rollback, a
+version that cannot load, and ``models push`` refusing what does not fit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+import pytest
+
+from detector.cli.main import main
+from detector.kafka.registry import Registry, Version
+from detector.model.files import MODELS_DIR, sha256
+from detector.settings.kafka import KafkaSettings
+from detector.testing.harness import DetectorProcess
+from tests.support import (
+    DetectorThread,
+    read_topic,
+    send,
+    settings,
+    uniform_events,
+    wait_for,
+)
+
+pytestmark = pytest.mark.broker
+
+
+def push_shipped(registry: Registry, name: str, model: str) -> int:
+    path = MODELS_DIR / f"{model}.keras"
+    card = json.loads(path.with_suffix(".card.json").read_text())
+    version, _ = registry.push(name, path.with_suffix(".tflite").read_bytes(), card, sha256(path))
+    return version.version
+
+
+def by_stream(outputs: list[dict]) -> dict[str, list[dict]]:
+    """Each stream's outputs in seq order, duplicates included (first seen first)."""
+    out: dict[str, list[dict]] = {}
+    for rec in outputs:
+        out.setdefault(rec["stream"], []).append(rec)
+    return {s: sorted(recs, key=lambda r: r["seq"]) for s, recs in out.items()}
+
+
+def check_lifecycle(outputs: list[dict], events: int, versions: list[int]) -> None:
+    """Nothing lost; duplicates identical (flag and version); every flag the rule's (both
+    shipped models are exact on the rule); each stream's versions in the order given."""
+    seen: dict[tuple[str, int], tuple[int, int]] = {}
+    for rec in outputs:
+        key, value = (rec["stream"], rec["seq"]), (rec["flag"], rec["model_version"])
+        assert seen.setdefault(key, value) == value, f"duplicates differ at {key}"
+        assert rec["flag"] == rec["rule_flag"], rec
+    assert len(seen) == events
+    for stream, recs in by_stream(outputs).items():
+        order = [r["model_version"] for r in recs]
+        changes = [v for i, v in enumerate(order) if i == 0 or v != order[i - 1]]
+        assert changes == versions[versions.index(changes[0]):][:len(changes)], (stream, changes)
+
+
+def feed_slowly(kafka: KafkaSettings, records: list, chunks: int, pause_s: float
+                ) -> threading.Thread:
+    def run() -> None:
+        step = max(1, len(records) // chunks)
+        for i in range(0, len(records), step):
+            send(kafka, "values", records[i:i + step])
+            time.sleep(pause_s)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.slow
+def test_a_promotion_under_load_with_a_replica_killed_right_after(kafka):
+    """seed v1 live, pair v2 promoted while two replicas serve; one is SIGKILLed as soon as it
+    has swapped, a third takes its partitions. Right after its swap every stream is served by
+    pair from state rebuilt from its recent values: every flag must still be the rule's."""
+    registry = Registry(kafka, "detector-models")
+    assert push_shipped(registry, "trend", "seed") == 1
+    assert push_shipped(registry, "trend", "pair") == 2
+    records = uniform_events(120, 150, seed=5)
+    dets = [DetectorProcess(kafka, model="trend").start() for _ in range(2)]
+    started = list(dets)
+    try:
+        wait_for(lambda: all(d.healthz() == 200 for d in dets), 90, what="two replicas ready")
+        feeder = feed_slowly(kafka, records, 30, 0.4)
+        wait_for(lambda: sum(d.processed() for d in dets) > len(records) // 4, 60,
+                 what="a quarter processed")
+        registry.change("trend", "promote", 2)
+        victim = wait_for(lambda: next((d for d in dets if (d.metric(
+            "detector_model_swaps_total") or 0) > 0), None), 60, every=0.05,
+            what="a replica to swap")
+        victim.kill()
+        dets.remove(victim)
+        dets.append(DetectorProcess(kafka, model="trend").start())
+        started.append(dets[-1])
+        feeder.join()
+        wait_for(lambda: len({(r.json()["stream"], r.json()["seq"]) for r in
+                              read_topic(kafka, "trend-flags", settle=0.5)}) >= len(records),
+                 180, every=1, what="every event to have an output")
+        for d in dets:
+            assert d.terminate() == 0
+    finally:
+        for d in started:
+            d.close()
+        registry.close()
+    outputs = [r.json() for r in read_topic(kafka, "trend-flags")]
+    check_lifecycle(outputs, len(records), [1, 2])
+    last = {s: recs[-1]["model_version"] for s, recs in by_stream(outputs).items()}
+    assert set(last.values()) == {2}  # every partition of every replica moved
+    alerts = [r.json() for r in read_topic(kafka, "trend-alerts")]
+    assert alerts and all(a["model_version"] in (1, 2) for a in alerts)
+
+
+@pytest.mark.slow
+def test_shadow_then_rollback_in_one_detector(kafka, dip_model):
+    """pair shadows seed: they agree (both exact on the rule). A model of another pattern
+    shadows: its disagreements are counted. Promote then roll back: every stream back on v1."""
+    registry = Registry(kafka, "detector-models")
+    push_shipped(registry, "trend", "seed")
+    push_shipped(registry, "trend", "pair")
+    model, _ = dip_model
+    card = json.loads(model.with_suffix(".card.json").read_text())
+    dip, _ = registry.push("trend", model.with_suffix(".tflite").read_bytes(), card,
+                           sha256(model))
+    registry.change("trend", "shadow", 2)
+    det = DetectorThread(settings(kafka, model="trend", candidate_topic="trend-candidates"),
+                         None, serve_metrics=True).start()
+    try:
+        records = uniform_events(50, 120, seed=7)
+        send(kafka, "values", records[:3000])
+        wait_for(lambda: det.value("detector_events_processed_total") >= 3000, 60,
+                 what="the first part")
+        events = det.value("detector_shadow_events_total")
+        assert events >= 2900
+        assert det.value("detector_shadow_disagreements_total") <= 0.001 * events
+        assert det.value("detector_model_info", {"name": "trend", "version": "2",
+                                                  "role": "candidate"}) == 1
+        candidates = read_topic(kafka, "trend-candidates", expect=int(events))
+        assert {r.json()["model_version"] for r in candidates} == {2}
+        registry.change("trend", "shadow", dip.version)
+        wait_for(lambda: det.value("detector_model_info", {
+            "name": "trend", "version": str(dip.version), "role": "candidate"}) == 1, 30,
+            what="the new candidate")
+        send(kafka, "values", records[3000:4500])
+        wait_for(lambda: det.value("detector_events_processed_total") >= 4500, 60,
+                 what="the second part")
+        assert det.value("detector_shadow_disagreements_total") > 100  # another pattern
+        registry.change("trend", "unshadow")
+        registry.change("trend", "promote", 2)
+        wait_for(lambda: det.value("detector_model_swaps_total") >= 1, 30, what="the promotion")
+        send(kafka, "values", records[4500:5200])
+        wait_for(lambda: det.value("detector_events_processed_total") >= 5200, 60,
+                 what="events under v2")
+        registry.change("trend", "rollback")
+        wait_for(lambda: det.value("detector_model_swaps_total") >= 2, 30, what="the rollback")
+        send(kafka, "values", records[5200:])
+        wait_for(lambda: det.value("detector_events_processed_total") >= len(records), 60,
+                 what="the rest")
+        assert det.value("detector_model_info", {"name": "trend", "version": "1",
+                                                  "role": "live"}) == 1
+    finally:
+        det.stop()
+        registry.close()
+    outputs = [r.json() for r in read_topic(kafka, "trend-flags")]
+    check_lifecycle(outputs, len(records), [1, 2, 1])
+    tail = [recs[-1]["model_version"] for recs in by_stream(outputs).values()]
+    assert set(tail) == {1}
+
+
+@pytest.mark.slow
+def test_a_version_that_cannot_load_leaves_the_current_one_serving(kafka):
+    registry = Registry(kafka, "detector-models")
+    push_shipped(registry, "trend", "seed")
+    seed_card = json.loads((MODELS_DIR / "seed.card.json").read_text())
+    broken = Version("trend", 2, "0" * 64, seed_card["litert"]["keras_sha256"], seed_card,
+                     b"these bytes are no model")
+    registry._write("version/trend/2", broken.record())
+    det = DetectorThread(settings(kafka, model="trend"), None, serve_metrics=True).start()
+    try:
+        send(kafka, "values", uniform_events(10, 50, seed=3))
+        wait_for(lambda: det.value("detector_events_processed_total") >= 500, 60, what="events")
+        registry.change("trend", "promote", 2)
+        wait_for(lambda: det.value("detector_model_load_failures_total") >= 1, 30,
+                 what="the failed load")
+        send(kafka, "values", uniform_events(10, 100, seed=3)[500:])
+        wait_for(lambda: det.value("detector_events_processed_total") >= 1000, 60,
+                 what="events after")
+        import urllib.request
+
+        body = urllib.request.urlopen(
+            f"http://127.0.0.1:{det.server.port}/healthz").read().decode()
+        assert body.startswith("ready") and "v2 failed to load" in body
+        assert det.value("detector_model_swaps_total") == 0
+    finally:
+        det.stop()
+        registry.close()
+    versions = {r.json()["model_version"] for r in read_topic(kafka, "trend-flags")}
+    assert versions == {1}
+
+
+def test_push_validates_and_counts_versions_per_name(kafka, tmp_path, capsys):
+    base = ["--bootstrap-servers", kafka.bootstrap_servers]
+    assert main(["models", "push", "seed", "--name", "trend", *base]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["version"] == 1
+    assert main(["models", "push", "pair", "--name", "trend", *base]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["version"] == 2 and len(out["sha256"]) == 64
+    assert main(["models", "push", "pair", "--name", "other", *base]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["version"] == 1
+    # Not a model; no .tflite beside it; a card that does not fit its step.
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"not a zip")
+    stale = tmp_path / "stale.keras"
+    shutil.copy(MODELS_DIR / "seed.keras", stale)
+    wrong = tmp_path / "wrong.keras"
+    for suffix in (".keras", ".tflite"):
+        shutil.copy((MODELS_DIR / "seed").with_suffix(suffix), wrong.with_suffix(suffix))
+    card = json.loads((MODELS_DIR / "seed.card.json").read_text())
+    wrong.with_suffix(".card.json").write_text(json.dumps({**card, "features": "pair"}))
+    for path, says in ((junk, "is not a Keras model"), (stale, "no current .tflite"),
+                       (wrong, "the pair feature set gives 2")):
+        assert main(["models", "push", str(path), "--name", "trend", *base]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1, err
+    assert main(["models", "promote", "trend", "9", *base]) == 2
+    assert "has no version 9" in capsys.readouterr().err
+    assert main(["models", "list", "--json", *base]) == 0
+    listing = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert listing["trend"]["live"] == 1 and len(listing["trend"]["versions"]) == 2
