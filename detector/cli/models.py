@@ -111,7 +111,7 @@ def add_commands(command: Command) -> None:
     models = command("models", lambda _: 2, "The model registry: push versions, and promote, "
                      "shadow or roll back what running detectors serve.")
     sub = models.add_subparsers(dest="action", required=True, metavar="ACTION",
-                                parser_class=Parser)
+                                parser_class=Parser, help="what to do with the registry")
 
     def action(name: str, fn, help: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
         sp = sub.add_parser(name, help=help, description=help)

@@ -167,12 +167,16 @@ class Registry:
              ) -> tuple[Version, bool]:
         """A new version (the next number of ``name``); live at once when nothing of that
         name is (so that a detector following it has a model). Returns it and whether it is
-        live."""
+        live. The same step pushed again is the version it already is (nothing written)."""
         state = self.state()
-        version = Version(name, state.latest(name) + 1, hashlib.sha256(tflite).hexdigest(),
-                          keras_sha256, card, tflite, time.time())
-        self._write(f"version/{name}/{version.version}", version.record())
+        digest = hashlib.sha256(tflite).hexdigest()
+        same = [v for (n, _), v in state.versions.items() if n == name and v.sha256 == digest]
         pointer = state.pointers.get(name)
+        if same:
+            return same[-1], pointer is not None and pointer.live == same[-1].version
+        version = Version(name, state.latest(name) + 1, digest, keras_sha256, card, tflite,
+                          time.time())
+        self._write(f"version/{name}/{version.version}", version.record())
         if pointer is None or pointer.live is None:
             self._write(f"pointer/{name}", Pointer(name, live=version.version).record())
             return version, True

@@ -27,7 +27,7 @@ HISTORY = 8
 #: What a stream carries from event to event: (name, dtype, value of a fresh stream). One list
 #: makes both the store's arrays and the state record's layout, so they cannot drift apart.
 FIELDS: tuple[tuple[str, str, float], ...] = (
-    ("prev", "<f8", 0.0),  # the previous value
+    ("prev", "<f8", np.nan),  # the previous value (in memory: the newest of ``hist``)
     ("prev_dir", "<i1", 0),  # direction of the previous step: +1 up, 0 flat, -1 down
     ("scale", "<f8", 0.0),  # typical step size (detector.model.features); 0 until the first step
     ("seen", "<i8", 0),  # events applied; also the output seq of input without one
@@ -36,7 +36,7 @@ FIELDS: tuple[tuple[str, str, float], ...] = (
     ("last_offset", "<i8", -1),  # input offset of the last event applied
     ("partition", "<i2", -1),  # its input partition
     ("run_dir", "<i1", 0),  # the open run (detector.stream.runs): its direction, 0 = none
-    ("run_len", "<i8", 0),  # its number of values so far
+    ("run_len", "<i4", 0),  # its number of values so far
     ("run_start_seq", "<i8", -1),  # seq of its first flag-1 event
     ("run_start_ts", "<f8", 0.0),  # event time (or detection time) of that event
     ("run_fired", "?", False),  # whether its firing record was sent
@@ -74,8 +74,8 @@ def decode_state(data: bytes | None) -> tuple[np.void, np.ndarray, bytes]:
     if (abs(int(row["prev_dir"])) > 1 or abs(int(row["run_dir"])) > 1 or row["seen"] < 0
             or row["last_seq"] < -1 or row["last_offset"] < -1 or row["run_len"] < 0
             or not 0 <= row["partition"] < 2**15
-            or not all(np.isfinite(row[n]) for n in ("prev", "scale", "run_start_ts",
-                                                       "last_active"))
+            or not all(np.isfinite(row[n]) for n in ("scale", "run_start_ts", "last_active"))
+            or (row["seen"] > 0 and not np.isfinite(row["prev"]))
             or row["scale"] < 0 or np.isinf(row["hist"]).any()):
         raise StateRecordError("state record fields out of range")
     lstm = np.frombuffer(data, "<f4", offset=header.itemsize).astype(np.float32)
@@ -90,6 +90,7 @@ def _upgrade(old: np.void) -> np.void:
     for name in _V2_HEADER.names:
         row[name] = old[name]
     row["hist"] = np.nan
+    row["hist"][-1] = old["prev"]  # the one recent value a version 2 record knows
     return row
 
 
@@ -123,7 +124,7 @@ class StreamIndex:
 
     def __init__(self) -> None:
         self.hashes = np.empty(0, np.int64)
-        self.slots = np.empty(0, np.int64)
+        self.slots = np.empty(0, np.int32)  # 2^31 streams a detector are plenty
         self.recent: dict[Hashable, int] = {}
 
     def __len__(self) -> int:
@@ -161,7 +162,7 @@ class StreamIndex:
         unique = np.zeros(len(ids), bool)
         unique[first] = True
         move = unique & ~taken
-        slots = np.fromiter((self.recent[k] for k in ids), np.int64, len(ids))
+        slots = np.fromiter((self.recent[k] for k in ids), np.int32, len(ids))
         hashes = np.concatenate([self.hashes, hs[move]])
         order = np.argsort(hashes, kind="stable")
         self.hashes = hashes[order]
@@ -187,10 +188,12 @@ class StreamStore:
         self._alloc(capacity)
 
     def _alloc(self, capacity: int) -> None:
-        old = getattr(self, "prev", None)
+        old = getattr(self, "hist", None)
         n = 0 if old is None else len(old)
         columns = [*FIELDS, ("dirty", "?", False)]
         for name, dtype, fill in columns:
+            if name == "prev":
+                continue  # a view of ``hist``, below
             arr = np.full(capacity, fill, dtype=dtype)
             if old is not None:
                 arr[:n] = getattr(self, name)
@@ -200,6 +203,8 @@ class StreamStore:
         if old is not None:
             lstm[:n], hist[:n] = self.lstm, self.hist
         self.lstm, self.hist = lstm, hist
+        # The previous value is the newest recent value: one array, not two (8 bytes a stream).
+        self.prev = hist[:, -1]
         self._free = np.concatenate([np.arange(capacity - 1, n - 1, -1), self._free])
         self.keys.extend([None] * (capacity - n))
 
@@ -229,7 +234,7 @@ class StreamStore:
 
     def _new_slot(self, stream: Hashable, partition: int) -> int:
         if not len(self._free):
-            self._alloc(2 * len(self.prev))
+            self._alloc(2 * len(self.hist))
         slot = int(self._free[-1])
         self._free = self._free[:-1]
         self.index.add(stream, slot)
@@ -270,9 +275,9 @@ class StreamStore:
             return
         table = np.array(rows, dtype=_HEADER)
         slots = self.lookup(streams, table["partition"].astype(np.int64))
+        self.hist[slots] = table["hist"]
         for name, _, _ in FIELDS:
             getattr(self, name)[slots] = table[name]
-        self.hist[slots] = table["hist"]
         for slot, lstm in zip(slots.tolist(), lstms, strict=True):
             self.lstm[slot] = 0.0
             if lstm is not None and lstm.size <= self.state_size:

@@ -38,7 +38,7 @@ def one_line(capsys) -> str:
         (["run", "--security-protocol", "SASL_PLAINTEXT"], 2, "needs --sasl-username"),
         (["run", "--ssl-cafile", "/no/ca.pem", "--security-protocol", "SSL"], 2, "not found"),
         (["run", "--output-topic", "values"], 2, "must differ"),
-        (["run", "--model", "nope", "--metrics-port", "0"], 2, "unknown model"),
+        (["run", "--model", "nope.keras", "--metrics-port", "0"], 2, "model file not found"),
         (["alertmanager"], 2, "--url (DETECTOR_URL) is required"),
         (["alertmanager", "--url", "am:9093"], 2, "is not an http:// or https:// URL"),
         (["alertmanager", "--url", "http://am:9093", "--timeout-s", "x"], 2, "expected float"),

@@ -33,6 +33,8 @@ from pathlib import Path
 import pytest
 
 from detector.kafka import clients
+from detector.kafka.registry import Registry
+from detector.model.files import MODELS_DIR, sha256
 from detector.ops.metrics import BridgeMetrics, Metrics
 from detector.settings import fields
 from detector.settings.bridge import BridgeSettings
@@ -193,6 +195,13 @@ def test_compose_wiring_holds_together():
     assert s["producer"]["image"] == s["detector"]["image"] == s["alertmanager-bridge"]["image"]
     assert command(s["producer"]) == ["python", "-m", "producer"]
     assert command(s["detector"]) == ["python", "-m", "detector", "run"]
+    # The registry gets the shipped model the detectors follow before they start.
+    models = s["models-init"]
+    assert command(models)[:4] == ["python", "-m", "detector", "models"]
+    assert option(command(models), "--name") == environment(s["detector"])["DETECTOR_MODEL"]
+    assert environment(models)["DETECTOR_MODELS_TOPIC"] == \
+        environment(s["detector"])["DETECTOR_MODELS_TOPIC"]
+    assert "models-init" in s["detector"]["depends_on"]
 
     # The input topic: created by kafka-init with 6 partitions, written and read by the programs.
     init = command(s["kafka-init"])
@@ -291,7 +300,9 @@ def test_compose_wiring_holds_together():
                    "sum by (status) (rate(detector_run_alerts_total",
                    "histogram_quantile(0.5, sum by (le) (rate(detector_run_length_bucket",
                    "sum(detector_assigned_partitions)", "max(detector_input_partitions)",
-                   "detector_group_unsettled_seconds", "detector_group_rejoins_total"):
+                   "detector_group_unsettled_seconds", "detector_group_rejoins_total",
+                   "detector_model_info", "detector_shadow_disagreements_total",
+                   "detector_model_load_failures_total"):
         assert needle in exprs, f"no panel queries {needle}"
 
 
@@ -307,7 +318,7 @@ class Service:
 
     def __init__(self, name: str, bootstrap: str, workdir: Path, metrics_port: int | None = None):
         svc = services()[name]
-        prefix = name.upper()
+        prefix = "PRODUCER" if command(svc)[2] == "producer" else "DETECTOR"
         env = environment(svc)
         assert f"{prefix}_BOOTSTRAP_SERVERS" in env
         env[f"{prefix}_BOOTSTRAP_SERVERS"] = bootstrap
@@ -372,6 +383,17 @@ def stack(tmp_path_factory):
         clients.ensure_topics(kafka, [clients.TopicSpec(option(init, "--topic"),
                                                           int(option(init, "--partitions")))])
         port = free_port()
+        # models-init pushes the shipped model to the registry before the detector starts.
+        models = Service("models-init", broker.bootstrap, workdir)
+        assert models.proc.wait(120) == 0, models.output()
+        # pair shadows the live seed, as `models push pair --name seed` and `models shadow
+        # seed 2` would make it: the dashboard's agreement panel has data.
+        registry = Registry(kafka, models.compose_env["DETECTOR_MODELS_TOPIC"])
+        pair = MODELS_DIR / "pair.keras"
+        registry.push("seed", pair.with_suffix(".tflite").read_bytes(),
+                      json.loads(pair.with_suffix(".card.json").read_text()), sha256(pair))
+        registry.change("seed", "shadow", 2)
+        registry.close()
         detector = Service("detector", broker.bootstrap, workdir, metrics_port=port)
         producer = Service("producer", broker.bootstrap, workdir)
         try:
@@ -392,6 +414,7 @@ def test_compose_services_turn_values_into_flags(stack):
         body = record.json()
         assert body["flag"] in (0, 1) and body["rule_flag"] in (0, 1), body
         assert body["model"] == env["DETECTOR_MODEL"]
+        assert body["model_version"] == 1  # the registry's, pushed by models-init
     assert stack.producer.proc.poll() is None, stack.logs()
     # The detector's compose healthcheck passes against the running detector.
     wait_for(lambda: stack.detector.healthcheck() == 0, timeout=60, every=1,

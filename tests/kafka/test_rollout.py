@@ -229,3 +229,7 @@ def test_push_validates_and_counts_versions_per_name(kafka, tmp_path, capsys):
     assert main(["models", "list", "--json", *base]) == 0
     listing = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert listing["trend"]["live"] == 1 and len(listing["trend"]["versions"]) == 2
+    # A name that is neither shipped, nor a file, nor in the registry: one line, exit 2.
+    assert main(["run", "--model", "nope", "--metrics-port", "0", *base]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model 'nope': not one of seed, pair" in err and "nothing live under that name" in err

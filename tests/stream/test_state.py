@@ -27,7 +27,7 @@ def encoded(size: int = 4, **fields) -> bytes:
     for name, value in values.items():
         getattr(store, name)[slot] = value
     store.lstm[slot] = np.arange(size, dtype=np.float32) / 7
-    store.hist[slot] = [np.nan, np.nan, 1e300, -2.5, 0.0, 1e-300, 7.0, 0.75]
+    store.hist[slot] = [np.nan, np.nan, 1e300, -2.5, 0.0, 1e-300, 7.0, float(store.prev[slot][0])]
     return store.snapshot(slot, FP).records(0, 1)[0][1]
 
 
@@ -55,11 +55,13 @@ def test_a_version_2_record_restores_without_recent_values():
     data = v2.tobytes() + new[_HEADER.itemsize:]
     old, lstm, fp = decode_state(data)
     assert fp == FP and old["seen"] == 12 and old["prev"] == 0.75
-    assert np.isnan(old["hist"]).all()
+    assert np.isnan(old["hist"][:-1]).all() and old["hist"][-1] == 0.75  # only prev known
     np.testing.assert_array_equal(lstm, np.arange(4, dtype=np.float32) / 7)
     store = StreamStore(state_size=4)
     store.put(["x"], [old], [lstm])
-    assert np.isnan(store.get("x")["hist"]).all() and store.get("x")["seen"] == 12
+    restored = store.get("x")
+    assert np.isnan(restored["hist"][:-1]).all() and restored["seen"] == 12
+    assert restored["prev"] == restored["hist"][-1] == 0.75
 
 
 @pytest.mark.parametrize(
