@@ -9,7 +9,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
-from detector.errors import DetectorError
+from detector.errors import UsageError
 from detector.ops.metrics import MetricSet
 
 
@@ -48,7 +48,9 @@ class MetricsServer:
         try:
             self._server = make_server(host, port, app, _Server, handler_class=_QuietHandler)
         except OSError as exc:
-            raise DetectorError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
+            # The port is a setting: one that is taken is the user's to change (exit 2).
+            raise UsageError(f"cannot serve metrics on {host}:{port}: {exc.strerror}; set "
+                             "another --metrics-port (0: any free port)") from exc
         self.host, self.port = host, self._server.server_port
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-http", daemon=True

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import socket
 import subprocess
 import sys
 
@@ -81,6 +82,18 @@ def test_alertmanager_bridge_without_a_broker_is_one_line(capsys):
                           "--bootstrap-servers", f"127.0.0.1:{port}",
                           "--connect-timeout-s", "1"]) == 1
     assert "cannot reach Kafka" in one_line(capsys)
+
+
+@pytest.mark.parametrize("command", [["run"], ["alertmanager", "--url", "http://127.0.0.1:9"]])
+def test_a_metrics_port_already_taken_is_a_setting_to_change(command, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert detector_main([*command, "--metrics-port", str(port)]) == 2
+    says = one_line(capsys)
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in says
+    assert "set another --metrics-port" in says
 
 
 def test_wrong_environment_variable_names_the_variable(monkeypatch, capsys):
