@@ -26,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from detector.model import segments
+from detector.task import segments
 from detector.task.rule import FLAT, direction
 
 FeatureSet = Literal["seed", "pair", "window"]

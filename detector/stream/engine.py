@@ -3,7 +3,7 @@
 No Kafka here: the Kafka loop, ``evaluate``, the plots and the benchmarks all feed this, so
 what they report is what the pipeline does. A batch is ordered by stream (each stream's events
 contiguous, in arrival order) and every per-event quantity is a scan over those stretches
-(``detector.model.segments``), so a poll of one hot stream costs about what a poll of many streams
+(``detector.task.segments``), so a poll of one hot stream costs about what a poll of many streams
 with one event each does. The model runs once per batch (stateless) or, carrying each stream's
 LSTM state, over chunks of each stream's events (``ModelStep.sequence``).
 """
@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from detector.model import segments
 from detector.model.features import WINDOW, advance, model_input
 from detector.stream import runs
 from detector.stream.runs import FIRST_FLAG_LENGTH, RunRecord
 from detector.stream.state import HISTORY, StreamStore
+from detector.task import segments
 from detector.task.rule import step_flags
 
 if TYPE_CHECKING:

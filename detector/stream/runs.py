@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.model import segments
 from detector.stream.state import StreamStore
+from detector.task import segments
 from detector.task.rule import FLAT
 
 #: Values in a run at its first flag 1.

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from detector.model import segments
+from detector.task import segments
 
 
 def split(first: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
