@@ -5,12 +5,14 @@ millions, rates near 1e-9, negative temperatures), while the rule depends only o
 of consecutive values. So every value of an event's window is re-expressed relative to the
 stream's previous value (recentering) in units of the stream's typical step (rescaling):
 
-    u = (x_t - x_{t-1}) / s,   s = geometric running mean of the stream's non-zero |steps|
+    u = (x_t - x_{t-1}) / s,   s = geometric running mean of the stream's |steps| (ties left out)
 
 and compressed with ``asinh`` (linear near 0, logarithmic for spikes, so no input is huge).
 The difference is taken in float64 on the values as they arrived, before anything is cast to
 float32, so a step that decides a comparison is never rounded away (a cast of 1e9-scale values
-to float32 would erase steps below ~64). A tie gives exactly 0. The model still reads a
+to float32 would erase steps below ~64). A tie gives exactly 0: an exact repeat, and float
+dust too (``detector.task.rule.tie_bound``: a step within a few ulps of the values or 1e-10 of
+``s``), which the rule calls flat and no model could resolve. The model still reads a
 magnitude, not a sign: a step that is tiny against the stream's own steps is as hard for it
 as a near-tie on uniform data. ``s`` is the geometric (log-space) mean so that one spike or
 level shift moves it by a small factor rather than dwarfing the steps after it.
@@ -27,7 +29,7 @@ from typing import Literal
 import numpy as np
 
 from detector.task import segments
-from detector.task.rule import FLAT, direction
+from detector.task.rule import FLAT, steps, tie_bound
 
 FeatureSet = Literal["seed", "pair", "window"]
 FEATURE_SETS: tuple[FeatureSet, ...] = ("seed", "pair", "window")
@@ -43,8 +45,6 @@ SEQUENCE_STEPS: dict[FeatureSet, int] = {"seed": 3, "window": WINDOW}
 #: last step and remembers the one before in its LSTM state, whose forget gate is pinned shut.
 HISTORY: dict[FeatureSet, int] = {"seed": 3, "pair": 3, "window": WINDOW}
 
-#: Weight of the newest step in the log-space running mean of a stream's step size.
-SCALE_RATE = 0.1
 _BIG = 1e300  # normalized steps are clipped here (only a step across most of float64's range)
 _TINY = np.float32(1e-45)  # the smallest float32: a non-zero step never becomes a false tie
 
@@ -60,51 +60,16 @@ def advance(value: np.ndarray, prev: np.ndarray, scale: np.ndarray, seen: np.nda
     are the stream's state before its first event here (read at ``first`` only). Returns
     ``(u, step_dir, scale_after, unit)``; ``u`` is float32, ``asinh`` of the step in units of
     ``unit``, the stream's scale *before* this event (its own step sets the scale of a fresh
-    stream). A stream's first event has no step: ``u = 0`` and direction flat.
+    stream). A stream's first event has no step, and a tie (dust included) is none:
+    ``u = 0`` and direction flat (``detector.task.rule.steps``).
     """
-    value = np.asarray(value, np.float64)
-    first = np.ones(len(value), bool) if first is None else np.asarray(first, bool)
-    prev = segments.shift(value, np.asarray(prev, np.float64), first)
-    fresh = np.asarray(seen) + segments.positions(first) == 0
-    step_dir = np.where(fresh, FLAT, direction(value, prev)).astype(np.int8)
-    with np.errstate(over="ignore", invalid="ignore"):
-        d = np.where(fresh, 0.0, value - prev)
-        d = np.where(np.isfinite(d), d, step_dir * np.finfo(np.float64).max)  # overflowed
+    d, step_dir, scale_before, scale_after = steps(value, prev, scale, seen, first)
     mag = np.abs(d)
-    scale_before, scale_after = _scales(mag, np.asarray(scale, np.float64), first)
-    known = scale_before > 0
-    s = np.where(known, scale_before, np.where(mag > 0, mag, 1.0))
+    s = np.where(scale_before > 0, scale_before, np.where(mag > 0, mag, 1.0))
     with np.errstate(over="ignore", invalid="ignore"):
         u = np.arcsinh(np.clip(d / s, -_BIG, _BIG)).astype(np.float32)
     u = np.where((step_dir != FLAT) & (u == 0), step_dir * _TINY, u).astype(np.float32)
     return u, step_dir, scale_after, s
-
-
-def _scales(mag: np.ndarray, scale: np.ndarray, first: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """The scale before and after each event: a log-space EMA over the non-zero steps,
-    ``log s <- (1 - r) log s + r log |step|``, seeded by a fresh stream's first step.
-
-    A linear recurrence in ``log s``, so a whole stream's run of events is one scan
-    (``segments.linear_scan``) rather than a step per event.
-    """
-    moved = np.nonzero(mag > 0)[0]
-    after = scale.copy()
-    if len(moved):
-        m, stored = mag[moved], scale[moved]
-        seg = (np.cumsum(first) - 1)[moved]
-        opens = np.r_[True, seg[1:] != seg[:-1]]  # a stream's first non-zero step here
-        seeded = opens & ~(stored > 0)
-        with np.errstate(divide="ignore"):
-            x = np.where(opens, (1 - SCALE_RATE) * np.log(stored) + SCALE_RATE * np.log(m),
-                         SCALE_RATE * np.log(m))
-        x = np.where(seeded, np.log(m), x)
-        ema = np.where(seeded, m, np.exp(segments.linear_scan(x, 1 - SCALE_RATE, opens)))
-        latest = segments.last_where(mag > 0, first)
-        at = np.full(len(mag), np.nan)
-        at[moved] = ema
-        after = np.where(latest >= 0, at[np.maximum(latest, 0)], scale)
-    return segments.shift(after, scale, first), after
 
 
 def model_input(features: FeatureSet, u: np.ndarray, prev_dir: np.ndarray,
@@ -135,16 +100,20 @@ def window_input(window: np.ndarray, unit: np.ndarray) -> np.ndarray:
     ``window`` is ``(batch, WINDOW)``, float64, ``window[:, j]`` the value ``j`` events back
     (NaN before the stream's first); ``unit`` the stream's typical step (``advance``). A step
     of the model's input sequence per value, oldest first: its differences to each value of the
-    window, ``asinh((x_i - x_k) / unit)`` taken in float64 (a tie is exactly 0 and keeps its
-    sign otherwise), and whether the value exists. Every order relation among the last
-    ``WINDOW`` values, neighbours or not, is then the sign of one input; their sizes are in
-    the stream's own units. Flattened to ``(batch, WINDOW * (WINDOW + 1))``.
+    window, ``asinh((x_i - x_k) / unit)`` taken in float64 (a tie, dust within the rule's
+    ``tie_bound`` included, is exactly 0; any other keeps its sign), and whether the value
+    exists. Every order relation among the last ``WINDOW`` values, neighbours or not, is then
+    the sign of one input; their sizes are in the stream's own units. Flattened to
+    ``(batch, WINDOW * (WINDOW + 1))``.
     """
     window = np.asarray(window, np.float64)
+    xi, xk = window[:, ::-1, None], window[:, None, :]  # [oldest .. newest] x [j back]
+    unit = np.asarray(unit, np.float64)[:, None, None]
     with np.errstate(over="ignore", invalid="ignore"):
-        diff = window[:, ::-1, None] - window[:, None, :]  # [oldest .. newest] x [j back]
+        diff = xi - xk
+        diff = np.where(np.abs(diff) <= tie_bound(xi, xk, unit), 0.0, diff)
         diff = np.where(np.isfinite(diff), diff, np.sign(diff) * np.finfo(np.float64).max)
-        ratio = diff / np.asarray(unit, np.float64)[:, None, None]
+        ratio = diff / unit
         out = np.arcsinh(np.clip(np.nan_to_num(ratio, nan=0.0), -_BIG, _BIG))  # NaN: absent
     present = ~np.isnan(window[:, ::-1])
     cols = np.concatenate([out, present[:, :, None]], axis=2)
