@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from detector.model.features import advance, model_input, near_tie, stream_inputs
+from detector.model.features import (
+    advance,
+    model_input,
+    near_tie,
+    stream_inputs,
+    window_input,
+    windows,
+)
 from detector.task import shapes
 from detector.task.rule import DOWN, FLAT, UP
 
@@ -16,6 +23,31 @@ def test_a_tie_is_exactly_zero_and_a_step_keeps_its_sign():
     u = steps_of(np.array([5.0, 6.0, 6.0, 5.5, 5.5]))
     assert u[0] == 0 and u[2] == 0 and u[4] == 0  # first event, ties
     assert u[1] > 0 and u[3] < 0
+
+
+def test_float_dust_is_a_tie_the_models_already_know():
+    """0.33 next to 0.33000000000000007, and -1.3e-18 in a stream stepping by 1e-3: u = 0 and
+    flat, as for a repeat, and the typical step does not shrink towards the dust; a step of
+    1e-7 of the typical step (which ``pair`` resolves) keeps its sign."""
+    ramp = np.array([-3e-3, -2e-3, -1e-3, 0.0, -1.3e-18, 0.0, 1e-7 * 1e-3, 0.33,
+                     0.33000000000000007])
+    n = len(ramp)
+    u, d, after, _ = advance(ramp, np.zeros(n), np.zeros(n), np.zeros(n, np.int64),
+                             np.arange(n) == 0)
+    assert u[4] == u[5] == u[8] == 0 and d[4] == d[5] == d[8] == FLAT
+    assert after[5] == after[3] and u[6] > 0 and d[6] == UP
+
+
+def test_the_window_features_tie_dust_too():
+    """Every pairwise difference of the window is a tie within the rule's bound, in units of
+    the stream's typical step."""
+    values = np.array([1.0, 2.0, 0.0, -1.3e-18, 0.1 + 0.2, 0.3, 5.0, 5.0 + 1e-7])
+    x = window_input(windows(values)[-1:], np.array([1.0])).reshape(8, 9)[:, :8]
+    # row i: values[i] (oldest first); column j: the value j events back, values[7 - j]
+    assert x[3, 5] == 0 and x[2, 4] == 0  # -1.3e-18 against 0.0, and back
+    assert x[5, 3] == 0 and x[4, 2] == 0  # 0.3 against 0.1 + 0.2, and back
+    assert x[7, 1] > 0 and x[6, 0] < 0  # 1e-7 of the unit keeps its sign
+    assert x[3, 0] < 0 and x[4, 5] > 0
 
 
 def test_steps_far_below_float32_resolution_of_the_value_survive():
