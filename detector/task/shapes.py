@@ -5,7 +5,9 @@ here is one way real data looks (counts and few-decimal readings that repeat, pl
 ramps, spikes, level shifts, seasonal readings, prices, growth), and ``mixed`` strings several
 together in one stream, at magnitudes from 1e-9 to 1e12, with offsets and either sign. The
 model never sees these magnitudes (``detector.model.features`` normalizes them away); the exact
-rule is applied to the values as generated, ties included.
+rule is applied to the values as generated, ties included. The ``COMPUTED`` shapes are values
+derived from readings (means, sums, quotients, filters) with the float dust their arithmetic
+leaves, which the rule calls ties.
 """
 
 from __future__ import annotations
@@ -136,6 +138,59 @@ def zigzag(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.cumsum(sign * rng.uniform(0.5, 1.5, n) + rng.normal(0, 0.05, n))
 
 
+# Values computed from readings the way pipelines compute them. Where the exact result would
+# repeat, the rounding of the arithmetic leaves float dust (``detector.task.rule.tie_bound``):
+# a step of an ulp or two, or a residue of an ulp of the reading next to an exact zero. Each
+# draws its own magnitude and computes at it: ``transform`` would round the dust away.
+
+
+def _reading(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A sensor read to a unit of 1e-6..1e3, holding or flickering between neighbouring
+    readings most of the time: the input of the computations below."""
+    unit = 10.0 ** int(rng.integers(-6, 4))
+    moves = rng.choice([-2, -1, 0, 1, 2], n, p=[0.1, 0.2, 0.4, 0.2, 0.1])
+    level = int(rng.integers(-1000, 1000))
+    return (level + np.cumsum(moves)) * unit
+
+
+def window_means(n: int, rng: np.random.Generator) -> np.ndarray:
+    """The mean of each sliding window of a reading, window by window with ``np.mean``: a
+    window holding the same values in another order has a mean an ulp away."""
+    w = int(rng.integers(2, 13))
+    x = _reading(n + w - 1, rng)
+    return np.lib.stride_tricks.sliding_window_view(x, w).mean(axis=1)
+
+
+def decimal_sums(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Totals of a few meters read to two decimals (``0.1 + 0.2`` is not ``0.3``): the same
+    total made of other parts differs in the last place."""
+    cents = np.round(np.cumsum(rng.choice([-10, 0, 0, 0, 10, 33], n))) + 1000
+    parts = rng.dirichlet(np.ones(int(rng.integers(2, 6))), n) * cents[:, None]
+    parts = np.round(parts)
+    parts[:, -1] = cents - parts[:, :-1].sum(axis=1)
+    return (parts / 100 * 10.0 ** int(rng.integers(-3, 4))).sum(axis=1)
+
+
+def unit_prices(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A price recomputed from a total and a quantity, as an invoice line has it: a product and
+    a quotient that round, an ulp off where the price held."""
+    price = np.round(10 ** rng.uniform(-1, 4) * np.exp(np.cumsum(
+        np.where(rng.random(n) < 0.7, 0.0, rng.normal(0, 0.02, n)))), 2)
+    quantity = rng.integers(1, 500, n)
+    return np.round(price * quantity, 2) / quantity
+
+
+def residuals(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A reading minus its centred moving mean, then a running median of three (a signal
+    package's high-pass and median filter): exact zeros, and residues an ulp of the reading
+    in size (1e-19 for a reading of 1e-3) where it held, next to steps of a fraction of its
+    unit."""
+    x = _reading(n + 4, rng)
+    windows = np.lib.stride_tricks.sliding_window_view
+    high = x[1:-1] - windows(x, 3).mean(axis=1)
+    return np.median(windows(high, 3), axis=1)
+
+
 SHAPES: dict[str, Shape] = {
     "uniform": uniform, "walk": walk, "heavy_walk": heavy_walk, "rounded_walk": rounded_walk,
     "counts": counts, "plateaus": plateaus, "constant": constant, "slow_ramp": slow_ramp,
@@ -143,7 +198,11 @@ SHAPES: dict[str, Shape] = {
     "spikes": spikes, "level_shifts": level_shifts, "seasonal": seasonal,
     "smooth_cycle": smooth_cycle, "smooth_trend": smooth_trend, "price": price,
     "growth": growth, "zigzag": zigzag,
+    "window_means": window_means, "decimal_sums": decimal_sums, "unit_prices": unit_prices,
+    "residuals": residuals,
 }
+#: Shapes computed at their own magnitude, with the float dust that leaves: not transformed.
+COMPUTED = frozenset({"window_means", "decimal_sums", "unit_prices", "residuals"})
 
 
 def mixed(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -175,7 +234,7 @@ def transform(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def stream(kind: str, n: int, rng: np.random.Generator, rescale: bool = True) -> np.ndarray:
     """One stream of ``kind`` (a name of ``SHAPES`` or ``mixed``), ``n`` values."""
     x = mixed(n, rng) if kind == "mixed" else SHAPES[kind](n, rng)
-    return transform(x, rng) if rescale else x
+    return transform(x, rng) if rescale and kind not in COMPUTED else x
 
 
 def battery(length: int = 1000, per_kind: int = 3, seed: int = 2026

@@ -194,16 +194,16 @@ def test_evaluate_the_battery_says_what_it_holds(capsys):
     assert detector_main(["evaluate", "--battery", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     names = list(result["streams"])
-    assert len(names) == 87 and result["skipped_columns"] == {}
+    assert len(names) == 99 and result["skipped_columns"] == {}
     assert sum(n.startswith("real/") for n in names) == 33
-    assert sum(n.startswith("generated/") for n in names) == 54
+    assert sum(n.startswith("generated/") for n in names) == 66
     assert detector_main(["evaluate", "--battery", "--model", "pair"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     assert header.startswith(
         "model pair on the battery: 33 public real series from 14 files (detector/task/"
-        "real_series, sources in its SOURCES.md) and 54 generated streams of every shape "
+        "real_series, sources in its SOURCES.md) and 66 generated streams of every shape "
         "(detector/task/shapes.py): ")
-    assert header.endswith(" events in 87 streams")
+    assert header.endswith(" events in 99 streams")
 
 
 def test_a_keras_file_that_is_not_a_model_says_so(tmp_path, capsys):

@@ -11,6 +11,7 @@ from detector.model.files import MODELS_DIR, card_path
 from detector.model.serving import ModelStep
 from detector.stream.engine import Batch, Engine
 from detector.task import shapes
+from detector.task.rule import FLAT, exact_flags
 from detector.training.evaluation import (
     battery,
     evaluate,
@@ -22,7 +23,8 @@ from detector.training.evaluation import (
 
 MODELS = ("seed", "pair")
 #: The figures the README states, per model, as thresholds: uniform [0, 1) events; each part
-#: of the battery overall and on its worst stream.
+#: of the battery overall and on its worst stream (the generated part with its float-dust
+#: shapes, ``shapes.COMPUTED``: the issue asked >= 99.9% on each of their streams).
 UNIFORM_TARGET = {"seed": 0.99999, "pair": 0.99999}
 BATTERY_TARGET = {(name, part): (1.0, 1.0) for name in MODELS for part in ("real", "generated")}
 STREAM_TARGET = 0.999  # every form of the scale test
@@ -81,6 +83,38 @@ def test_shipped_model_accuracy_on_the_battery(steps, name, part):
     overall, worst = BATTERY_TARGET[name, part]
     assert report.accuracy >= overall, report.summary()
     assert report.worst_accuracy >= worst, report.summary()
+
+
+class Recording:
+    """A model step that keeps what it is fed."""
+
+    def __init__(self, step):
+        self.step, self.inputs = step, []
+
+    def __getattr__(self, name):
+        return getattr(self.step, name)
+
+    def __call__(self, x, state):
+        self.inputs.append(np.array(x))
+        return self.step(x, state)
+
+
+def test_rule_flags_and_model_inputs_agree_on_dust(steps):
+    """One stream through every float-dust shape: where the engine's direction is flat the
+    model's step is exactly 0 and nowhere else, its previous direction is the engine's, and
+    the rule flags in the records are the exact rule's."""
+    rng = np.random.default_rng(25)
+    values = np.concatenate([shapes.stream(kind, 300, rng) for kind in sorted(shapes.COMPUTED)])
+    step = Recording(steps("seed"))
+    res = Engine(step).process(Batch.of(["s"] * len(values), values,
+                                        seq=np.arange(len(values))))
+    x = np.concatenate(step.inputs)
+    flat = res.direction == FLAT
+    assert (flat[1:] & (values[1:] != values[:-1])).sum() > 50  # dust, not repeats
+    assert (x[flat, 0] == 0).all() and (x[~flat, 0] != 0).all()
+    assert (x[1:, 2] == res.direction[:-1]).all()
+    assert res.rule_flag.tolist() == exact_flags(values).tolist()
+    assert res.flag.tolist() == res.rule_flag.tolist()
 
 
 def model_flags(step, values):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from detector.task import rule
+from detector.task import rule, shapes
 from detector.task.rule import (
     DOWN,
     FLAT,
@@ -156,6 +156,21 @@ def test_a_long_stretch_of_dust_settles_in_few_rounds(monkeypatch):
     x = np.r_[np.arange(50) * 1e-3, np.random.default_rng(5).normal(0, 1e-18, 2000)]
     assert not directions(x)[51:].any()
     assert len(scans) <= 2
+
+
+def test_the_dust_shapes_make_dust():
+    """The battery's float-dust shapes hold steps that are ties without being repeats, both
+    within a few ulps and next to zero (where only the typical step tells)."""
+    streams = [v for name, v in shapes.battery().items()
+               if name.rsplit("-", 1)[0] in shapes.COMPUTED]
+    near_zero = ulps = 0
+    for v in streams:
+        dust = (directions(v)[1:] == FLAT) & (v[1:] != v[:-1])
+        top = np.maximum(np.abs(v[1:]), np.abs(v[:-1]))
+        small = np.abs(v[1:] - v[:-1]) <= TIE_ULPS * np.spacing(top)
+        ulps += int((dust & small).sum())
+        near_zero += int((dust & ~small).sum())
+    assert len(streams) == 3 * len(shapes.COMPUTED) and ulps > 1000 and near_zero > 50
 
 
 def test_repeats_are_marked_on_both_events_of_their_window():
