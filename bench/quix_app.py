@@ -21,7 +21,7 @@ from ai_edge_litert.interpreter import Interpreter
 from quixstreams import Application
 from quixstreams.models.topics.manager import TopicConfig, TopicManager
 
-SCALE_RATE = 0.1  # detector.model.features: log s <- (1 - r) log s + r log |step|
+SCALE_RATE = 0.1  # detector.task.rule: log s <- (1 - r) log s + r log |step| (no dust: uniform)
 
 # The local broker's DescribeConfigs returns no configs, and Quix reads retention.ms from
 # them to configure a state store's changelog topic (which is off here anyway).

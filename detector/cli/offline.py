@@ -115,7 +115,7 @@ def _print_report(report: Report, source: str, skipped: list[Skipped]) -> None:
         print(f"  {s}")
     print(f"  agreement with the exact rule: {report.accuracy:.4%} ({report.errors} errors: "
           f"{report.errors_near_tie} next to a near-tie, {report.errors_repeat} next to a "
-          f"repeat, {report.errors_other} other)")
+          f"repeat or dust, {report.errors_other} other)")
     width = max(len(name) for name in report.streams)
     for name, s in sorted(report.streams.items(), key=lambda kv: (kv[1].accuracy, kv[0])):
         print(f"  {name:<{width}}  {s.accuracy:8.4%}  {s.events:>7,} events  {s.errors:>5} errors")

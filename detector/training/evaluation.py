@@ -99,7 +99,7 @@ class Report:
     accuracy: float
     errors: int
     errors_near_tie: int  # a step of the window far smaller than the stream's typical step
-    errors_repeat: int  # a step of the window is an exact repeat
+    errors_repeat: int  # a step of the window is a tie: an exact repeat or float dust
     errors_other: int
     streams: dict[str, StreamScore] = field(default_factory=dict)
 
