@@ -5,7 +5,7 @@ import pytest
 
 from detector.stream import runs
 from detector.stream.state import StreamStore
-from detector.task.rule import FLAT, direction, exact_flags
+from detector.task.rule import directions, exact_flags
 
 
 def lifecycle(values, min_length=3, flags=None):
@@ -17,7 +17,7 @@ def in_polls(values, cuts, min_length=3, flags=None):
     """The same stream fed in polls of many events each (cut at ``cuts``): its run records."""
     values = np.asarray(values, np.float64)
     flags = exact_flags(values) if flags is None else np.asarray(flags)
-    dirs = np.r_[FLAT, direction(values[1:], values[:-1])]
+    dirs = directions(values)
     store = StreamStore(state_size=0)
     slot = store.lookup(["s"], np.array([0]))
     out: list[runs.RunRecord] = []
