@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 
 from detector.task import segments
-from detector.task.rule import FLAT, steps, tie_bound
+from detector.task.rule import FLAT, step_unit, steps, tie_bound
 
 FeatureSet = Literal["seed", "pair", "window"]
 FEATURE_SETS: tuple[FeatureSet, ...] = ("seed", "pair", "window")
@@ -64,8 +64,7 @@ def advance(value: np.ndarray, prev: np.ndarray, scale: np.ndarray, seen: np.nda
     ``u = 0`` and direction flat (``detector.task.rule.steps``).
     """
     d, step_dir, scale_before, scale_after = steps(value, prev, scale, seen, first)
-    mag = np.abs(d)
-    s = np.where(scale_before > 0, scale_before, np.where(mag > 0, mag, 1.0))
+    s = step_unit(d, scale_before)
     with np.errstate(over="ignore", invalid="ignore"):
         u = np.arcsinh(np.clip(d / s, -_BIG, _BIG)).astype(np.float32)
     u = np.where((step_dir != FLAT) & (u == 0), step_dir * _TINY, u).astype(np.float32)

@@ -3,8 +3,10 @@
 A user trains the detector's model on their own labels (``python -m detector train --csv``).
 To hold that to figures, the battery labels its streams (real series and generated shapes) by
 patterns of the kind the feature set is for: the order and relative size of a stream's last
-few values, a tie being flat (a tie never satisfies a strict comparison). A label is 1 at the
-event where the pattern is complete, and depends only on that value and earlier ones.
+few values, a tie being flat (a tie never satisfies a strict comparison), float dust included
+as the rule has it (``detector.task.rule.tie_bound``, in the unit the ``window`` features
+compare an event's values in, ``detector.task.rule.step_unit``). A label is 1 at the event where
+the pattern is complete, and depends only on that value and earlier ones.
 """
 
 from __future__ import annotations
@@ -14,17 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector.task.rule import step_unit, stream_steps, tie_bound
+
 
 def _back(values: np.ndarray, k: int) -> np.ndarray:
     """``x[t-k]`` for every ``t`` (NaN before the stream's start, so comparisons are False)."""
-    return np.r_[np.full(min(k, len(values)), np.nan), values[:len(values) - k]]
+    return np.r_[np.full(min(k, len(values)), np.nan), values[:max(len(values) - k, 0)]]
 
 
 def typical_step(values: np.ndarray, n: int = 10) -> np.ndarray:
-    """Before each event, the geometric mean of the stream's last ``n`` non-zero steps (NaN
-    until there is one): what "a step far larger than usual" is measured against."""
-    steps = np.abs(np.diff(values, prepend=values[:1]))
-    steps[0] = 0.0
+    """Before each event, the geometric mean of the stream's last ``n`` steps that are not ties
+    (NaN until there is one): what "a step far larger than usual" is measured against."""
+    steps = np.abs(stream_steps(values)[0])
     out = np.full(len(values), np.nan)
     logs: list[float] = []
     for t, step in enumerate(steps):
@@ -47,37 +50,51 @@ class Pattern:
     label: Callable[[np.ndarray], np.ndarray]
 
 
-def _labels(condition: Callable[[Callable[[int], np.ndarray]], np.ndarray]
+Values = Callable[[int], np.ndarray]
+Above = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _labels(condition: Callable[[Values, Above], np.ndarray]
             ) -> Callable[[np.ndarray], np.ndarray]:
+    """A label from ``condition(x, above)``: ``x(k)`` is ``x[t-k]`` per event, ``above(a, b)``
+    whether ``a > b`` by more than a tie."""
     def label(values: np.ndarray) -> np.ndarray:
         v = np.asarray(values, np.float64)
-        with np.errstate(invalid="ignore"):
-            return condition(lambda k: _back(v, k)).astype(np.int8)
+        step, _, before, _ = stream_steps(v)
+        scale = step_unit(step, before)
+
+        def above(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return a - b > tie_bound(a, b, scale)
+
+        with np.errstate(invalid="ignore", over="ignore"):
+            return condition(lambda k: _back(v, k), above).astype(np.int8)
     return label
 
 
 def _jump(values: np.ndarray) -> np.ndarray:
     v = np.asarray(values, np.float64)
-    step = np.abs(v - _back(v, 1))
+    step = np.abs(stream_steps(v)[0])
     with np.errstate(invalid="ignore"):
         return (step > 5 * typical_step(v)).astype(np.int8)
 
 
 PATTERNS: dict[str, Pattern] = {p.name: p for p in (
     Pattern("dip", "neighbours", 3, "a dip: x[t-2] > x[t-1] < x[t]",
-            _labels(lambda x: (x(2) > x(1)) & (x(1) < x(0)))),
+            _labels(lambda x, gt: gt(x(2), x(1)) & gt(x(0), x(1)))),
     Pattern("peak", "neighbours", 3, "a peak: x[t-2] < x[t-1] > x[t]",
-            _labels(lambda x: (x(2) < x(1)) & (x(1) > x(0)))),
+            _labels(lambda x, gt: gt(x(1), x(2)) & gt(x(1), x(0)))),
     Pattern("rise5", "neighbours", 5, "five values rising: x[t-4] < ... < x[t]",
-            _labels(lambda x: (x(4) < x(3)) & (x(3) < x(2)) & (x(2) < x(1)) & (x(1) < x(0)))),
+            _labels(lambda x, gt: gt(x(3), x(4)) & gt(x(2), x(3)) & gt(x(1), x(2))
+                    & gt(x(0), x(1)))),
     Pattern("up_up_down", "neighbours", 4, "two rises then a fall: x[t-3] < x[t-2] < x[t-1] > x[t]",
-            _labels(lambda x: (x(3) < x(2)) & (x(2) < x(1)) & (x(1) > x(0)))),
+            _labels(lambda x, gt: gt(x(2), x(3)) & gt(x(1), x(2)) & gt(x(1), x(0)))),
     Pattern("new_low4", "apart", 4, "a new low of the last four: x[t] < x[t-1], x[t-2], x[t-3]",
-            _labels(lambda x: (x(0) < x(1)) & (x(0) < x(2)) & (x(0) < x(3)))),
+            _labels(lambda x, gt: gt(x(1), x(0)) & gt(x(2), x(0)) & gt(x(3), x(0)))),
     Pattern("top_of_five", "apart", 5,
             "the middle of five values is their top: x[t-2] > x[t-4], x[t-3], x[t-1], x[t]",
-            _labels(lambda x: (x(2) > x(4)) & (x(2) > x(3)) & (x(2) > x(1)) & (x(2) > x(0)))),
+            _labels(lambda x, gt: gt(x(2), x(4)) & gt(x(2), x(3)) & gt(x(2), x(1))
+                    & gt(x(2), x(0)))),
     Pattern("jump5", "size", 2,
-            "a step more than 5x the typical step (geometric mean of the last 10 non-zero "
-            "steps)", _jump),
+            "a step more than 5x the typical step (geometric mean of the last 10 steps that "
+            "are not ties)", _jump),
 )}

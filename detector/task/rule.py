@@ -114,11 +114,24 @@ def _scales(mag: np.ndarray, scale: np.ndarray, first: np.ndarray
     return segments.shift(after, scale, first), after
 
 
-def directions(values: np.ndarray) -> np.ndarray:
-    """The direction of each step of one stream, ties (dust included) flat; the first 0."""
+def step_unit(step: np.ndarray, scale_before: np.ndarray) -> np.ndarray:
+    """The unit an event's values are compared in (``steps``' step and scale before): the
+    stream's typical step before it, else (a fresh stream) its own step, else 1."""
+    mag = np.abs(step)
+    return np.where(scale_before > 0, scale_before, np.where(mag > 0, mag, 1.0))
+
+
+def stream_steps(values: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``steps`` over one whole stream, from its first value."""
     values = np.asarray(values, np.float64)
     zero = np.zeros(len(values))
-    return steps(values, zero, zero, zero.astype(np.int64), np.arange(len(values)) == 0)[1]
+    return steps(values, zero, zero, zero.astype(np.int64), np.arange(len(values)) == 0)
+
+
+def directions(values: np.ndarray) -> np.ndarray:
+    """The direction of each step of one stream, ties (dust included) flat; the first 0."""
+    return stream_steps(values)[1]
 
 
 def exact_flags(values: np.ndarray) -> np.ndarray:
