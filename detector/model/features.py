@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 
 from detector.task import segments
-from detector.task.rule import FLAT, step_unit, steps, tie_bound
+from detector.task.rule import step_unit, steps, tie_bound
 
 FeatureSet = Literal["seed", "pair", "window"]
 FEATURE_SETS: tuple[FeatureSet, ...] = ("seed", "pair", "window")
@@ -65,10 +65,15 @@ def advance(value: np.ndarray, prev: np.ndarray, scale: np.ndarray, seen: np.nda
     """
     d, step_dir, scale_before, scale_after = steps(value, prev, scale, seen, first)
     s = step_unit(d, scale_before)
+    return normalized(d, s), step_dir, scale_after, s
+
+
+def normalized(step: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """``u``, float32: ``asinh`` of each step (``steps``': a tie is 0) in units of ``unit``; a
+    step that is not 0 never rounds to 0."""
     with np.errstate(over="ignore", invalid="ignore"):
-        u = np.arcsinh(np.clip(d / s, -_BIG, _BIG)).astype(np.float32)
-    u = np.where((step_dir != FLAT) & (u == 0), step_dir * _TINY, u).astype(np.float32)
-    return u, step_dir, scale_after, s
+        u = np.arcsinh(np.clip(step / unit, -_BIG, _BIG)).astype(np.float32)
+    return np.where(u == 0, np.sign(step) * _TINY, u).astype(np.float32)
 
 
 def model_input(features: FeatureSet, u: np.ndarray, prev_dir: np.ndarray,

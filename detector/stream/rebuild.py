@@ -9,34 +9,49 @@ flags of an uninterrupted run over the stream; its card declares how many (``his
 
 The normalized steps of those values are computed as they were when the values arrived: the
 stream's typical step before each of them is unwound from the one after it
-(``features.advance`` updates ``log s`` by a fixed weight per non-zero step), and a stream
-whose whole life is in the history is replayed from its first value, as it was.
+(``detector.task.rule.steps`` updates ``log s`` by a fixed weight per step that is not a tie),
+a tie (float dust included) is flat and 0 as it was, and a stream whose whole life is in the
+history is replayed from its first value, as it was.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from detector.model.features import SCALE_RATE, model_input
+from detector.model.features import model_input, normalized
 from detector.model.serving import ModelStep
 from detector.stream.state import HISTORY, StreamStore
-from detector.task.rule import FLAT, direction
+from detector.task.rule import SCALE_RATE, step_unit, tie_bound
+
+_MAX = np.finfo(np.float64).max
 
 
-def unwind_scales(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def unwind_scales(values: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The typical step before each value of ``values`` (rows of recent values, oldest first,
-    NaN for none), given ``scale``, the one after the newest."""
+    NaN for none), given ``scale``, the one after the newest; and whether each value's step
+    was a tie.
+
+    A step was a tie exactly when it is within ``tie_bound`` of the scale after it: a tie left
+    the scale as it was, and a step that moved it was beyond the bound of the scale before it,
+    and of the one after it too, which lies between that scale and the step.
+    """
     n, width = values.shape
     before = np.empty((n, width))
+    tie = np.zeros((n, width), bool)
     after = np.asarray(scale, np.float64).copy()
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         for j in range(width - 1, -1, -1):
-            step = np.abs(values[:, j] - values[:, j - 1]) if j else np.full(n, np.nan)
-            moved = np.isfinite(step) & (step > 0) & (after > 0)
+            if j:
+                value, prev = values[:, j], values[:, j - 1]
+                step = np.minimum(np.abs(value - prev), _MAX)
+                tie[:, j] = step <= tie_bound(value, prev, after)
+            else:
+                step = np.full(n, np.nan)
+            moved = np.isfinite(step) & ~tie[:, j] & (after > 0)
             log_before = (np.log(after) - SCALE_RATE * np.log(step)) / (1 - SCALE_RATE)
             after = np.where(moved, np.exp(log_before), after)
             before[:, j] = after
-    return before
+    return before, tie
 
 
 def rebuild(store: StreamStore, slots: np.ndarray, step: ModelStep) -> None:
@@ -47,7 +62,7 @@ def rebuild(store: StreamStore, slots: np.ndarray, step: ModelStep) -> None:
     store.ensure_state_size(size)
     values = store.hist[slots]
     seen = store.seen[slots]
-    before = unwind_scales(values, store.scale[slots])
+    before, tie = unwind_scales(values, store.scale[slots])
     state = np.zeros((len(slots), size), np.float32)
     prev_dir = np.zeros(len(slots), np.int8)
     whole_life = seen <= HISTORY  # the history starts at the stream's first value
@@ -58,13 +73,10 @@ def rebuild(store: StreamStore, slots: np.ndarray, step: ModelStep) -> None:
         live = first | stepped
         if not live.any():
             continue
-        d = np.where(stepped, value - prev, 0.0)
-        dirs = np.where(stepped, direction(value, prev), FLAT).astype(np.int8)
-        mag = np.abs(d)
-        unit = np.where(before[:, j] > 0, before[:, j], np.where(mag > 0, mag, 1.0))
         with np.errstate(over="ignore", invalid="ignore"):
-            u = np.arcsinh(np.nan_to_num(d / unit)).astype(np.float32)
-        u = np.where((dirs != FLAT) & (u == 0), dirs * np.float32(1e-45), u).astype(np.float32)
+            d = np.where(stepped & ~tie[:, j], np.clip(value - prev, -_MAX, _MAX), 0.0)
+        dirs = np.sign(d).astype(np.int8)
+        u = normalized(d, step_unit(d, before[:, j]))
         x = model_input(step.features, u, prev_dir)
         rows = np.nonzero(live)[0]
         _, new = step(x[rows], state[rows])

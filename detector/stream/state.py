@@ -29,7 +29,7 @@ HISTORY = 8
 FIELDS: tuple[tuple[str, str, float], ...] = (
     ("prev", "<f8", np.nan),  # the previous value (in memory: the newest of ``hist``)
     ("prev_dir", "<i1", 0),  # direction of the previous step: +1 up, 0 flat, -1 down
-    ("scale", "<f8", 0.0),  # typical step size (detector.model.features); 0 until the first step
+    ("scale", "<f8", 0.0),  # typical step size (detector.task.rule.steps); 0 until the first step
     ("seen", "<i8", 0),  # events applied; also the output seq of input without one
     ("last_seq", "<i8", -1),
     ("last_epoch", "<i8", -1),  # the producer epoch of the last event (-1: none)
