@@ -43,8 +43,8 @@ CANNOT_EXPRESS = (
 NORMALIZATION = (
     "per event, in float64 before any cast: every value of the window minus every other, "
     "divided by the stream's typical step s (geometric running mean, weight 0.1, of its "
-    "non-zero |steps|), then asinh; a value before the stream's start is absent (0, and a "
-    "presence flag)")
+    "|steps| that are not ties), then asinh, a tie (a repeat or float dust) exactly 0; a value "
+    "before the stream's start is absent (0, and a presence flag)")
 
 
 def _arrays(streams: Labeled, names: list[str]) -> tuple[np.ndarray, np.ndarray]:

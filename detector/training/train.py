@@ -133,8 +133,8 @@ FEATURE_DESCRIPTION = {
 }
 NORMALIZATION = (
     "per stream, in float64 before any cast: u = asinh((x_t - x_{t-1}) / s), s = geometric "
-    "running mean (weight 0.1) of the stream's non-zero |steps|; a tie gives exactly 0 "
-    "(detector/model/features.py)"
+    "running mean (weight 0.1) of the stream's |steps| that are not ties; a tie (a repeat or "
+    "float dust, detector/task/rule.py) gives exactly 0 (detector/model/features.py)"
 )
 TRAINING_DATA = (
     "generated streams of every shape in detector/task/shapes.py (uniform, walks, heavy-tailed "
