@@ -53,6 +53,7 @@ test-churn: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench-inference: $(STAMP)
 	$(BIN)/python bench/inference.py

@@ -101,6 +101,7 @@ class Pipeline:
         KafkaUnavailable (or ModelError, with no model to serve) with one line."""
         s, kafka = self.s, self.s.kafka
         self.engine.step = self.rollout.start()
+        self._track_candidate()  # a candidate already in the registry shadows from the start
         n_in = clients.partition_count(kafka, s.input_topic) or s.partitions
         specs = [
             clients.TopicSpec(s.input_topic, n_in),
@@ -301,9 +302,12 @@ class Pipeline:
     def _follow(self) -> None:
         """Take in the registry's news; move partitions to a new live model; start or stop
         the shadow of a candidate."""
-        candidate = self.rollout.candidate
         if self.rollout.follow() or (self.rollout.pending() and self.membership.joined):
             self._swap()
+        self._track_candidate()
+
+    def _track_candidate(self) -> None:
+        """Shadow the registry's candidate, if any, from the next batch on."""
         candidate = self.rollout.candidate
         if candidate is None:
             self.shadow = None

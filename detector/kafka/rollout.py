@@ -14,6 +14,7 @@ moves at a point of its own.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -25,6 +26,10 @@ from detector.model.serving import ModelStep
 from detector.ops.metrics import Metrics
 from detector.settings.detector import DetectorSettings
 from detector.stream.state import ModelMarker
+
+#: How often the loop looks at the registry: a swap waits for a checkpoint anyway, and the
+#: loop does not pay a poll of a second consumer on every batch.
+FOLLOW_EVERY_S = 0.25
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ class Rollout:
         self.failure = ""  # the last load that failed, for /healthz ("" once one works)
         self.reader: RegistryReader | None = None
         self._loaded: dict[tuple[str, int], ModelStep] = {}
+        self._next_look = 0.0
 
     @property
     def name(self) -> str:
@@ -68,7 +74,11 @@ class Rollout:
     def follow(self) -> bool:
         """Take in the registry's news (cheap when there is none); True when a new live
         version is ready to take over."""
-        if self.reader is None or self.name not in self.reader.poll():
+        now = time.monotonic()
+        if self.reader is None or now < self._next_look:
+            return False
+        self._next_look = now + FOLLOW_EVERY_S
+        if self.name not in self.reader.poll():
             return False
         pointer = self.reader.state.pointers.get(self.name)
         if pointer is None:
