@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from detector.settings.fields import ConfigError, opt
@@ -59,6 +59,12 @@ class InputSettings:
             raise ConfigError(f"--input-format {self.input_format!r} / --time-unit "
                               f"{self.time_unit!r}: expected one of {', '.join(INPUT_FORMATS)} "
                               f"/ {', '.join(TIME_UNITS)}")
+        if self.input_format == "influx":
+            for f in fields(self):
+                if f.name.endswith("_path") and getattr(self, f.name) != f.default:
+                    raise ConfigError(f"--{f.name.replace('_', '-')} does not apply with "
+                                      "--input-format influx: a line's fields, tags and "
+                                      "timestamp are its own, and it has no seq or epoch")
         spread = self.value_path.endswith(".*")
         parse_template(id_template(self), self.input_format, spread)
         parse_path(self.value_path[:-2] if spread else self.value_path, "--value-path")

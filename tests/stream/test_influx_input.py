@@ -101,6 +101,11 @@ def test_records_and_ids_that_do_not_fit():
     ({"stream_id": "{measurement}.{tags.host}"}, "the id needs {field}"),
     ({"stream_id": "{name}.{field}"}, "a placeholder is {measurement}, {tags}, {tags.NAME}"),
     ({"stream_id": "{tags.}{field}"}, "a placeholder is {measurement}"),
+    # The JSON paths do not apply to line protocol: refused, not silently ignored.
+    ({"value_path": "fields.*"}, "--value-path does not apply with --input-format influx"),
+    ({"seq_path": ""}, "--seq-path does not apply"),
+    ({"time_path": "timestamp"}, "--time-path does not apply"),
+    ({"epoch_path": ""}, "--epoch-path does not apply"),
 ])
 def test_influx_settings_that_cannot_work(overrides, says):
     with pytest.raises(ConfigError) as info:
