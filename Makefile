@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-all-$(CKSUM)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: demo test test-churn lint system-tools bench-inference bench-pipeline bench-chaos bench-startup bench-decode models convert clean
+.PHONY: demo test test-churn test-patterns lint system-tools bench-inference bench-pipeline bench-chaos bench-startup bench-decode models convert clean
 
 $(DEMO_STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ test: $(STAMP) system-tools
 # Fifteen rounds of the consumer group's churn under live input (about 12 minutes).
 test-churn: $(STAMP)
 	$(BIN)/python -m pytest -q -m churn tests/kafka/test_group.py $(PYTEST_ARGS)
+
+test-patterns: $(STAMP)
+	$(BIN)/python -m pytest -q -m patterns tests/training/test_own_pattern.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -246,6 +246,11 @@ def write_labeled(path: Path, streams: dict[str, np.ndarray], label,
     return path
 
 
+#: Epochs the battery's pattern models train in the tests and the README's figures (users'
+#: own data gets the default, 20).
+PATTERN_EPOCHS = 5
+
+
 def labeled_battery(path: Path, pattern: str) -> Path:
     """The battery (real series and generated shapes) labeled by one of its patterns."""
     from detector.task.patterns import PATTERNS

