@@ -11,6 +11,7 @@ Python reads as a number (``+5``, ``.5``) becomes its shortest float repr.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from dataclasses import dataclass
@@ -71,6 +72,26 @@ class CsvColumns:
         return {c.name: np.array(c.values(), np.float64) for c in self.columns}
 
 
+def read_rows(path: str | Path, wanted: tuple[str, ...] = ()
+              ) -> tuple[list[list[str]], list[str], bytes]:
+    """A CSV file's rows, its header (names stripped) and its bytes; UsageError, one line,
+    when it cannot be read, is not UTF-8 CSV, is empty or lacks a ``wanted`` column."""
+    try:
+        data = Path(path).read_bytes()
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"{path} is not a UTF-8 CSV file: {exc}") from None
+    if not rows:
+        raise UsageError(f"{path} is empty: expected a header row naming the columns")
+    header = [h.strip() for h in rows[0]]
+    for name in wanted:
+        if name not in header:
+            raise UsageError(f"{path}: no column {name!r} (columns: {', '.join(header)})")
+    return rows, header, data
+
+
 def read_columns(path: str | Path, names: tuple[str, ...] | None = None) -> CsvColumns:
     """The named columns of a CSV with a header row; empty cells skipped. Raises UsageError.
 
@@ -79,20 +100,9 @@ def read_columns(path: str | Path, names: tuple[str, ...] | None = None) -> CsvC
     """
     if names and len(set(names)) != len(names):
         raise UsageError(f"{path}: a column is named twice in {', '.join(names)}")
-    try:
-        with Path(path).open(newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise UsageError(f"{path} is not a UTF-8 CSV file: {exc}") from None
-    if not rows:
-        raise UsageError(f"{path} is empty: expected a header row naming the columns")
-    header = [h.strip() for h in rows[0]]
+    rows, header, _ = read_rows(path, names or ())
     columns, skipped = [], []
     for name in names or header:
-        if name not in header:
-            raise UsageError(f"{path}: no column {name!r} (columns: {', '.join(header)})")
         at = [i for i, h in enumerate(header) if h == name]
         if name and len(at) > 1:
             raise UsageError(f"{path}: the header has {len(at)} columns named {name!r} (columns "

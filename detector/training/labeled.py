@@ -11,7 +11,6 @@ interleaved, cut into polls, state carried), so the figures are the pipeline's.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from detector.errors import UsageError
 from detector.model.serving import ModelStep
-from detector.stream.csv_columns import json_number
+from detector.stream.csv_columns import json_number, read_rows
 from detector.training.evaluation import run_streams
 
 #: Streams given as ``(values, labels)``, by name.
@@ -49,20 +48,9 @@ def read_labeled(path: str | Path, value_column: str, label_column: str,
     classes present, at least ``min_events`` events. Raises UsageError with the row and
     column of the first mistake."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-        rows = list(csv.reader(data.decode("utf-8-sig").splitlines()))
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise UsageError(f"{path} is not a UTF-8 CSV file: {exc}") from None
-    if not rows:
-        raise UsageError(f"{path} is empty: expected a header row naming the columns")
-    header = [h.strip() for h in rows[0]]
-    wanted = [c for c in (value_column, label_column, stream_column) if c is not None]
+    wanted = tuple(c for c in (value_column, label_column, stream_column) if c is not None)
+    rows, header, data = read_rows(path, wanted)
     for name in wanted:
-        if name not in header:
-            raise UsageError(f"{path}: no column {name!r} (columns: {', '.join(header)})")
         if header.count(name) > 1:
             raise UsageError(f"{path}: two columns are named {name!r}")
     at_value, at_label = header.index(value_column), header.index(label_column)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,15 +75,7 @@ def plot_stream(step: ModelStep, v: np.ndarray, out: str, source: str, seed: int
     top.set_title(f"model {step.name} ({step.features}): {events} events of {source}, "
                   f"{len(wrong)} disagreement(s) with the exact rule (yellow), "
                   f"agreement {agree:.2%}")
-    top.legend(loc="upper right", fontsize=8, ncol=3)
-    bottom.plot(t, p, color="tab:red", lw=1)
-    bottom.axhline(0.5, color="0.5", ls="--", lw=0.8)
-    bottom.set_ylim(-0.05, 1.05)
-    bottom.set_ylabel("probability")
-    bottom.set_xlabel("event")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _finish(fig, top, bottom, t, p, out)
     return {"out": out, "events": events, "disagreements": len(wrong), "agreement": agree}
 
 
@@ -113,6 +106,14 @@ def plot_labeled(step: ModelStep, values: np.ndarray, labels: np.ndarray, start:
     top.set_ylabel("value")
     top.set_title(f"model {step.name}: {len(v)} events of {source}, {len(wrong)} flag(s) "
                   "differ from the labels (yellow)", fontsize=10)
+    _finish(fig, top, bottom, t, p, out)
+    return {"out": out, "events": len(v), "wrong": len(wrong)}
+
+
+def _finish(fig: Any, top: Any, bottom: Any, t: np.ndarray, p: np.ndarray, out: str) -> None:
+    """The stream plots' common end: the legend, the model's probability below, the file."""
+    import matplotlib.pyplot as plt
+
     top.legend(loc="upper right", fontsize=8, ncol=3)
     bottom.plot(t, p, color="tab:red", lw=1)
     bottom.axhline(0.5, color="0.5", ls="--", lw=0.8)
@@ -122,4 +123,3 @@ def plot_labeled(step: ModelStep, values: np.ndarray, labels: np.ndarray, start:
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
-    return {"out": out, "events": len(v), "wrong": len(wrong)}
