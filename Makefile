@@ -44,8 +44,11 @@ system-tools:
 	  else echo "not installing$$missing (needs root and apt-get); those tests will skip"; fi; \
 	fi
 
+# Two workers, a test file each at a time (a file's fixtures are shared by its tests).
+TEST_WORKERS ?= 2
+
 test: $(STAMP) system-tools
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Fifteen rounds of the consumer group's churn under live input (about 12 minutes).
 test-churn: $(STAMP)

@@ -4,10 +4,11 @@
 
 Event by event, as a per-message framework runs it: the stream's state in Quix's state store
 (previous value and direction, the log of the step scale), the detector's normalized features
-``[asinh(step / s), 0, previous direction]``, the converted ``seed`` step through LiteRT (one
-call per event), a flag record out. Stops after EVENTS and prints a JSON line: events, seconds
-from the first processed event to the last, events/s. Needs quixstreams, numpy and
-ai-edge-litert, not this project.
+``[asinh(step / s), 0, previous direction]`` (the detector also draws steps below 1e-3 of
+``s`` up, ``detector.model.features.compress``: one step in a thousand of uniform data, at the
+same cost), the converted ``seed`` step through LiteRT (one call per event), a flag record out.
+Stops after EVENTS and prints a JSON line: events, seconds from the first processed event to
+the last, events/s. Needs quixstreams, numpy and ai-edge-litert, not this project.
 """
 
 import json

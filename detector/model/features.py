@@ -7,15 +7,19 @@ stream's previous value (recentering) in units of the stream's typical step (res
 
     u = (x_t - x_{t-1}) / s,   s = geometric running mean of the stream's |steps| (ties left out)
 
-and compressed with ``asinh`` (linear near 0, logarithmic for spikes, so no input is huge).
+and compressed (``compress``): ``asinh`` (linear near 0, logarithmic for spikes, so no input
+is huge), with the steps below 1e-3 of ``s`` drawn up by a power law so that every real step,
+however small against the stream's own (ISBNs of one publisher in a list of many, a column of
+physical constants spanning 50 orders of magnitude, values that went through float32), is at
+least 1e-4 of an input: ten times what the first ``seed`` model resolved.
 The difference is taken in float64 on the values as they arrived, before anything is cast to
 float32, so a step that decides a comparison is never rounded away (a cast of 1e9-scale values
 to float32 would erase steps below ~64). A tie gives exactly 0: an exact repeat, and float
 dust too (``detector.task.rule.tie_bound``: a step within a few ulps of the values or 1e-10 of
 ``s``), which the rule calls flat and no model could resolve. The model still reads a
-magnitude, not a sign: a step that is tiny against the stream's own steps is as hard for it
-as a near-tie on uniform data. ``s`` is the geometric (log-space) mean so that one spike or
-level shift moves it by a small factor rather than dwarfing the steps after it.
+magnitude, not a sign: the order of steps is kept, and telling the smallest real step from a
+tie is its to learn. ``s`` is the geometric (log-space) mean so that one spike or level shift
+moves it by a small factor rather than dwarfing the steps after it.
 
 The per-stream quantities (previous value, previous direction, scale) are stream state, kept
 in ``detector.stream.state`` and checkpointed with the rest. Training builds its inputs with
@@ -29,7 +33,7 @@ from typing import Literal
 import numpy as np
 
 from detector.task import segments
-from detector.task.rule import step_unit, steps, tie_bound
+from detector.task.rule import TIE_SHARE, step_unit, steps, tie_bound
 
 FeatureSet = Literal["seed", "pair", "window"]
 FEATURE_SETS: tuple[FeatureSet, ...] = ("seed", "pair", "window")
@@ -45,8 +49,15 @@ SEQUENCE_STEPS: dict[FeatureSet, int] = {"seed": 3, "window": WINDOW}
 #: last step and remembers the one before in its LSTM state, whose forget gate is pinned shut.
 HISTORY: dict[FeatureSet, int] = {"seed": 3, "pair": 3, "window": WINDOW}
 
-_BIG = 1e300  # normalized steps are clipped here (only a step across most of float64's range)
-_TINY = np.float32(1e-45)  # the smallest float32: a non-zero step never becomes a false tie
+#: Below this share of the unit a step's size reaches the model drawn up by a power law, so
+#: that the smallest step that is not dust (``TIE_SHARE`` of the unit) arrives as ``FLOOR``.
+KNEE = 1e-3
+FLOOR = 1e-4
+_POWER = np.log(KNEE / FLOOR) / np.log(KNEE / TIE_SHARE)  # 1/7
+#: A step larger than this many units reads as this many: beyond what training shows the
+#: models (``seed`` read spikes of 1e30 of the stream's step as a coin toss), and far beyond
+#: what any pattern needs to call a step large.
+CEILING = 1e15
 
 
 def advance(value: np.ndarray, prev: np.ndarray, scale: np.ndarray, seen: np.ndarray,
@@ -58,9 +69,9 @@ def advance(value: np.ndarray, prev: np.ndarray, scale: np.ndarray, seen: np.nda
     The arrays hold one entry per event, grouped by stream and in order; ``first`` marks each
     stream's first event here (None: one event per stream). ``prev``, ``scale`` and ``seen``
     are the stream's state before its first event here (read at ``first`` only). Returns
-    ``(u, step_dir, scale_after, unit)``; ``u`` is float32, ``asinh`` of the step in units of
-    ``unit``, the stream's scale *before* this event (its own step sets the scale of a fresh
-    stream). A stream's first event has no step, and a tie (dust included) is none:
+    ``(u, step_dir, scale_after, unit)``; ``u`` is float32, the step in units of ``unit``
+    (``compress``ed), the stream's scale *before* this event (its own step sets the scale of a
+    fresh stream). A stream's first event has no step, and a tie (dust included) is none:
     ``u = 0`` and direction flat (``detector.task.rule.steps``).
     """
     d, step_dir, scale_before, scale_after = steps(value, prev, scale, seen, first)
@@ -69,11 +80,24 @@ def advance(value: np.ndarray, prev: np.ndarray, scale: np.ndarray, seen: np.nda
 
 
 def normalized(step: np.ndarray, unit: np.ndarray) -> np.ndarray:
-    """``u``, float32: ``asinh`` of each step (``steps``': a tie is 0) in units of ``unit``; a
-    step that is not 0 never rounds to 0."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        u = np.arcsinh(np.clip(step / unit, -_BIG, _BIG)).astype(np.float32)
-    return np.where(u == 0, np.sign(step) * _TINY, u).astype(np.float32)
+    """``u``, float32: each step (``steps``': a tie is 0) in units of ``unit``, ``compress``ed."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return compress(step / unit).astype(np.float32)
+
+
+def compress(ratio: np.ndarray) -> np.ndarray:
+    """A step in units of the stream's typical step as the model reads it: ``asinh`` (linear
+    near 0, logarithmic for spikes) up to ``CEILING``, with the range from the dust bound to
+    ``KNEE`` drawn up into ``FLOOR..KNEE`` by a power law. Odd and increasing, so the order
+    and sign of steps are kept, but a real step 1e-9 of the typical step is no longer 1e-9 of
+    an input: no model resolves that, while 1e-4 is ten times what the first ``seed`` did.
+    0 (a tie) and NaN (a value absent) give 0."""
+    r = np.clip(np.nan_to_num(ratio, nan=0.0), -CEILING, CEILING)
+    out = np.asarray(np.arcsinh(r))
+    small = (np.abs(r) < KNEE) & (r != 0)  # few: the power law only where it applies
+    a = np.maximum(np.abs(r[small]), TIE_SHARE)
+    out[small] = np.copysign(np.arcsinh(KNEE) * (a / KNEE) ** _POWER, r[small])
+    return out
 
 
 def model_input(features: FeatureSet, u: np.ndarray, prev_dir: np.ndarray,
@@ -104,7 +128,7 @@ def window_input(window: np.ndarray, unit: np.ndarray) -> np.ndarray:
     ``window`` is ``(batch, WINDOW)``, float64, ``window[:, j]`` the value ``j`` events back
     (NaN before the stream's first); ``unit`` the stream's typical step (``advance``). A step
     of the model's input sequence per value, oldest first: its differences to each value of the
-    window, ``asinh((x_i - x_k) / unit)`` taken in float64 (a tie, dust within the rule's
+    window, ``compress((x_i - x_k) / unit)`` taken in float64 (a tie, dust within the rule's
     ``tie_bound`` included, is exactly 0; any other keeps its sign), and whether the value
     exists. Every order relation among the last ``WINDOW`` values, neighbours or not, is then
     the sign of one input; their sizes are in the stream's own units. Flattened to
@@ -116,9 +140,7 @@ def window_input(window: np.ndarray, unit: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         diff = xi - xk
         diff = np.where(np.abs(diff) <= tie_bound(xi, xk, unit), 0.0, diff)
-        diff = np.where(np.isfinite(diff), diff, np.sign(diff) * np.finfo(np.float64).max)
-        ratio = diff / unit
-        out = np.arcsinh(np.clip(np.nan_to_num(ratio, nan=0.0), -_BIG, _BIG))  # NaN: absent
+        out = compress(diff / unit)  # NaN (a value absent): 0
     present = ~np.isnan(window[:, ::-1])
     cols = np.concatenate([out, present[:, :, None]], axis=2)
     return cols.reshape(len(window), -1).astype(np.float32)
@@ -148,8 +170,8 @@ def stream_inputs(features: FeatureSet, values: np.ndarray) -> np.ndarray:
         n, length, FEATURE_WIDTH[features])
 
 
-#: A step below this share of the stream's typical step (``|u|`` as the model sees it) is a
-#: near-tie: where the models' errors sit.
+#: A step below this share of the stream's typical step is a near-tie: ``evaluate`` counts
+#: the errors next to one apart, where a model's resolution would show first.
 NEAR_TIE = 1e-3
 
 
@@ -157,7 +179,7 @@ def near_tie(values: np.ndarray, eps: float = NEAR_TIE) -> np.ndarray:
     """Per event of one stream: whether a step of its window is non-zero but below ``eps`` of
     the stream's typical step, as the normalization measures it."""
     u = np.abs(stream_inputs("pair", values)[0, :, 0])
-    small = (u > 0) & (u < eps)
+    small = (u > 0) & (u < compress(np.float64(eps)))
     close = small.copy()
     close[1:] |= small[:-1]
     return close

@@ -33,8 +33,8 @@ UP, FLAT, DOWN = 1, 0, -1
 #: ``279.017000000001`` next to ``279.016999999999`` is 36). A double holds 15.9 digits.
 TIE_ULPS = 64
 #: A step of at most this share of the stream's typical step before it is a tie: a residue of
-#: cancellation (``-1.3e-18`` where the values step by 1e-3 is 1e-15 of a step). The shipped
-#: models resolve steps down to 1e-5 (``seed``) and 1e-7 (``pair``) of it.
+#: cancellation (``-1.3e-18`` where the values step by 1e-3 is 1e-15 of a step). Every step
+#: above it reaches the models at least 1e-4 from a tie (``detector.model.features.compress``).
 TIE_SHARE = 1e-10
 #: Weight of the newest step in the log-space running mean of a stream's typical step.
 SCALE_RATE = 0.1

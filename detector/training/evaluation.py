@@ -197,13 +197,26 @@ def near_tie_probe(step: ModelStep, eps: float, streams: int = 200, seed: int = 
     rng = np.random.default_rng(seed)
     cases = []
     for _ in range(streams):
-        x = np.cumsum(rng.choice([-1.0, 1.0], 40) * rng.uniform(0.5, 2, 40))
+        x = _walk(rng)
         x[20] = x[19] + rng.choice([-1, 1]) * eps
         x[21:] += x[20] - x[21] + rng.choice([-1, 1]) * rng.uniform(0.5, 2)
         cases.append(x * 10 ** rng.uniform(-6, 9))
-    flags, _ = run_streams(step, cases, rng)
-    return float(np.mean([(f[19:23] == exact_flags(v)[19:23]).all()
-                          for f, v in zip(flags, cases, strict=True)]))
+    return _share_right(step, cases, rng, slice(19, 23))
+
+
+def spike_probe(step: ModelStep, size: float, streams: int = 100, seed: int = 0) -> float:
+    """Share of streams whose flags around two spikes are all right: a walk with steps of
+    0.5..2, two steps of about ``size`` (relative to that) in a row, each either way, then an
+    ordinary one, at a random magnitude."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for _ in range(streams):
+        x = _walk(rng)
+        x[20:] += rng.choice([-1, 1]) * size
+        x[21:] += rng.choice([-1, 1]) * size * rng.uniform(0.5, 2)
+        x[22:] += rng.choice([-1, 1]) * rng.uniform(0.5, 2)
+        cases.append(x * 10 ** rng.uniform(-3, 3))
+    return _share_right(step, cases, rng, slice(19, 24))
 
 
 def long_run_probe(step: ModelStep, length: int, streams: int = 100, seed: int = 0) -> float:
@@ -216,5 +229,16 @@ def long_run_probe(step: ModelStep, length: int, streams: int = 100, seed: int =
         x = np.r_[0.0, np.cumsum(rng.choice([-1, 1]) * steps)]
         x = np.r_[x, x[-1], x[-1] + np.cumsum(rng.choice([-1, 1]) * rng.uniform(0.5, 2, 3))]
         cases.append(np.round(x * 10 ** rng.uniform(-3, 6), 6))
+    return _share_right(step, cases, rng, slice(None))
+
+
+def _walk(rng: np.random.Generator, length: int = 40) -> np.ndarray:
+    return np.cumsum(rng.choice([-1.0, 1.0], length) * rng.uniform(0.5, 2, length))
+
+
+def _share_right(step: ModelStep, cases: list[np.ndarray], rng: np.random.Generator,
+                 at: slice) -> float:
+    """Share of ``cases`` whose model flags at ``at`` all equal the rule's."""
     flags, _ = run_streams(step, cases, rng)
-    return float(np.mean([(f == exact_flags(v)).all() for f, v in zip(flags, cases, strict=True)]))
+    return float(np.mean([(f[at] == exact_flags(v)[at]).all()
+                          for f, v in zip(flags, cases, strict=True)]))

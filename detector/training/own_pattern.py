@@ -39,12 +39,13 @@ CANNOT_EXPRESS = (
     "absolute levels and units (the inputs are differences in units of the stream's own "
     "typical step, so 'above 100 degrees' or 'below 0' cannot be learned); anything further "
     "back than 8 values (the model is stateless between events); time between events; other "
-    "streams; steps far below the stream's resolution (near-ties far under its typical step)")
+    "streams; steps within the dust bound of the rule (a tie: exactly 0)")
 NORMALIZATION = (
     "per event, in float64 before any cast: every value of the window minus every other, "
     "divided by the stream's typical step s (geometric running mean, weight 0.1, of its "
-    "|steps| that are not ties), then asinh, a tie (a repeat or float dust) exactly 0; a value "
-    "before the stream's start is absent (0, and a presence flag)")
+    "|steps| that are not ties), then compressed (asinh, with ratios from 1e-10 to 1e-3 drawn "
+    "up into 1e-4..1e-3 and ratios above 1e15 read as 1e15), a tie (a repeat or float dust) "
+    "exactly 0; a value before the stream's start is absent (0, and a presence flag)")
 
 
 def _arrays(streams: Labeled, names: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 
 from detector.model.features import (
+    CEILING,
+    FLOOR,
+    KNEE,
     advance,
+    compress,
     model_input,
     near_tie,
     stream_inputs,
@@ -12,7 +16,7 @@ from detector.model.features import (
     windows,
 )
 from detector.task import shapes
-from detector.task.rule import DOWN, FLAT, UP
+from detector.task.rule import DOWN, FLAT, TIE_SHARE, UP, directions
 
 
 def steps_of(values: np.ndarray) -> np.ndarray:
@@ -48,6 +52,38 @@ def test_the_window_features_tie_dust_too():
     assert x[5, 3] == 0 and x[4, 2] == 0  # 0.3 against 0.1 + 0.2, and back
     assert x[7, 1] > 0 and x[6, 0] < 0  # 1e-7 of the unit keeps its sign
     assert x[3, 0] < 0 and x[4, 5] > 0
+
+
+def test_compression_keeps_order_and_lifts_the_smallest_real_step():
+    """``asinh`` from ``KNEE`` to ``CEILING``; below, the range from the dust bound is drawn
+    into ``FLOOR..KNEE``; above, a step reads as ``CEILING``: odd, increasing, continuous, 0
+    stays 0."""
+    r = np.geomspace(TIE_SHARE, CEILING, 5000)
+    c = compress(r)
+    assert (np.diff(c) > 0).all()
+    np.testing.assert_array_equal(compress(-r), -c)
+    assert compress(np.array([0.0, np.nan])).tolist() == [0.0, 0.0]
+    assert compress(np.array([1e300, np.inf])).tolist() == [c[-1], c[-1]]
+    assert c[0] == pytest.approx(FLOOR, rel=1e-6)
+    above = r >= KNEE
+    np.testing.assert_array_equal(c[above], np.arcsinh(r[above]))
+    assert compress(np.nextafter(KNEE, 0)) == pytest.approx(np.arcsinh(KNEE), rel=1e-12)
+
+
+def test_a_real_step_far_below_the_typical_one_reaches_the_model():
+    """ISBNs 205 apart in a list stepping by ~5e8, constants falling by orders of magnitude
+    after a large one, float32 values 2 of its ulps apart: every step the rule sees (1e-6 ..
+    1e-9 of the typical step here) reaches the model at least FLOOR from 0, with its sign."""
+    cases = {
+        "isbn": [9781107691155.0, 9780199738472.0, 9781622911356.0, 9781622911561.0,
+                 9781622911356.0],
+        "constants": [4.2, 1e-6, 3e-7, 2e-8, 6.3e-11, 9e-17],
+        "float32": [-0.8, -0.6, -0.5, -0.3, -0.5000001192092896, -0.5, -0.7000000476837158],
+    }
+    for name, values in cases.items():
+        u, direction = steps_of(np.array(values)), directions(np.array(values))
+        assert (np.sign(u) == direction).all(), name
+        assert (np.abs(u[1:]) >= FLOOR).all(), name
 
 
 def test_steps_far_below_float32_resolution_of_the_value_survive():
