@@ -27,7 +27,7 @@ from detector.stream.state import HISTORY, StreamStore
 from detector.testing.local_broker import LocalBroker
 
 from common import fmt_rate, save, say, table
-from pipeline_measures import fill, start_detector, wait_processed
+from pipeline_measures import fill, start_detector, wait_for, wait_processed
 
 
 def rate(kafka: KafkaSettings, group: str, model: str, events: int) -> float:
@@ -35,11 +35,8 @@ def rate(kafka: KafkaSettings, group: str, model: str, events: int) -> float:
     try:
         first, last = wait_processed(det, events)
         if model == "trend":  # the shadow counts a batch after the live model has
-            deadline = time.monotonic() + 10
-            while (shadowed := det.metrics().get("detector_shadow_events_total", 0)) \
-                    < events * 0.99 and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert shadowed >= events * 0.99, f"the candidate shadowed {shadowed} events only"
+            wait_for(lambda: det.metrics().get("detector_shadow_events_total", 0)
+                     >= events * 0.99, 10, what="the candidate's answers to every event")
         return events / (last - first)
     finally:
         det.terminate()

@@ -60,6 +60,17 @@ _POWER = np.log(KNEE / FLOOR) / np.log(KNEE / TIE_SHARE)  # 1/7
 CEILING = 1e15
 
 
+def _power_of_ten(x: float) -> str:
+    return f"1e{round(np.log10(x))}"
+
+
+#: ``compress`` in words, for model cards.
+COMPRESSION = (f"asinh, with ratios from the dust bound ({_power_of_ten(TIE_SHARE)}) to "
+               f"{_power_of_ten(KNEE)} drawn up into {_power_of_ten(FLOOR)}.."
+               f"{_power_of_ten(KNEE)} by a power law and ratios above "
+               f"{_power_of_ten(CEILING)} read as {_power_of_ten(CEILING)} (odd and increasing)")
+
+
 def advance(value: np.ndarray, prev: np.ndarray, scale: np.ndarray, seen: np.ndarray,
             first: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -95,8 +106,9 @@ def compress(ratio: np.ndarray) -> np.ndarray:
     r = np.clip(np.nan_to_num(ratio, nan=0.0), -CEILING, CEILING)
     out = np.asarray(np.arcsinh(r))
     small = (np.abs(r) < KNEE) & (r != 0)  # few: the power law only where it applies
-    a = np.maximum(np.abs(r[small]), TIE_SHARE)
-    out[small] = np.copysign(np.arcsinh(KNEE) * (a / KNEE) ** _POWER, r[small])
+    rs = r[small]
+    a = np.maximum(np.abs(rs), TIE_SHARE)
+    out[small] = np.copysign(np.arcsinh(KNEE) * (a / KNEE) ** _POWER, rs)
     return out
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from detector.model.features import FEATURE_WIDTH, HISTORY, WINDOW, stream_inputs
+from detector.model.features import COMPRESSION, FEATURE_WIDTH, HISTORY, WINDOW, stream_inputs
 from detector.model.serving import ModelStep
 from detector.training.architectures import WINDOW_GAINS, build_window_model
 from detector.training.export import export_tflite
@@ -43,9 +43,8 @@ CANNOT_EXPRESS = (
 NORMALIZATION = (
     "per event, in float64 before any cast: every value of the window minus every other, "
     "divided by the stream's typical step s (geometric running mean, weight 0.1, of its "
-    "|steps| that are not ties), then compressed (asinh, with ratios from 1e-10 to 1e-3 drawn "
-    "up into 1e-4..1e-3 and ratios above 1e15 read as 1e15), a tie (a repeat or float dust) "
-    "exactly 0; a value before the stream's start is absent (0, and a presence flag)")
+    f"|steps| that are not ties), then compressed ({COMPRESSION}), a tie (a repeat or float "
+    "dust) exactly 0; a value before the stream's start is absent (0, and a presence flag)")
 
 
 def _arrays(streams: Labeled, names: list[str]) -> tuple[np.ndarray, np.ndarray]:

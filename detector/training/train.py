@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from detector.model.features import FeatureSet, stream_inputs
+from detector.model.features import COMPRESSION, FeatureSet, stream_inputs
 from detector.model.serving import ModelStep
 from detector.task import shapes
 from detector.task.rule import exact_flags
@@ -133,10 +133,9 @@ FEATURE_DESCRIPTION = {
 }
 NORMALIZATION = (
     "per stream, in float64 before any cast: u = compress((x_t - x_{t-1}) / s), s = geometric "
-    "running mean (weight 0.1) of the stream's |steps| that are not ties; compress is asinh, "
-    "with ratios from the dust bound (1e-10) to 1e-3 drawn up into 1e-4..1e-3 by a power law "
-    "and ratios above 1e15 read as 1e15 (odd and increasing); a tie (a repeat or float dust, "
-    "detector/task/rule.py) gives exactly 0 (detector/model/features.py)"
+    "running mean (weight 0.1) of the stream's |steps| that are not ties; compress is "
+    f"{COMPRESSION}; a tie (a repeat or float dust, detector/task/rule.py) gives exactly 0 "
+    "(detector/model/features.py)"
 )
 TRAINING_DATA = (
     "generated streams of every shape in detector/task/shapes.py (uniform, walks, heavy-tailed "
