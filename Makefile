@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-all-$(CKSUM)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: demo test test-churn test-patterns lint system-tools bench-inference bench-pipeline bench-chaos bench-startup bench-decode models convert clean
+.PHONY: demo test test-faults test-patterns lint system-tools kafka bench-inference bench-pipeline bench-chaos bench-startup bench-decode models convert clean
 
 $(DEMO_STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,15 +44,33 @@ system-tools:
 	  else echo "not installing$$missing (needs root and apt-get); those tests will skip"; fi; \
 	fi
 
+# Apache Kafka, the broker every broker test runs on, needs Java 17+ and Maven (its jars come
+# from Maven Central once, into ~/.cache/trend-detector). As root with apt-get they are
+# installed; otherwise a missing one stops here with one line saying what to install.
+kafka: $(STAMP)
+	@missing=""; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jdk-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    (apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $$missing >/dev/null 2>&1)) || \
+	    { echo "make: could not install$$missing: the tests need Java 17+ and Maven (apt-get install$$missing)"; exit 2; }; \
+	  else echo "make: the tests need Java 17+ and Maven, missing here: install$$missing (apt-get install$$missing)"; exit 2; fi; \
+	fi
+	@$(BIN)/python -c "from detector.testing.apache_kafka import java, libs; java(); libs()" || exit 2
+
 # Two workers, a test file each at a time (a file's fixtures are shared by its tests).
 TEST_WORKERS ?= 2
 
-test: $(STAMP) system-tools
+test: $(STAMP) system-tools kafka
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-# Fifteen rounds of the consumer group's churn under live input (about 12 minutes).
-test-churn: $(STAMP)
-	$(BIN)/python -m pytest -q -m churn tests/kafka/test_group.py $(PYTEST_ARGS)
+# The repeated rounds of the broker faults and the consumer group's churn that make test runs
+# once each; the three-node cluster's tests one at a time (one worker).
+test-faults: $(STAMP) system-tools kafka
+	$(BIN)/python -m pytest -q -m faults $(PYTEST_ARGS)
 
 test-patterns: $(STAMP)
 	$(BIN)/python -m pytest -q -m patterns tests/training/test_own_pattern.py $(PYTEST_ARGS)

@@ -1,8 +1,13 @@
-"""Fixtures: the real local broker (one per test), settings pointing at it, loaded models."""
+"""Fixtures: Apache Kafka (one node per test worker, a three-node cluster for broker faults),
+each test with topic and group names of its own; the bundled Tansu broker where a test is
+about Tansu itself; settings pointing at them; loaded models."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+import re
 
 import pytest
 
@@ -10,19 +15,63 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from detector.settings.kafka import KafkaSettings
+from detector.testing.apache_kafka import KafkaCluster
 from detector.testing.local_broker import LocalBroker
 
+_tests = itertools.count(1)
+
+
+def scope_for(cluster: KafkaCluster, request: pytest.FixtureRequest):
+    """A ``ScopedKafka`` on ``cluster`` named after the test; its topics go when it ends."""
+    from tests.support import ScopedKafka, drop_topics
+
+    slug = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name.removeprefix("test_"))[:40]
+    kafka = ScopedKafka(bootstrap_servers=cluster.bootstrap, connect_timeout_s=10,
+                        prefix=f"{next(_tests):03d}-{slug.strip('-')}-")
+    yield kafka
+    drop_topics(kafka)
+
+
+@pytest.fixture(scope="session")
+def kafka_node():
+    """One Apache Kafka node (combined broker and controller) per test worker."""
+    with KafkaCluster() as node:
+        yield node
+
 
 @pytest.fixture
-def broker():
-    """A fresh Tansu broker on a free port, in its own temporary directory."""
+def kafka(kafka_node, request):
+    """The worker's Kafka node, with names of this test's own (``support.ScopedKafka``)."""
+    yield from scope_for(kafka_node, request)
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster():
+    """Three combined nodes: replication factor 3, ``min.insync.replicas`` 2, for broker
+    faults. Started by the first test of a worker that asks for it."""
+    with KafkaCluster(nodes=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def kafka3(kafka_cluster, request):
+    """The three-node cluster with names of this test's own; every node running again after
+    it (a test may kill, pause or restart nodes)."""
+    yield from scope_for(kafka_cluster, request)
+    for node in kafka_cluster.members:
+        with contextlib.suppress(ProcessLookupError, AssertionError):
+            if node.paused:
+                kafka_cluster.resume(node.node_id)
+        if not node.running:
+            kafka_cluster.start_node(node.node_id)
+
+
+@pytest.fixture
+def tansu():
+    """A fresh bundled Tansu broker: only for what is about Tansu itself (its workaround,
+    the demo's embedded broker); Kafka behaviour is tested on Apache Kafka."""
     with LocalBroker() as b:
-        yield b
-
-
-@pytest.fixture
-def kafka(broker) -> KafkaSettings:
-    return KafkaSettings(bootstrap_servers=broker.bootstrap, connect_timeout_s=10)
+        yield KafkaSettings(bootstrap_servers=b.bootstrap, connect_timeout_s=10)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
-"""Helpers for the tests that run against the real local broker."""
+"""Helpers for the tests that run against a real broker: Apache Kafka (``conftest.py`` starts
+one per test worker; each test has topic and group names of its own, ``ScopedKafka``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -10,21 +12,23 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+from kafka.errors import KafkaError
 
 from detector.kafka import clients
 from detector.ops.metrics import Metrics
 from detector.ops.server import MetricsServer
 from detector.settings.detector import DetectorSettings
 from detector.settings.kafka import KafkaSettings
+from detector.testing import harness
 from detector.testing.harness import (  # noqa: F401 - re-exported for the tests
     FAST_GROUP,
     ROOT,
-    DetectorProcess,
     Record,
     expected_flags,
     read_topic,
@@ -35,8 +39,95 @@ from detector.testing.local_broker import free_port
 FAST = {**FAST_GROUP, "checkpoint_interval_ms": 300}
 
 
+@dataclass(frozen=True)
+class ScopedKafka(KafkaSettings):
+    """The test worker's shared Apache Kafka, with topic and group names of one test's own:
+    each name the programs use by default, behind the test's ``prefix``. Tests then neither
+    see each other's records nor wait for each other's group members."""
+
+    prefix: str = ""
+
+    def name(self, default: str) -> str:
+        return self.prefix + default
+
+    @property
+    def values(self) -> str:
+        return self.name("values")
+
+    @property
+    def flags(self) -> str:
+        return self.name("trend-flags")
+
+    @property
+    def alerts(self) -> str:
+        return self.name("trend-alerts")
+
+    @property
+    def dlq(self) -> str:
+        return self.name("values.dlq")
+
+    @property
+    def group(self) -> str:
+        return self.name("trend-detector")
+
+    @property
+    def state(self) -> str:
+        return f"{self.group}.state"
+
+    @property
+    def models(self) -> str:
+        return self.name("detector-models")
+
+    @property
+    def candidates(self) -> str:
+        return self.name("trend-candidates")
+
+    def topics(self) -> dict[str, str]:
+        """The detector's topic and group settings under this prefix."""
+        return {"group_id": self.group, "input_topic": self.values, "output_topic": self.flags,
+                "alert_topic": self.alerts, "dlq_topic": self.dlq, "models_topic": self.models}
+
+    def env(self, command: str = "run") -> dict[str, str]:
+        """The same as environment variables, for ``command``'s process (the Alertmanager
+        bridge has a group of its own under the same variable)."""
+        out = {f"DETECTOR_{k.upper()}": v for k, v in self.topics().items()}
+        if command == "alertmanager":
+            out["DETECTOR_GROUP_ID"] = self.name("trend-alertmanager")
+        return out | {"PRODUCER_TOPIC": self.values}
+
+
+def drop_topics(kafka: ScopedKafka) -> None:
+    """Delete the test's topics (best effort: the broker stays light over a whole run)."""
+    try:
+        client = clients.admin(kafka)
+    except clients.KafkaUnavailable:
+        return
+    try:
+        mine = [t for t in client.list_topics() if t.startswith(kafka.prefix)]
+        if mine:
+            with contextlib.suppress(KafkaError):  # a leftover topic costs nothing but disk
+                client.delete_topics(mine)
+    finally:
+        client.close()
+
+
+def scoped(kafka: KafkaSettings) -> dict[str, str]:
+    """The detector's names for ``kafka``: a scoped one's, or none (the defaults)."""
+    return kafka.topics() if isinstance(kafka, ScopedKafka) else {}
+
+
 def settings(kafka: KafkaSettings, **overrides) -> DetectorSettings:
-    return DetectorSettings(kafka=kafka, **{**FAST, "metrics_port": 0, **overrides})
+    return DetectorSettings(kafka=kafka, **{**FAST, "metrics_port": 0, **scoped(kafka),
+                                            **overrides})
+
+
+class DetectorProcess(harness.DetectorProcess):
+    """``harness.DetectorProcess`` under the test's own names."""
+
+    def __init__(self, kafka: KafkaSettings, model: str = "seed", command: str = "run",
+                 **env: str):
+        names = kafka.env(command) if isinstance(kafka, ScopedKafka) else {}
+        super().__init__(kafka, model, command, **{**names, **env})
 
 
 def send(kafka: KafkaSettings, topic: str, records: list[tuple[bytes | None, bytes | None]],
@@ -206,7 +297,7 @@ class AlertmanagerProcess:
             self.proc.wait(10)
 
 
-def kill_after(kafka: KafkaSettings, model: str, processed: float, **env: str) -> None:
+def kill_after(kafka: ScopedKafka, model: str, processed: float, **env: str) -> None:
     """A detector process, SIGKILLed once it has processed ``processed`` events."""
     det = DetectorProcess(kafka, model=model, **env).start()
     try:
@@ -217,12 +308,12 @@ def kill_after(kafka: KafkaSettings, model: str, processed: float, **env: str) -
         det.close()
 
 
-def run_until_every_output(kafka: KafkaSettings, model: str, expect: int, timeout: float = 120,
+def run_until_every_output(kafka: ScopedKafka, model: str, expect: int, timeout: float = 120,
                            **env: str) -> None:
-    """A detector process until ``trend-flags`` holds ``expect`` records; then SIGTERM, exit 0."""
+    """A detector process until the flags topic holds ``expect`` records; then SIGTERM, exit 0."""
     det = DetectorProcess(kafka, model=model, **env).start()
     try:
-        wait_for(lambda: len(read_topic(kafka, "trend-flags", settle=0.5)) >= expect, timeout,
+        wait_for(lambda: len(read_topic(kafka, kafka.flags, settle=0.5)) >= expect, timeout,
                  every=1, what="every event to have an output")
         assert det.terminate() == 0
     finally:

@@ -54,19 +54,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_broker(args: argparse.Namespace) -> int:
     from detector.testing.local_broker import BrokerError, LocalBroker
 
+    for option in ("nodes", "data_dir"):
+        if args.engine != "kafka" and getattr(args, option):
+            raise UsageError(f"--{option.replace('_', '-')} needs --engine kafka (Tansu is one "
+                             "node and keeps everything in memory)")
     stop = stop_on_signals()
-    with LocalBroker(port=args.port) as broker:
+    if args.engine == "kafka":
+        from detector.testing.apache_kafka import KafkaCluster, kafka_version
+
+        broker = KafkaCluster(nodes=args.nodes or 1, port=args.port, data_dir=args.data_dir,
+                              jvm_options=("-Xms256m", "-Xmx1g", "-XX:+UseG1GC"))
+        what = f"Apache Kafka {kafka_version()} ({args.nodes or 1} KRaft node(s))"
+        keeps = (f"its data stays in {args.data_dir}" if args.data_dir
+                 else "its data is in a temporary directory, gone when it stops")
+    else:
+        broker = LocalBroker(port=args.port)
+        what, keeps = "the local Kafka-compatible broker (Tansu)", "it keeps everything in memory"
+    with broker:
         where = f"--bootstrap-servers {broker.bootstrap}"
-        print(f"broker: the local Kafka-compatible broker (Tansu) is listening on "
-              f"{broker.bootstrap}; it keeps everything in memory: Ctrl-C stops it and its "
-              "topics are gone", flush=True)
+        print(f"broker: {what} is listening on {broker.bootstrap}; {keeps}: Ctrl-C stops it",
+              flush=True)
         print(f"broker: try, each in a terminal of its own:\n"
               f"  python -m producer {where}\n"
               f"  python -m detector run {where}\n"
               f"  python -m detector tail {where}", flush=True)
         while not stop.wait(0.5):
-            if broker.proc is None or broker.proc.poll() is not None:
-                raise BrokerError(f"the local broker stopped: {broker.log_tail()}")
+            if not broker.running:
+                raise BrokerError(f"the broker stopped: {broker.log_tail()}")
     print("broker: stopped")
     return 0
 
@@ -113,10 +127,19 @@ def add_commands(command: Command) -> None:
                       help="a CSV column to replay as a stream (repeat for more)")
     demo.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
 
-    broker = command("broker", cmd_broker, "The bundled local Kafka-compatible broker alone, "
-                     "until Ctrl-C, for the producer, run and tail to talk to (needs the local "
-                     "extra; it keeps everything in memory).")
+    broker = command("broker", cmd_broker, "A broker alone, until Ctrl-C, for the producer, "
+                     "run and tail to talk to: the bundled Tansu (needs the local extra; it "
+                     "keeps everything in memory) or Apache Kafka (needs Java 17+, and Maven "
+                     "to fetch its jars once).")
+    broker.add_argument("--engine", choices=("tansu", "kafka"), default="tansu",
+                        help="tansu: the bundled broker, no Java; kafka: Apache Kafka in KRaft "
+                        "mode, the broker the tests run on")
     broker.add_argument("--port", type=positive_int, default=BROKER_PORT,
-                        help="port on 127.0.0.1 to listen on")
+                        help="port on 127.0.0.1 to listen on (the first node's, with --nodes)")
+    broker.add_argument("--nodes", type=positive_int,
+                        help="Apache Kafka nodes, each a broker and a controller (default: 1; "
+                        "3 gives replication factor 3)")
+    broker.add_argument("--data-dir", help="Apache Kafka's data directory, kept across runs "
+                        "(default: a temporary one)")
 
     command("config", cmd_config, "Print the configuration tables (Markdown).")

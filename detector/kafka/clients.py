@@ -80,8 +80,12 @@ def preflight(kafka: KafkaSettings) -> None:
                         f"({exc.verify_message}); check --ssl-cafile and --ssl-check-hostname"
                     ) from exc
                 except ssl.SSLError as exc:
+                    # A plaintext listener reads the ClientHello as a request and hangs up
+                    # (Apache Kafka) or waits (see the timeout below)
+                    closed = "EOF" in str(exc.reason or exc)
                     raise KafkaUnavailable(
                         f"TLS handshake with Kafka at {where} failed ({exc.reason or exc})"
+                        + ("; is that listener TLS? (--security-protocol)" if closed else "")
                     ) from exc
                 except TimeoutError as exc:
                     raise KafkaUnavailable(
@@ -90,7 +94,8 @@ def preflight(kafka: KafkaSettings) -> None:
                     ) from exc
                 except OSError as exc:
                     raise KafkaUnavailable(
-                        f"TLS handshake with Kafka at {where} failed ({exc})") from exc
+                        f"TLS handshake with Kafka at {where} failed ({exc}); is that listener "
+                        "TLS? (--security-protocol)") from exc
         if time.monotonic() >= deadline:
             reason = f" ({last.strerror or last})" if last else ""
             raise KafkaUnavailable(

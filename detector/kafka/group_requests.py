@@ -20,7 +20,10 @@ from kafka.admin import KafkaAdminClient
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 from kafka.protocol.admin import DescribeGroupsRequest
+from kafka.protocol.api_key import ApiKey
 from kafka.protocol.consumer import JoinGroupRequest
+
+from detector.kafka.versions import PINNED
 
 
 def describe_group(client: KafkaAdminClient, group: str) -> tuple[str, set[str]]:
@@ -48,7 +51,7 @@ def join_as(client: KafkaAdminClient, group: str, member_id: str, topics: list[s
         rebalance_timeout_ms=session_timeout_ms, member_id=member_id, group_instance_id=None,
         protocol_type="consumer",
         protocols=[(RangePartitionAssignor.name, RangePartitionAssignor.metadata(topics))],
-        max_version=7)
+        min_version=PINNED[ApiKey.JoinGroup][0], max_version=PINNED[ApiKey.JoinGroup][1])
 
     async def join() -> int:
         node = await client._find_coordinator_id(group)

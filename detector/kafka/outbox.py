@@ -30,11 +30,13 @@ from kafka.future import Future
 from kafka.net.compat import KafkaNetClient
 from kafka.net.manager import KafkaConnectionManager
 from kafka.net.selector import NetworkSelector
+from kafka.protocol.api_key import ApiKey
 from kafka.protocol.producer import ProduceRequest
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from detector.errors import DetectorError
 from detector.kafka import clients
+from detector.kafka.versions import PINNED
 from detector.settings.kafka import KafkaSettings
 
 #: One partition's batch, as KafkaProducer's default batch_size here: well below a broker's
@@ -53,6 +55,8 @@ MAX_IN_FLIGHT_REQUESTS = 100
 REQUEST_TIMEOUT_MS = 30_000
 #: The magic of record batch v2 (headers, KIP-98 fields): every broker since 0.11.
 MAGIC = 2
+
+PRODUCE = PINNED[ApiKey.Produce]
 
 _Topic = ProduceRequest.TopicProduceData
 _Partition = _Topic.PartitionProduceData
@@ -193,7 +197,7 @@ class Outbox:
             yield ProduceRequest(
                 transactional_id=None, acks=-1, timeout_ms=int(self.timeout_s * 1000),
                 topic_data=[_Topic(name=t, partition_data=parts) for t, parts in by_topic.items()],
-                min_version=3, max_version=9), size
+                min_version=PRODUCE[0], max_version=PRODUCE[1]), size
             batches = later
 
     def _wait_for_room(self, count: int, size: int) -> None:

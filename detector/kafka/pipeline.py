@@ -22,7 +22,7 @@ from math import nan
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
-from detector.kafka import clients
+from detector.kafka import clients, versions
 from detector.kafka.checkpoint import Checkpointer
 from detector.kafka.group_watch import GroupWatch
 from detector.kafka.outbox import Outbox
@@ -102,6 +102,7 @@ class Pipeline:
         s, kafka = self.s, self.s.kafka
         self.engine.step = self.rollout.start()
         self._track_candidate()  # a candidate already in the registry shadows from the start
+        versions.check(kafka)
         n_in = clients.partition_count(kafka, s.input_topic) or s.partitions
         specs = [
             clients.TopicSpec(s.input_topic, n_in),

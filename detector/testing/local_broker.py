@@ -106,6 +106,10 @@ class LocalBroker:
         self.stop()
         raise BrokerError(f"local broker not listening on {self.bootstrap} after {timeout:g} s")
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def log_tail(self, lines: int = 5) -> str:
         if not self._dir:
             return ""

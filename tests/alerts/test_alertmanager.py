@@ -25,8 +25,6 @@ from detector.settings.fields import ConfigError
 from detector.stream.codec import RunAlert, decode_run
 from tests.support import FAST_GROUP, DetectorProcess, read_topic, send, wait_for
 
-TOPIC = "trend-alerts"
-
 
 def record(status: str, stream: str, start_seq: int, seq: int, length: int,
            direction: str = "up", ts: float | None = None) -> tuple[bytes, bytes]:
@@ -52,6 +50,7 @@ class BridgeThread:
     def __init__(self, kafka, url: str, **overrides):
         self.settings = BridgeSettings(
             url=url, kafka=kafka, metrics_port=0, timeout_s=1.0, retry_backoff_max_s=2.0,
+            group_id=kafka.name("trend-alertmanager"), alert_topic=kafka.alerts,
             **{**FAST_GROUP, **overrides})
         self.metrics = BridgeMetrics()
         self.stop_event = threading.Event()
@@ -96,7 +95,8 @@ def committed(kafka, group: str) -> dict[int, int]:
     """The group's committed offsets (read without joining it)."""
     consumer = clients.consumer(kafka, group_id=group, enable_auto_commit=False)
     try:
-        tps = [TopicPartition(TOPIC, p) for p in range(clients.partition_count(kafka, TOPIC))]
+        tps = [TopicPartition(kafka.alerts, p)
+               for p in range(clients.partition_count(kafka, kafka.alerts))]
         got = {tp.partition: consumer.committed(tp, timeout_ms=10_000) for tp in tps}
     finally:
         consumer.close(autocommit=False)
@@ -105,7 +105,7 @@ def committed(kafka, group: str) -> dict[int, int]:
 
 def ends_of_partitions(kafka) -> dict[int, int]:
     ends: dict[int, int] = {}
-    for r in read_topic(kafka, TOPIC):
+    for r in read_topic(kafka, kafka.alerts):
         ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
     return ends
 
@@ -184,7 +184,7 @@ def test_each_run_is_notified_firing_then_resolved_once(kafka, alertmanager):
     t0 = round(time.time() - 60, 3)
     first = [(f"s-{i}", 10) for i in range(4)]
     second = [(f"s-{i}", 30) for i in range(4)]
-    send(kafka, TOPIC, [firing(s, n, ts=t0 + i) for i, (s, n) in enumerate(first)]
+    send(kafka, kafka.alerts, [firing(s, n, ts=t0 + i) for i, (s, n) in enumerate(first)]
          + [firing("s-0", 10, ts=t0)]  # a detector's replay: an identical duplicate
          + [(b"s-9", json.dumps({"stream": "s-9", "seq": 4, "flag": 1}).encode())])
     bridge = BridgeThread(kafka, am.url).start()
@@ -193,13 +193,13 @@ def test_each_run_is_notified_firing_then_resolved_once(kafka, alertmanager):
                  what=lambda: f"firing notifications, got {webhook.received}")
         assert bridge.healthz() == 200 and bridge.value("alert_bridge_open_runs") == 4
 
-        send(kafka, TOPIC, [resolved(s, n, ts=t0 + 20) for s, n in first]
+        send(kafka, kafka.alerts, [resolved(s, n, ts=t0 + 20) for s, n in first]
              + [firing(s, n) for s, n in second])
         wait_for(lambda: webhook.runs("resolved") >= set(first)
                  and webhook.runs("firing") >= set(second), 30, what="the second step")
 
         # The runs end; a detector's crash replays a run's whole life, and a resolution.
-        send(kafka, TOPIC, [resolved(s, n) for s, n in second]
+        send(kafka, kafka.alerts, [resolved(s, n) for s, n in second]
              + [firing("s-0", 10, ts=t0), resolved("s-0", 10, ts=t0 + 20),
                 resolved("s-1", 30)])
         wait_for(lambda: webhook.runs("resolved") >= set(second), 30, what="the resolutions")
@@ -236,7 +236,7 @@ def test_alertmanager_stopped_for_30_s_loses_nothing(kafka, alertmanager):
     before = [(f"s-{i}", 10) for i in range(6)]
     during = [(f"s-{i}", 40) for i in range(6)]
     within = [(f"s-{i}", 20) for i in range(6)]
-    send(kafka, TOPIC, [firing(s, n) for s, n in before])
+    send(kafka, kafka.alerts, [firing(s, n) for s, n in before])
     bridge = BridgeThread(kafka, am.url, min_firing_s=3.0).start()
     try:
         wait_for(lambda: webhook.runs("firing") >= set(before), 30, what="the first firings")
@@ -246,9 +246,9 @@ def test_alertmanager_stopped_for_30_s_loses_nothing(kafka, alertmanager):
         paused_at = time.monotonic()
         ends = ends_of_partitions(kafka)
         for i in range(6):  # records keep coming, a few a second
-            send(kafka, TOPIC, [resolved(*before[i]), firing(*within[i])])
+            send(kafka, kafka.alerts, [resolved(*before[i]), firing(*within[i])])
             time.sleep(0.5)
-            send(kafka, TOPIC, [resolved(*within[i]), firing(*during[i])])
+            send(kafka, kafka.alerts, [resolved(*within[i]), firing(*during[i])])
             time.sleep(0.5)
         wait_for(lambda: bridge.value("alert_bridge_post_failures_total",
                                       {"reason": "timeout"}) >= 2, 20, what="failed posts")
@@ -265,7 +265,7 @@ def test_alertmanager_stopped_for_30_s_loses_nothing(kafka, alertmanager):
                  and webhook.runs("firing") >= set(during), 30,
                  what=lambda: f"notifications after the outage: {webhook.received}")
         assert bridge.healthz() == 200
-        send(kafka, TOPIC, [resolved(s, n) for s, n in during])
+        send(kafka, kafka.alerts, [resolved(s, n) for s, n in during])
         wait_for(lambda: webhook.runs("resolved") >= set(during), 30, what="the last ones")
     finally:
         bridge.stop()
@@ -292,13 +292,13 @@ def test_a_bridge_killed_and_started_again_keeps_open_runs_alive_and_resolves_th
         kafka, alertmanager, tmp_path):
     am, webhook = alertmanager
     runs = [("s-1", 5), ("s-2", 7)]
-    send(kafka, TOPIC, [firing("s-3", 1)] + [firing(s, n) for s, n in runs])
+    send(kafka, kafka.alerts, [firing("s-3", 1)] + [firing(s, n) for s, n in runs])
     members = {"DETECTOR_MEMBER_DIR": str(tmp_path)}
     first = bridge_process(kafka, am.url, **members)
     try:
         wait_for(lambda: webhook.runs("firing") >= set(runs) | {("s-3", 1)}, 60,
                  what=lambda: f"the firings{first.output()}")
-        send(kafka, TOPIC, [resolved("s-3", 1)])
+        send(kafka, kafka.alerts, [resolved("s-3", 1)])
         wait_for(lambda: webhook.runs("resolved") == {("s-3", 1)}, 30, what="a resolution")
         time.sleep(1.5)  # a commit interval: the commit stops at the open runs' firings
         assert first.healthz() == 200
@@ -316,11 +316,12 @@ def test_a_bridge_killed_and_started_again_keeps_open_runs_alive_and_resolves_th
         wait_for(lambda: second.metric("alert_bridge_open_runs") == len(runs), 60,
                  what=lambda: f"the open runs rebuilt{second.output()}")
         # it removed the killed bridge from the group rather than wait out its session
-        assert "removed 1 dead member(s) of group trend-alertmanager" in second.output()
+        assert f"removed 1 dead member(s) of group {kafka.name('trend-alertmanager')}" in \
+            second.output()
         wait_for(lambda: all(parse_time(a["endsAt"]) > ends_before[run] + 200
                              for run, a in active_alerts(am).items()), 15,
                  what="re-posts from the new bridge")
-        send(kafka, TOPIC, [resolved(s, n) for s, n in runs])
+        send(kafka, kafka.alerts, [resolved(s, n) for s, n in runs])
         wait_for(lambda: webhook.runs("resolved") >= set(runs), 30, what="the resolutions")
         wait_for(lambda: not active_alerts(am), 10, what="no alert left firing")
         assert second.terminate(30) == 0
@@ -329,4 +330,4 @@ def test_a_bridge_killed_and_started_again_keeps_open_runs_alive_and_resolves_th
     assert webhook.runs("firing") == set(runs) | {("s-3", 1)} == webhook.runs("resolved")
     for run in webhook.runs("firing"):
         assert statuses(webhook, run) == ["firing", "resolved"], (run, statuses(webhook, run))
-    assert committed(kafka, "trend-alertmanager") == ends_of_partitions(kafka)
+    assert committed(kafka, kafka.name("trend-alertmanager")) == ends_of_partitions(kafka)

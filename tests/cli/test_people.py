@@ -34,7 +34,7 @@ def test_tail_prints_one_readable_line_per_alert(kafka, steps):
     known = [event("k", t, v) for t, v in enumerate([5, 1, 2, 3, 4, 5, 6, 2])]
     known += [event("g", t, v) for t, v in zip([0, 1, 2, 5, 6, 7], [1, 2, 3, 4, 5, 1],
                                                 strict=True)]
-    send(kafka, "values", uniform_events(streams=3, per_stream=40, seed=2) + known)
+    send(kafka, kafka.values, uniform_events(streams=3, per_stream=40, seed=2) + known)
     det = DetectorThread(settings(kafka), steps("seed")).start()
     try:
         wait_for(lambda: det.value("detector_events_processed_total") >= 134, 60)
@@ -43,7 +43,7 @@ def test_tail_prints_one_readable_line_per_alert(kafka, steps):
     alerts = int(sum(det.value("detector_run_alerts_total", {"status": s})
                      for s in ("firing", "resolved")))
     lines: list[str] = []
-    shown = tail(kafka, "trend-alerts", True, threading.Event(), limit=alerts, out=lines.append)
+    shown = tail(kafka, kafka.alerts, True, threading.Event(), limit=alerts, out=lines.append)
     assert shown == alerts == len(lines) > 0
     random = [line for line in lines if re.search(r" s-\d ", line)]
     assert all(re.search(r"(FIRING   s-\d [↑↓] run of 3 values so far, seq (\d+)\.\.(\d+), "

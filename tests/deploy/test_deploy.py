@@ -7,7 +7,7 @@
 - The compose file's wiring holds together: topics, ports, the scrape target, Grafana's mounts,
   the datasource uid the dashboard refers to.
 - The producer and detector services' own commands, with their own environment (only the
-  bootstrap address and the metrics port changed), turn values into flags on the local broker.
+  bootstrap address and the metrics port changed), turn values into flags on Apache Kafka.
 - A real Prometheus server scrapes that detector, loads and evaluates the alerting rules, and
   every PromQL expression of the Grafana dashboard returns data through Prometheus's HTTP API.
 """
@@ -39,8 +39,9 @@ from detector.ops.metrics import BridgeMetrics, Metrics
 from detector.settings import fields
 from detector.settings.bridge import BridgeSettings
 from detector.settings.kafka import KafkaSettings
+from detector.testing.apache_kafka import KafkaCluster, kafka_version
 from detector.testing.harness import read_topic, wait_for
-from detector.testing.local_broker import LocalBroker, free_port
+from detector.testing.local_broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -179,7 +180,8 @@ def test_compose_wiring_holds_together():
             assert isinstance(value, str), f"{name}: {key} should be a quoted string"
 
     kafka = s["kafka"]
-    assert kafka["image"].startswith("apache/kafka:")
+    # the version the suite runs (the pinned pom): compose is what the tests tested
+    assert kafka["image"] == s["kafka-init"]["image"] == f"apache/kafka:{kafka_version()}"
     assert "9092:9092" in kafka["ports"]
     assert "healthcheck" in kafka
     kenv = environment(kafka)
@@ -371,13 +373,13 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """The local broker, kafka-init's topic, then the producer and detector services.
+    """Apache Kafka, kafka-init's topic, then the producer and detector services.
 
-    One for the module (the same broker the ``kafka`` fixture starts): the Prometheus test
-    scrapes the detector that the flags test proved, and both share one start-up.
+    One for the module, on a node of its own (the compose file's own topic names): the
+    Prometheus test scrapes the detector that the flags test proved, and both share one start.
     """
     workdir = tmp_path_factory.mktemp("compose")
-    with LocalBroker() as broker:
+    with KafkaCluster() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, connect_timeout_s=10)
         init = command(services()["kafka-init"])
         clients.ensure_topics(kafka, [clients.TopicSpec(option(init, "--topic"),

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from detector.kafka import clients
 from tests.support import (
     DetectorThread,
     event,
@@ -52,13 +53,17 @@ def test_garbage_goes_to_the_dead_letter_topic_and_flags_are_unchanged(kafka, st
     for key, value, _ in GARBAGE:
         if (key, value) not in records:
             records.append((key, value))
-    send(kafka, "values", records)
+    # Kafka refuses a record over the topic's max.message.bytes (1 MiB by default): an input
+    # topic that takes larger ones, as an operator may set it, lets one reach the detector.
+    clients.ensure_topics(kafka, [clients.TopicSpec(kafka.values, 6,
+                                                    {"max.message.bytes": str(4 << 20)})])
+    send(kafka, kafka.values, records)
     det = DetectorThread(settings(kafka), steps("seed")).start()
     try:
         wait_for(lambda: det.value("detector_events_consumed_total") >= len(records), 90)
     finally:
         det.stop()
-    dlq = read_topic(kafka, "values.dlq", expect=len(GARBAGE))
+    dlq = read_topic(kafka, kafka.dlq, expect=len(GARBAGE))
     assert len(dlq) == len(GARBAGE)
     got = sorted((dict(r.headers)["dlq.reason"].decode(), r.key, r.value[:64] if r.value else None)
                  for r in dlq)
@@ -67,7 +72,7 @@ def test_garbage_goes_to_the_dead_letter_topic_and_flags_are_unchanged(kafka, st
     assert got == want
     for r in dlq:
         meta = dict(r.headers)
-        assert meta["dlq.source.topic"] == b"values"
+        assert meta["dlq.source.topic"] == kafka.values.encode()
         assert int(meta["dlq.source.offset"]) >= 0
         if meta["dlq.reason"] == b"too_large":
             assert meta["dlq.truncated"] == b"true"
@@ -79,7 +84,7 @@ def test_garbage_goes_to_the_dead_letter_topic_and_flags_are_unchanged(kafka, st
         want_n = sum(1 for g in GARBAGE if g[2] == reason)
         assert det.value("detector_dlq_messages_total", {"reason": reason}) == want_n
     outputs = {(r.json()["stream"], r.json()["seq"]): r.json()["flag"]
-               for r in read_topic(kafka, "trend-flags", expect=len(valid))}
+               for r in read_topic(kafka, kafka.flags, expect=len(valid))}
     assert outputs == expected_flags(steps("seed"), valid)
 
 
@@ -88,14 +93,14 @@ def test_duplicates_are_skipped_and_gaps_counted(kafka, steps):
                event("a", 2, 0.3), event("a", 0, 0.05),  # an old seq again
                event("a", 5, 0.4),  # a gap: 3 and 4 never came
                event("a", 6, 0.6)]
-    send(kafka, "values", records, partitions=1)
+    send(kafka, kafka.values, records, partitions=1)
     det = DetectorThread(settings(kafka), steps("seed")).start()
     try:
         wait_for(lambda: det.value("detector_events_consumed_total") >= len(records), 60)
     finally:
         det.stop()
     outputs = sorted((r.json()["seq"], r.json()["value"], r.json()["rule_flag"])
-                     for r in read_topic(kafka, "trend-flags", expect=5))
+                     for r in read_topic(kafka, kafka.flags, expect=5))
     # The duplicates never touched the state: the rule sees 0.1 0.2 0.3 0.4 0.6, all up.
     assert outputs == [(0, 0.1, 0), (1, 0.2, 0), (2, 0.3, 1), (5, 0.4, 1), (6, 0.6, 1)]
     assert det.value("detector_duplicates_total") == 2

@@ -48,20 +48,20 @@ def test_idle_stream_gets_a_tombstone_and_starts_afresh(kafka, steps):
         return [(stream.encode(), json.dumps({"stream": stream, "seq": s, "value": v}).encode())
                 for s, v in zip(seqs, values, strict=True)]
 
-    send(kafka, "values", events("idle", range(4), [1, 2, 3, 4]))
+    send(kafka, kafka.values, events("idle", range(4), [1, 2, 3, 4]))
     det = DetectorThread(settings(kafka, stream_ttl="3s"), steps("seed")).start()
     try:
         wait_for(lambda: det.value("detector_events_processed_total") >= 4, 60)
         wait_for(lambda: det.value("detector_streams_evicted_total") >= 1, 30,
                  what="the idle stream to be forgotten")
         assert det.value("detector_active_streams") == 0
-        send(kafka, "values", events("idle", range(4, 7), [5, 6, 7]))  # it comes back, rising
+        send(kafka, kafka.values, events("idle", range(4, 7), [5, 6, 7]))  # it comes back, rising
         wait_for(lambda: det.value("detector_events_processed_total") >= 7, 60)
     finally:
         det.stop()
-    state = read_topic(kafka, "trend-detector.state")
+    state = read_topic(kafka, kafka.state)
     assert [r.value for r in state if r.key == b"idle"][-1] is not None  # written again since
     assert any(r.key == b"idle" and r.value is None for r in state)  # the tombstone
-    flags = {r.json()["seq"]: r.json() for r in read_topic(kafka, "trend-flags", expect=7)}
+    flags = {r.json()["seq"]: r.json() for r in read_topic(kafka, kafka.flags, expect=7)}
     assert [flags[s]["rule_flag"] for s in range(7)] == [0, 0, 1, 1, 0, 0, 1]  # afresh at 4
     assert flags[4]["direction"] == "flat"

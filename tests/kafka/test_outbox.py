@@ -1,4 +1,4 @@
-"""The outbox against the real local broker: what goes in comes out, per partition and in
+"""The outbox against Apache Kafka: what goes in comes out, per partition and in
 order; a request that fails or is never acknowledged is an OutputFailed."""
 
 import time
@@ -14,15 +14,16 @@ from tests.support import read_topic
 
 @pytest.mark.broker
 def test_records_come_back_per_partition_in_order_with_headers(kafka):
-    clients.ensure_topics(kafka, [clients.TopicSpec("a", 3), clients.TopicSpec("b", 2)])
+    A, B = kafka.name("a"), kafka.name("b")
+    clients.ensure_topics(kafka, [clients.TopicSpec(A, 3), clients.TopicSpec(B, 2)])
     # Small batches and requests: several batches per partition, several requests per flush.
-    outbox = Outbox(kafka, ["a", "b"], batch_bytes=2_000, max_request_bytes=5_000)
+    outbox = Outbox(kafka, [A, B], batch_bytes=2_000, max_request_bytes=5_000)
     want: dict[tuple[str, int], list[tuple]] = {}
     try:
         marks = []
         for round_ in range(3):
             for i in range(400):
-                topic, p = ("a", i % 3) if i % 4 else ("b", i % 2)
+                topic, p = (A, i % 3) if i % 4 else (B, i % 2)
                 key = None if i % 50 == 7 else f"k{round_}-{i}".encode()
                 value = None if i % 70 == 3 else f'{{"n":{round_}-{i}}}'.encode() * (1 + i % 5)
                 headers = [("dlq.reason", b"not_json"), ("i", str(i).encode())] if i % 9 == 0 \
@@ -36,7 +37,7 @@ def test_records_come_back_per_partition_in_order_with_headers(kafka):
     finally:
         outbox.close()
     got: dict[tuple[str, int], list[tuple]] = {}
-    for topic in ("a", "b"):
+    for topic in (A, B):
         for r in sorted(read_topic(kafka, topic, expect=sum(
                 len(v) for (t, _), v in want.items() if t == topic)),
                 key=lambda r: (r.partition, r.offset)):
@@ -62,10 +63,11 @@ def test_an_error_code_in_a_response_is_an_error_that_asks_for_metadata():
 
 @pytest.mark.broker
 def test_a_partition_without_a_known_leader_fails_until_reset(kafka):
-    clients.ensure_topics(kafka, [clients.TopicSpec("a", 2)])
-    outbox = Outbox(kafka, ["a"])
+    A = kafka.name("a")
+    clients.ensure_topics(kafka, [clients.TopicSpec(A, 2)])
+    outbox = Outbox(kafka, [A])
     try:
-        with pytest.raises(OutputFailed, match="no leader known for a-5"):
+        with pytest.raises(OutputFailed, match=f"no leader known for {A}-5"):
             _one(outbox, 5)
         with pytest.raises(OutputFailed):  # the failure stays until a reset
             outbox.done(outbox.flush())
@@ -73,16 +75,17 @@ def test_a_partition_without_a_known_leader_fails_until_reset(kafka):
         outbox.wait(_one(outbox, 1), 10)
     finally:
         outbox.close()
-    assert [(r.partition, r.value) for r in read_topic(kafka, "a", expect=1)] == [(1, b"v")]
+    assert [(r.partition, r.value) for r in read_topic(kafka, A, expect=1)] == [(1, b"v")]
 
 
 @pytest.mark.broker
-def test_an_unacknowledged_request_fails_until_reset(broker, kafka):
-    clients.ensure_topics(kafka, [clients.TopicSpec("a", 1)])
-    outbox = Outbox(kafka, ["a"], request_timeout_ms=1500)
+def test_an_unacknowledged_request_fails_until_reset(kafka_node, kafka):
+    A = kafka.name("a")
+    clients.ensure_topics(kafka, [clients.TopicSpec(A, 1)])
+    outbox = Outbox(kafka, [A], request_timeout_ms=1500)
     try:
         outbox.wait(_one(outbox, 0), 10)
-        broker.pause()
+        kafka_node.pause(1)
         time.sleep(0.2)
         try:
             mark = _one(outbox, 0)
@@ -93,7 +96,7 @@ def test_an_unacknowledged_request_fails_until_reset(broker, kafka):
             with pytest.raises(OutputFailed):  # the failure stays until a reset
                 outbox.done(outbox.flush())
         finally:
-            broker.resume()
+            kafka_node.resume(1)
         outbox.reset()
         outbox.wait(_one(outbox, 0), 20)
     finally:
@@ -101,5 +104,5 @@ def test_an_unacknowledged_request_fails_until_reset(broker, kafka):
 
 
 def _one(outbox: Outbox, partition: int) -> int:
-    outbox.append("a", partition, b"k", b"v")
+    outbox.append(outbox.topics[0], partition, b"k", b"v")
     return outbox.flush()

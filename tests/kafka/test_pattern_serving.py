@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from detector.model.serving import ModelStep
-from detector.testing.harness import DetectorProcess
 from detector.training.evaluation import run_streams
 from detector.training.labeled import read_labeled
-from tests.support import event, read_topic, send, wait_for
+from tests.support import DetectorProcess, event, read_topic, send, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -42,16 +41,16 @@ def test_a_pattern_model_through_kafka_flags_as_evaluate_does(kafka, dip_model):
     longest = max(len(v) for v in streams.values())
     records = [event(n, t, float(v[t])) for t in range(longest)
                for n, v in streams.items() if t < len(v)]
-    send(kafka, "values", records)
+    send(kafka, kafka.values, records)
     det = DetectorProcess(kafka, model=str(model)).start()
     try:
-        wait_for(lambda: len(read_topic(kafka, "trend-flags", settle=0.5)) >= len(records),
+        wait_for(lambda: len(read_topic(kafka, kafka.flags, settle=0.5)) >= len(records),
                  120, every=1, what="every event to have an output")
         assert det.terminate() == 0
     finally:
         det.close()
     got: dict[str, dict[int, int]] = {n: {} for n in names}
-    for r in read_topic(kafka, "trend-flags"):
+    for r in read_topic(kafka, kafka.flags):
         rec = r.json()
         assert rec["pattern"] == "dip" and rec["model"] == "dip" and rec["model_version"] == 0
         assert "rule_flag" not in rec
@@ -59,7 +58,7 @@ def test_a_pattern_model_through_kafka_flags_as_evaluate_does(kafka, dip_model):
     for n, flags in zip(names, want, strict=True):
         assert [got[n][t] for t in range(len(flags))] == flags.tolist(), n
     # Runs: each maximal stretch of flags 1 fires at its first flag and resolves after it.
-    alerts = [r.json() for r in read_topic(kafka, "trend-alerts")]
+    alerts = [r.json() for r in read_topic(kafka, kafka.alerts)]
     assert alerts and all(a["pattern"] == "dip" and "direction" not in a for a in alerts)
     for n, flags in zip(names, want, strict=True):
         runs = runs_of(flags.tolist())

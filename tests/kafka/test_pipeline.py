@@ -13,7 +13,7 @@ pytestmark = pytest.mark.broker
 
 def test_end_to_end_flags_alerts_and_metrics(kafka, steps):
     records = uniform_events(streams=20, per_stream=250, seed=11)  # 5,000 events
-    send(kafka, "values", records)
+    send(kafka, kafka.values, records)
     det = DetectorThread(settings(kafka), steps("seed"), serve_metrics=True).start()
     try:
         wait_for(lambda: det.value("detector_events_processed_total") >= 5000, 90,
@@ -30,8 +30,8 @@ def test_end_to_end_flags_alerts_and_metrics(kafka, steps):
         assert det.value("detector_active_streams") == 20
     finally:
         det.stop()
-    outputs = [r.json() for r in read_topic(kafka, "trend-flags", expect=5000)]
-    alerts = read_topic(kafka, "trend-alerts")
+    outputs = [r.json() for r in read_topic(kafka, kafka.flags, expect=5000)]
+    alerts = read_topic(kafka, kafka.alerts)
     assert len(outputs) == 5000
     by_stream: dict[str, list[dict]] = {}
     for rec in outputs:
@@ -102,14 +102,15 @@ def test_healthz_is_503_before_the_first_checkpoint(kafka, steps):
 
 
 def test_output_json_is_what_the_issue_says(kafka, steps):
-    send(kafka, "values", [(b"solo", json.dumps({"stream": "solo", "seq": s, "value": v}).encode())
-                           for s, v in enumerate([0.1, 0.2, 0.3, 0.5])])
+    send(kafka, kafka.values,
+         [(b"solo", json.dumps({"stream": "solo", "seq": s, "value": v}).encode())
+          for s, v in enumerate([0.1, 0.2, 0.3, 0.5])])
     det = DetectorThread(settings(kafka), steps("seed")).start()
     try:
         wait_for(lambda: det.value("detector_events_processed_total") >= 4, 60)
     finally:
         det.stop()
-    recs = sorted((r.json() for r in read_topic(kafka, "trend-flags", expect=4)),
+    recs = sorted((r.json() for r in read_topic(kafka, kafka.flags, expect=4)),
                   key=lambda r: r["seq"])
     assert [r["rule_flag"] for r in recs] == [0, 0, 1, 1]
     assert [r["direction"] for r in recs] == ["flat", "up", "up", "up"]

@@ -66,11 +66,11 @@ CHILD = """
 import sys
 from kafka import KafkaConsumer
 from detector.kafka.predecessors import MemberRecords
-c = KafkaConsumer("values", bootstrap_servers=sys.argv[1], group_id="g",
+c = KafkaConsumer(sys.argv[3], bootstrap_servers=sys.argv[1], group_id=sys.argv[4],
                   session_timeout_ms=30000, heartbeat_interval_ms=1000)
 while not c.assignment():
     c.poll(100)
-MemberRecords.of(sys.argv[2], "g").record(c.group_metadata().member_id)
+MemberRecords.of(sys.argv[2], sys.argv[4]).record(c.group_metadata().member_id)
 print(c.group_metadata().member_id, flush=True)
 while True:
     c.poll(200)
@@ -79,18 +79,19 @@ while True:
 
 @pytest.mark.broker
 def test_a_killed_member_is_removed_and_a_running_one_is_not(kafka, tmp_path):
-    send(kafka, "values", [])
+    send(kafka, kafka.values, [])
     child = subprocess.Popen([sys.executable, "-c", CHILD, kafka.bootstrap_servers,
-                              str(tmp_path)], stdout=subprocess.PIPE, text=True)
+                              str(tmp_path), kafka.values, kafka.group],
+                             stdout=subprocess.PIPE, text=True)
     try:
         member = child.stdout.readline().strip()
-        records = MemberRecords.of(str(tmp_path), "g")
-        assert remove_dead(kafka, "g", records) == []  # still running
-        assert _describe(kafka, "g") == ("Stable", {member})
+        records = MemberRecords.of(str(tmp_path), kafka.group)
+        assert remove_dead(kafka, kafka.group, records) == []  # still running
+        assert _describe(kafka, kafka.group) == ("Stable", {member})
         child.kill()
         child.wait(10)
-        assert remove_dead(kafka, "g", records) == [member]
-        assert _describe(kafka, "g")[1] == set()  # its 30 s session had not ended
+        assert remove_dead(kafka, kafka.group, records) == [member]
+        assert _describe(kafka, kafka.group)[1] == set()  # its 30 s session had not ended
         assert not list(records.directory.glob("*.json"))
     finally:
         child.kill()
@@ -102,24 +103,24 @@ def test_a_killed_member_is_removed_and_a_running_one_is_not(kafka, tmp_path):
 def test_a_restarted_detector_removes_its_killed_predecessor(kafka, tmp_path):
     """The wiring: a detector records its member id on assignment; SIGKILLed, its successor
     on this host removes it from the group before joining, and processes."""
-    send(kafka, "values", uniform_events(streams=5, per_stream=20))
+    send(kafka, kafka.values, uniform_events(streams=5, per_stream=20))
     env = {"DETECTOR_MEMBER_DIR": str(tmp_path)}
     first = DetectorProcess(kafka, **env).start()
     try:
         wait_for(lambda: first.processed() >= 100, 90, what="the first detector's progress")
-        [path] = (tmp_path / "trend-detector").glob("*.json")
+        [path] = (tmp_path / kafka.group).glob("*.json")
         killed = json.loads(path.read_text())["member_id"]
         first.kill()
     finally:
         first.close()
     second = DetectorProcess(kafka, **env).start()
     try:
-        send(kafka, "values", uniform_events(streams=5, per_stream=20, seed=1))
+        send(kafka, kafka.values, uniform_events(streams=5, per_stream=20, seed=1))
         wait_for(lambda: second.processed() > 0, 90, what="the restarted detector's progress")
-        assert "removed 1 dead member(s) of group trend-detector" in second.output()
-        members = _describe(kafka, "trend-detector")[1]
+        assert f"removed 1 dead member(s) of group {kafka.group}" in second.output()
+        members = _describe(kafka, kafka.group)[1]
         assert killed not in members and len(members) == 1
         assert second.terminate() == 0
-        assert not list((tmp_path / "trend-detector").glob("*.json"))  # left the group: forgotten
+        assert not list((tmp_path / kafka.group).glob("*.json"))  # left the group: forgotten
     finally:
         second.close()

@@ -34,11 +34,11 @@ def replay_records(streams: dict[str, np.ndarray]) -> list[tuple[bytes, bytes]]:
 def test_real_series_through_the_pipeline_survive_a_kill(kafka, steps):
     streams = battery()["real"]
     records = replay_records(streams)
-    send(kafka, "values", records)
+    send(kafka, kafka.values, records)
     kill_after(kafka, "pair", random.Random(7).uniform(5_000, 20_000),
                DETECTOR_MAX_POLL_RECORDS="500")
     run_until_every_output(kafka, "pair", len(records), timeout=180)
-    outputs = read_topic(kafka, "trend-flags", settle=2.0, timeout=90)
+    outputs = read_topic(kafka, kafka.flags, settle=2.0, timeout=90)
     result = audit(outputs, expected_flags(steps("pair"), records))
     assert result.clean and result.expected == len(records), result
     first = {}
@@ -64,7 +64,7 @@ def assert_same_run_lifecycle(kafka, step, records) -> None:
                                         seq=[e["seq"] for e in events]))
     want = {(events[r.index]["stream"], r.status, r.start_seq, int(res.seq[r.index]), r.length,
              DIRECTIONS[r.direction]) for r in res.runs}
-    got = [r.json() for r in read_topic(kafka, "trend-alerts", settle=2.0, timeout=60)]
+    got = [r.json() for r in read_topic(kafka, kafka.alerts, settle=2.0, timeout=60)]
     keys = [(a["stream"], a["status"], a["start_seq"], a["seq"], a["length"], a["direction"])
             for a in got]
     assert set(keys) == want and len(want) > 1000

@@ -1,4 +1,4 @@
-"""Crashes, restarts, rebalances, shutdown and broker outages, against the real local broker."""
+"""Crashes, restarts, rebalances, shutdown and broker outages, on Apache Kafka."""
 
 import random
 import subprocess
@@ -9,11 +9,13 @@ import time
 import pytest
 
 from detector.settings.kafka import KafkaSettings
+from detector.testing.apache_kafka import KafkaCluster
 from detector.testing.harness import Audit, audit
 from tests.support import (
     ROOT,
     DetectorProcess,
     DetectorThread,
+    ScopedKafka,
     expected_flags,
     kill_after,
     read_topic,
@@ -29,7 +31,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 def check_outputs(kafka: KafkaSettings, step, records, at_least: int) -> Audit:
     """Every valid event has an output; duplicates agree; flags equal an uninterrupted run."""
-    result = audit(read_topic(kafka, "trend-flags", settle=2.0, timeout=60),
+    result = audit(read_topic(kafka, kafka.flags, settle=2.0, timeout=60),
                    expected_flags(step, records))
     assert result.outputs >= at_least
     assert result.clean, result
@@ -39,7 +41,7 @@ def check_outputs(kafka: KafkaSettings, step, records, at_least: int) -> Audit:
 def test_sigkill_at_random_moments_loses_nothing(kafka, steps):
     """The stateful ``pair`` model: its LSTM state must survive the kills, not restart."""
     records = uniform_events(streams=40, per_stream=300, seed=21)  # 12,000 events
-    send(kafka, "values", records)
+    send(kafka, kafka.values, records)
     rng = random.Random(4)
     env = {"DETECTOR_MAX_POLL_RECORDS": "200"}
     for _ in range(3):
@@ -50,7 +52,7 @@ def test_sigkill_at_random_moments_loses_nothing(kafka, steps):
 
 def test_sigterm_finishes_commits_and_leaves(kafka, steps):
     records = uniform_events(streams=10, per_stream=200, seed=3)
-    send(kafka, "values", records)
+    send(kafka, kafka.values, records)
     det = DetectorProcess(kafka).start()
     try:
         wait_for(lambda: (det.metric("detector_events_processed_total") or 0) >= len(records), 90)
@@ -58,7 +60,7 @@ def test_sigterm_finishes_commits_and_leaves(kafka, steps):
         assert "stopped cleanly" in det.output()
     finally:
         det.close()
-    first = len(read_topic(kafka, "trend-flags", expect=len(records)))
+    first = len(read_topic(kafka, kafka.flags, expect=len(records)))
     assert first == len(records)
     # A new member starts from the committed offsets: nothing is processed twice.
     again = DetectorThread(settings(kafka), steps("seed")).start()
@@ -69,23 +71,21 @@ def test_sigterm_finishes_commits_and_leaves(kafka, steps):
         assert again.value("detector_active_streams") == 10  # state restored
     finally:
         again.stop()
-    assert len(read_topic(kafka, "trend-flags")) == first
+    assert len(read_topic(kafka, kafka.flags)) == first
 
 
 
 def test_sigterm_with_the_broker_gone_exits_in_bounded_time():
     """A shutdown cannot wait for a broker that is not there: it gives up on the final
     checkpoint (the next owner replays that input) and exits 0, within a bound."""
-    from detector.testing.local_broker import LocalBroker
-
-    with LocalBroker() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        send(kafka, "values", uniform_events(streams=100, per_stream=1500, seed=8))
+    with KafkaCluster() as node:  # its own node: this test kills it
+        kafka = ScopedKafka(bootstrap_servers=node.bootstrap)
+        send(kafka, kafka.values, uniform_events(streams=100, per_stream=1500, seed=8))
         det = DetectorProcess(kafka).start()
         try:
             wait_for(lambda: (det.metric("detector_events_processed_total") or 0) >= 20_000, 90,
                      every=0.05, what="the detector to be busy")
-            broker.proc.kill()  # mid-stream: outputs in flight, never to be acknowledged
+            node.kill(1)  # mid-stream: outputs in flight, never to be acknowledged
             time.sleep(2)
             started = time.monotonic()
             assert det.terminate(timeout=60) == 0
@@ -94,7 +94,7 @@ def test_sigterm_with_the_broker_gone_exits_in_bounded_time():
         finally:
             det.close()
 
-def _feed(kafka: KafkaSettings, records, rate: float, done: threading.Event) -> None:
+def _feed(kafka: ScopedKafka, records, rate: float, done: threading.Event) -> None:
     from detector.kafka import clients
 
     producer = clients.producer(kafka, linger_ms=5)
@@ -103,7 +103,7 @@ def _feed(kafka: KafkaSettings, records, rate: float, done: threading.Event) -> 
         wait = started + i / rate - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        producer.send("values", key=key, value=value)
+        producer.send(kafka.values, key=key, value=value)
     producer.flush()
     producer.close()
     done.set()
@@ -111,7 +111,7 @@ def _feed(kafka: KafkaSettings, records, rate: float, done: threading.Event) -> 
 
 def test_two_detectors_split_partitions_and_hand_over(kafka, steps):
     records = uniform_events(streams=24, per_stream=300, seed=8)  # 7,200 events
-    send(kafka, "values", [])  # the topic, with 6 partitions
+    send(kafka, kafka.values, [])  # the topic, with 6 partitions
     a = DetectorProcess(kafka).start()
     b = DetectorProcess(kafka).start()
     done = threading.Event()
@@ -130,7 +130,7 @@ def test_two_detectors_split_partitions_and_hand_over(kafka, steps):
         assert a.terminate() == 0  # a leaves; b takes its partitions and their state
         done.wait(60)
         wait_for(lambda: b.metric("detector_active_streams") == 24, 60, what="b owns all")
-        wait_for(lambda: len(read_topic(kafka, "trend-flags", settle=0.5)) >= len(records), 60,
+        wait_for(lambda: len(read_topic(kafka, kafka.flags, settle=0.5)) >= len(records), 60,
                  what="every event to have an output")
         assert b.terminate() == 0
     finally:
@@ -139,9 +139,9 @@ def test_two_detectors_split_partitions_and_hand_over(kafka, steps):
     check_outputs(kafka, steps("seed"), records, at_least=len(records))
 
 
-def test_broker_pause_turns_not_ready_then_resumes_losing_nothing(broker, kafka, steps):
+def test_broker_pause_turns_not_ready_then_resumes_losing_nothing(kafka_node, kafka, steps):
     records = uniform_events(streams=12, per_stream=300, seed=13)
-    send(kafka, "values", [])
+    send(kafka, kafka.values, [])
     det = DetectorThread(settings(kafka), steps("seed"), serve_metrics=True).start()
     done = threading.Event()
     feeder = threading.Thread(target=_feed, args=(kafka, records, 400.0, done), daemon=True)
@@ -149,15 +149,15 @@ def test_broker_pause_turns_not_ready_then_resumes_losing_nothing(broker, kafka,
         wait_for(lambda: det.pipeline.ready, 60, what="ready")
         feeder.start()
         wait_for(lambda: det.value("detector_events_processed_total") > 500, 60)
-        broker.pause()
+        kafka_node.pause(1)
         try:
             wait_for(lambda: not det.pipeline.ready, 30, what="not ready while paused")
             assert det.value("detector_ready") == 0
         finally:
-            broker.resume()
+            kafka_node.resume(1)
         wait_for(lambda: det.pipeline.ready, 90, what="ready again after the broker is back")
         done.wait(60)
-        wait_for(lambda: len(read_topic(kafka, "trend-flags", settle=0.5)) >= len(records), 90)
+        wait_for(lambda: len(read_topic(kafka, kafka.flags, settle=0.5)) >= len(records), 90)
     finally:
         det.stop()
     check_outputs(kafka, steps("seed"), records, at_least=len(records))
@@ -191,7 +191,7 @@ def test_sigkill_on_input_without_seq_gives_the_same_seq_and_flags(kafka, steps)
     rng = random.Random(9)
     records = [(f"n-{s}".encode(), f"{rng.randint(0, 9) / 2}".encode())  # repeats on purpose
                for _ in range(200) for s in range(30)]
-    send(kafka, "values", records)
+    send(kafka, kafka.values, records)
     env = {"DETECTOR_INPUT_FORMAT": "number", "DETECTOR_STREAM_ID": "{key}",
            "DETECTOR_SEQ_PATH": "", "DETECTOR_MAX_POLL_RECORDS": "200"}
     kill_after(kafka, "pair", rng.uniform(1000, 4000), **env)
@@ -202,7 +202,7 @@ def test_sigkill_on_input_without_seq_gives_the_same_seq_and_flags(kafka, steps)
                                                  [float(v) for _, v in records]))
     want = {(k.decode(), int(res.seq[i])): int(res.flag[i]) for i, (k, _) in enumerate(records)}
     by_source: dict[tuple[int, int], set[tuple[str, int, int]]] = {}
-    for r in read_topic(kafka, "trend-flags", settle=2.0, timeout=60):
+    for r in read_topic(kafka, kafka.flags, settle=2.0, timeout=60):
         rec = r.json()
         by_source.setdefault((rec["source"]["partition"], rec["source"]["offset"]), set()).add(
             (rec["stream"], rec["seq"], rec["flag"]))

@@ -15,8 +15,8 @@ from detector.cli.main import main
 from detector.kafka.registry import Registry, Version
 from detector.model.files import MODELS_DIR, sha256
 from detector.settings.kafka import KafkaSettings
-from detector.testing.harness import DetectorProcess
 from tests.support import (
+    DetectorProcess,
     DetectorThread,
     read_topic,
     send,
@@ -63,7 +63,7 @@ def feed_slowly(kafka: KafkaSettings, records: list, chunks: int, pause_s: float
     def run() -> None:
         step = max(1, len(records) // chunks)
         for i in range(0, len(records), step):
-            send(kafka, "values", records[i:i + step])
+            send(kafka, kafka.values, records[i:i + step])
             time.sleep(pause_s)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -76,7 +76,7 @@ def test_a_promotion_under_load_with_a_replica_killed_right_after(kafka):
     """seed v1 live, pair v2 promoted while two replicas serve; one is SIGKILLed as soon as it
     has swapped, a third takes its partitions. Right after its swap every stream is served by
     pair from state rebuilt from its recent values: every flag must still be the rule's."""
-    registry = Registry(kafka, "detector-models")
+    registry = Registry(kafka, kafka.models)
     assert push_shipped(registry, "trend", "seed") == 1
     assert push_shipped(registry, "trend", "pair") == 2
     records = uniform_events(120, 150, seed=5)
@@ -97,7 +97,7 @@ def test_a_promotion_under_load_with_a_replica_killed_right_after(kafka):
         started.append(dets[-1])
         feeder.join()
         wait_for(lambda: len({(r.json()["stream"], r.json()["seq"]) for r in
-                              read_topic(kafka, "trend-flags", settle=0.5)}) >= len(records),
+                              read_topic(kafka, kafka.flags, settle=0.5)}) >= len(records),
                  180, every=1, what="every event to have an output")
         for d in dets:
             assert d.terminate() == 0
@@ -105,11 +105,11 @@ def test_a_promotion_under_load_with_a_replica_killed_right_after(kafka):
         for d in started:
             d.close()
         registry.close()
-    outputs = [r.json() for r in read_topic(kafka, "trend-flags")]
+    outputs = [r.json() for r in read_topic(kafka, kafka.flags)]
     check_lifecycle(outputs, len(records), [1, 2])
     last = {s: recs[-1]["model_version"] for s, recs in by_stream(outputs).items()}
     assert set(last.values()) == {2}  # every partition of every replica moved
-    alerts = [r.json() for r in read_topic(kafka, "trend-alerts")]
+    alerts = [r.json() for r in read_topic(kafka, kafka.alerts)]
     assert alerts and all(a["model_version"] in (1, 2) for a in alerts)
 
 
@@ -117,7 +117,7 @@ def test_a_promotion_under_load_with_a_replica_killed_right_after(kafka):
 def test_shadow_then_rollback_in_one_detector(kafka, dip_model):
     """pair shadows seed: they agree (both exact on the rule). A model of another pattern
     shadows: its disagreements are counted. Promote then roll back: every stream back on v1."""
-    registry = Registry(kafka, "detector-models")
+    registry = Registry(kafka, kafka.models)
     push_shipped(registry, "trend", "seed")
     push_shipped(registry, "trend", "pair")
     model, _ = dip_model
@@ -125,11 +125,11 @@ def test_shadow_then_rollback_in_one_detector(kafka, dip_model):
     dip, _ = registry.push("trend", model.with_suffix(".tflite").read_bytes(), card,
                            sha256(model))
     registry.change("trend", "shadow", 2)
-    det = DetectorThread(settings(kafka, model="trend", candidate_topic="trend-candidates"),
+    det = DetectorThread(settings(kafka, model="trend", candidate_topic=kafka.candidates),
                          None, serve_metrics=True).start()
     try:
         records = uniform_events(50, 120, seed=7)
-        send(kafka, "values", records[:3000])
+        send(kafka, kafka.values, records[:3000])
         wait_for(lambda: det.value("detector_events_processed_total") >= 3000, 60,
                  what="the first part")
         # The candidate answers each batch right after the live model: its count follows.
@@ -139,13 +139,13 @@ def test_shadow_then_rollback_in_one_detector(kafka, dip_model):
         assert det.value("detector_shadow_disagreements_total") <= 0.001 * events
         assert det.value("detector_model_info", {"name": "trend", "version": "2",
                                                   "role": "candidate"}) == 1
-        candidates = read_topic(kafka, "trend-candidates", expect=int(events))
+        candidates = read_topic(kafka, kafka.candidates, expect=int(events))
         assert {r.json()["model_version"] for r in candidates} == {2}
         registry.change("trend", "shadow", dip.version)
         wait_for(lambda: det.value("detector_model_info", {
             "name": "trend", "version": str(dip.version), "role": "candidate"}) == 1, 30,
             what="the new candidate")
-        send(kafka, "values", records[3000:4500])
+        send(kafka, kafka.values, records[3000:4500])
         wait_for(lambda: det.value("detector_events_processed_total") >= 4500, 60,
                  what="the second part")
         assert det.value("detector_shadow_disagreements_total") > 100  # another pattern
@@ -153,13 +153,13 @@ def test_shadow_then_rollback_in_one_detector(kafka, dip_model):
         registry.change("trend", "promote", 2)
         wait_for(lambda: det.value("detector_model_swaps_total") >= 1, 30, what="the promotion")
         swapped = det.value("detector_model_swaps_total")  # partitions: all at one checkpoint
-        send(kafka, "values", records[4500:5200])
+        send(kafka, kafka.values, records[4500:5200])
         wait_for(lambda: det.value("detector_events_processed_total") >= 5200, 60,
                  what="events under v2")
         registry.change("trend", "rollback")
         wait_for(lambda: det.value("detector_model_swaps_total") >= 2 * swapped, 30,
                  what="the rollback")
-        send(kafka, "values", records[5200:])
+        send(kafka, kafka.values, records[5200:])
         wait_for(lambda: det.value("detector_events_processed_total") >= len(records), 60,
                  what="the rest")
         assert det.value("detector_model_info", {"name": "trend", "version": "1",
@@ -167,7 +167,7 @@ def test_shadow_then_rollback_in_one_detector(kafka, dip_model):
     finally:
         det.stop()
         registry.close()
-    outputs = [r.json() for r in read_topic(kafka, "trend-flags")]
+    outputs = [r.json() for r in read_topic(kafka, kafka.flags)]
     check_lifecycle(outputs, len(records), [1, 2, 1])
     tail = [recs[-1]["model_version"] for recs in by_stream(outputs).values()]
     assert set(tail) == {1}
@@ -175,7 +175,7 @@ def test_shadow_then_rollback_in_one_detector(kafka, dip_model):
 
 @pytest.mark.slow
 def test_a_version_that_cannot_load_leaves_the_current_one_serving(kafka):
-    registry = Registry(kafka, "detector-models")
+    registry = Registry(kafka, kafka.models)
     push_shipped(registry, "trend", "seed")
     seed_card = json.loads((MODELS_DIR / "seed.card.json").read_text())
     broken = Version("trend", 2, "0" * 64, seed_card["litert"]["keras_sha256"], seed_card,
@@ -183,12 +183,12 @@ def test_a_version_that_cannot_load_leaves_the_current_one_serving(kafka):
     registry._write("version/trend/2", broken.record())
     det = DetectorThread(settings(kafka, model="trend"), None, serve_metrics=True).start()
     try:
-        send(kafka, "values", uniform_events(10, 50, seed=3))
+        send(kafka, kafka.values, uniform_events(10, 50, seed=3))
         wait_for(lambda: det.value("detector_events_processed_total") >= 500, 60, what="events")
         registry.change("trend", "promote", 2)
         wait_for(lambda: det.value("detector_model_load_failures_total") >= 1, 30,
                  what="the failed load")
-        send(kafka, "values", uniform_events(10, 100, seed=3)[500:])
+        send(kafka, kafka.values, uniform_events(10, 100, seed=3)[500:])
         wait_for(lambda: det.value("detector_events_processed_total") >= 1000, 60,
                  what="events after")
         import urllib.request
@@ -200,12 +200,12 @@ def test_a_version_that_cannot_load_leaves_the_current_one_serving(kafka):
     finally:
         det.stop()
         registry.close()
-    versions = {r.json()["model_version"] for r in read_topic(kafka, "trend-flags")}
+    versions = {r.json()["model_version"] for r in read_topic(kafka, kafka.flags)}
     assert versions == {1}
 
 
 def test_push_validates_and_counts_versions_per_name(kafka, tmp_path, capsys):
-    base = ["--bootstrap-servers", kafka.bootstrap_servers]
+    base = ["--bootstrap-servers", kafka.bootstrap_servers, "--models-topic", kafka.models]
     assert main(["models", "push", "seed", "--name", "trend", *base]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["version"] == 1
     assert main(["models", "push", "pair", "--name", "trend", *base]) == 0

@@ -1,9 +1,7 @@
-"""TLS and SASL: what works against the local broker, and readable failures for what does not.
+"""TLS and SASL on Apache Kafka: what works, and readable failures for what does not.
 
-The bundled broker cannot terminate TLS itself, so TLS runs through a terminator in front of it
-(``tests/tls_proxy.py``); SASL cannot log anybody in on it (users cannot be created once
-authentication is on), so SASL is tested for its failure: one clear line, a non-zero exit,
-within the connect timeout.
+One node for the module with three listeners: PLAINTEXT, SSL (a certificate signed by a CA the
+test makes) and SASL_PLAINTEXT with SCRAM users; an authorizer with ACLs behind them.
 """
 
 import shutil
@@ -13,30 +11,44 @@ import time
 import pytest
 
 from detector.cli.main import main as detector_main
-from detector.settings.kafka import KafkaSettings
 from detector.settings.producer import ProducerSettings
-from detector.testing.local_broker import LocalBroker, free_port
+from detector.testing.apache_kafka import KafkaCluster
+from detector.testing.local_broker import free_port
 from producer.publish import publish
-from tests.support import DetectorThread, read_topic, settings, wait_for
-from tests.tls_proxy import TLSProxy, make_certificates
+from tests.support import DetectorThread, ScopedKafka, read_topic, settings, wait_for
+from tests.tls_proxy import make_certificates
 
 pytestmark = [
     pytest.mark.broker,
     pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed"),
 ]
 
+#: SCRAM users made when the node is formatted. ``admin`` is a super user, as ANONYMOUS is
+#: (the PLAINTEXT and SSL listeners' principal without a client certificate).
+USERS = {"admin": "admin-secret", "alice": "alice-secret"}
 
-@pytest.fixture
-def tls(tmp_path):
-    """A broker reachable only through TLS, and the certificates to talk to it."""
-    certs = make_certificates(tmp_path)
-    proxy_port = free_port()
-    with LocalBroker(advertised_port=proxy_port) as broker:
-        proxy = TLSProxy(proxy_port, broker.port, certs["cert"], certs["key"]).start()
-        try:
-            yield {"bootstrap": f"127.0.0.1:{proxy_port}", "plain": broker.bootstrap, **certs}
-        finally:
-            proxy.stop()
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory):
+    """The node, its listeners' bootstrap addresses and the certificates."""
+    certs = make_certificates(tmp_path_factory.mktemp("certs"))
+    keystore = certs["cert"].with_name("keystore.pem")  # the key and its certificate, PEM
+    keystore.write_text(certs["key"].read_text() + certs["cert"].read_text())
+    config = {
+        "listener.name.ssl.ssl.keystore.type": "PEM",
+        "listener.name.ssl.ssl.keystore.location": str(keystore),
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": "User:admin;User:ANONYMOUS",
+    }
+    listeners = {"SSL": free_port(), "SASL_PLAINTEXT": free_port()}
+    with KafkaCluster(config=config, listeners=listeners, scram_users=USERS) as node:
+        yield {"plain": node.bootstrap, "ssl": node.listener_bootstrap("SSL"),
+               "sasl": node.listener_bootstrap("SASL_PLAINTEXT"), **certs}
+
+
+def scoped(bootstrap: str, name: str, **options) -> ScopedKafka:
+    return ScopedKafka(bootstrap_servers=bootstrap, connect_timeout_s=10, prefix=f"{name}-",
+                       **options)
 
 
 def fails_in_one_line(capsys, *args: str, within: float) -> str:
@@ -49,10 +61,17 @@ def fails_in_one_line(capsys, *args: str, within: float) -> str:
     return err[0]
 
 
-def test_producer_and_detector_over_tls(tls, steps):
-    kafka = KafkaSettings(bootstrap_servers=tls["bootstrap"], security_protocol="SSL",
-                          ssl_cafile=str(tls["ca"]), connect_timeout_s=10)
-    sent = publish(ProducerSettings(kafka=kafka, streams=5, rate=0, count=300, seed=3),
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_PLAINTEXT"])
+def test_producer_and_detector_over_tls_and_sasl(secure, steps, protocol):
+    if protocol == "SSL":
+        kafka = scoped(secure["ssl"], "tls", security_protocol="SSL",
+                       ssl_cafile=str(secure["ca"]))
+    else:
+        kafka = scoped(secure["sasl"], "scram", security_protocol="SASL_PLAINTEXT",
+                       sasl_mechanism="SCRAM-SHA-512", sasl_username="admin",
+                       sasl_password=USERS["admin"])
+    sent = publish(ProducerSettings(kafka=kafka, topic=kafka.values, streams=5, rate=0,
+                                    count=300, seed=3),
                    threading.Event(), progress=lambda _: None)
     assert sent == 300
     det = DetectorThread(settings(kafka), steps("seed")).start()
@@ -60,44 +79,43 @@ def test_producer_and_detector_over_tls(tls, steps):
         wait_for(lambda: det.value("detector_events_processed_total") >= 300, 60)
     finally:
         det.stop()
-    assert len(read_topic(kafka, "trend-flags", expect=300)) == 300
+    assert len(read_topic(kafka, kafka.flags, expect=300)) == 300
 
 
-def test_wrong_certificate_authority_is_one_line_at_once(tls, capsys):
-    line = fails_in_one_line(capsys, "--bootstrap-servers", tls["bootstrap"],
-                             "--security-protocol", "SSL", "--ssl-cafile", str(tls["other_ca"]),
+def test_wrong_certificate_authority_is_one_line_at_once(secure, capsys):
+    line = fails_in_one_line(capsys, "--bootstrap-servers", secure["ssl"],
+                             "--security-protocol", "SSL", "--ssl-cafile", str(secure["other_ca"]),
                              "--connect-timeout-s", "10", within=10)
     assert "certificate" in line and "does not verify" in line and "--ssl-cafile" in line
 
 
-def test_tls_client_against_a_plaintext_listener_does_not_hang(tls, capsys):
-    line = fails_in_one_line(capsys, "--bootstrap-servers", tls["plain"], "--security-protocol",
-                             "SSL", "--ssl-cafile", str(tls["ca"]), "--connect-timeout-s", "4",
+def test_tls_client_against_a_plaintext_listener_does_not_hang(secure, capsys):
+    line = fails_in_one_line(capsys, "--bootstrap-servers", secure["plain"], "--security-protocol",
+                             "SSL", "--ssl-cafile", str(secure["ca"]), "--connect-timeout-s", "4",
                              within=15)
     assert "is that listener TLS?" in line
 
 
-def test_sasl_login_to_a_broker_without_sasl_is_one_line(broker, capsys):
-    line = fails_in_one_line(capsys, "--bootstrap-servers", broker.bootstrap,
+def test_sasl_login_to_a_listener_without_sasl_is_one_line(secure, capsys):
+    line = fails_in_one_line(capsys, "--bootstrap-servers", secure["plain"],
                              "--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism",
                              "SCRAM-SHA-256", "--sasl-username", "alice", "--sasl-password",
                              "wrong", "--connect-timeout-s", "4", within=20)
-    assert "did not accept the SASL login" in line and "UnsupportedSaslMechanism" in line
+    # Kafka answers a SASL handshake on a plaintext listener with IllegalSaslState
+    assert "did not accept the SASL login" in line and "IllegalSaslState" in line
 
 
-def test_wrong_password_against_an_authenticating_broker_is_one_line(capsys):
-    with LocalBroker(extra_args=("--authentication",)) as broker:
-        line = fails_in_one_line(capsys, "--bootstrap-servers", broker.bootstrap,
-                                 "--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism",
-                                 "SCRAM-SHA-512", "--sasl-username", "alice", "--sasl-password",
-                                 "not-her-password", "--connect-timeout-s", "4", within=20)
+def test_wrong_password_against_an_authenticating_broker_is_one_line(secure, capsys):
+    line = fails_in_one_line(capsys, "--bootstrap-servers", secure["sasl"],
+                             "--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism",
+                             "SCRAM-SHA-512", "--sasl-username", "alice", "--sasl-password",
+                             "not-her-password", "--connect-timeout-s", "4", within=20)
     assert line.startswith("detector: error: Kafka at") and "did not accept the SASL login" in line
 
 
-def test_plain_client_against_an_authenticating_broker_is_one_line(capsys):
-    with LocalBroker(extra_args=("--authentication",)) as broker:
-        line = fails_in_one_line(capsys, "--bootstrap-servers", broker.bootstrap,
-                                 "--connect-timeout-s", "3", within=20)
+def test_plain_client_against_an_authenticating_broker_is_one_line(secure, capsys):
+    line = fails_in_one_line(capsys, "--bootstrap-servers", secure["sasl"],
+                             "--connect-timeout-s", "3", within=20)
     assert "closed every connection" in line
 
 

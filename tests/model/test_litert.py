@@ -187,7 +187,7 @@ def _mapped_libraries(pid: int) -> set[str]:
 @pytest.mark.parametrize("runtime", ["litert", "keras"])
 def test_a_running_detector_loads_tensorflow_only_under_keras(kafka, converted, runtime):
     """Checked from outside: the libraries mapped into the process (/proc/PID/maps)."""
-    send(kafka, "values", uniform_events(20, 10))
+    send(kafka, kafka.values, uniform_events(20, 10))
     det = DetectorProcess(kafka, model=str(converted), DETECTOR_RUNTIME=runtime).start()
     try:
         wait_for(lambda: det.processed() >= 200, 90, what=lambda: det.output()[-2000:])
@@ -197,7 +197,7 @@ def test_a_running_detector_loads_tensorflow_only_under_keras(kafka, converted, 
         assert bool(tensorflow) == (runtime == "keras"), sorted(libs)
         assert bool(litert) == (runtime == "litert"), sorted(libs)
         assert f"on {runtime}" in det.output()
-        assert len(read_topic(kafka, "trend-flags", expect=200)) == 200
+        assert len(read_topic(kafka, kafka.flags, expect=200)) == 200
     finally:
         det.terminate()
         det.close()

@@ -222,14 +222,14 @@ def uninterrupted_flags(step, truth: Truth) -> dict[str, list[int]]:
 @pytest.mark.broker
 def test_telegraf_line_protocol_end_to_end(kafka, steps):
     truth = telegraf_records(rounds=15, seed=1)
-    send_timed(kafka, "values", truth.records)
+    send_timed(kafka, kafka.values, truth.records)
     det = DetectorThread(settings(kafka, mapping=INFLUX), steps("seed")).start()
     try:
         wait_for(lambda: det.value("detector_events_consumed_total") >= len(truth.records), 90,
                  what="every record consumed")
     finally:
         det.stop()
-    outputs = [r.json() for r in read_topic(kafka, "trend-flags", expect=truth.events)]
+    outputs = [r.json() for r in read_topic(kafka, kafka.flags, expect=truth.events)]
     by_stream: dict[str, list[dict]] = {}
     for o in sorted(outputs, key=lambda o: o["seq"]):
         by_stream.setdefault(o["stream"], []).append(o)
@@ -242,9 +242,9 @@ def test_telegraf_line_protocol_end_to_end(kafka, steps):
         assert [o["ts"] for o in outs] == truth.times[stream], stream
         assert [o["rule_flag"] for o in outs] == exact_flags(np.array(values)).tolist(), stream
         assert [o["flag"] for o in outs] == flags[stream], stream
-    inputs = read_topic(kafka, "values")
+    inputs = read_topic(kafka, kafka.values)
     offsets = {(r.key, r.value): (r.partition, r.offset) for r in inputs}
-    dlq = read_topic(kafka, "values.dlq", expect=len(truth.bad))
+    dlq = read_topic(kafka, kafka.dlq, expect=len(truth.bad))
     assert sorted((dict(r.headers)["dlq.source.offset"], r.value) for r in dlq) == sorted(
         (str(offsets[truth.records[i][:2]][1]).encode(), text) for i, _, text in truth.bad)
     for r in dlq:
@@ -273,19 +273,19 @@ def test_sigkill_and_restart_give_the_flags_of_an_uninterrupted_run(kafka, steps
     env = {"DETECTOR_INPUT_FORMAT": "influx", "DETECTOR_MAX_POLL_RECORDS": "20",
            "DETECTOR_CHECKPOINT_INTERVAL_MS": "3000"}
     half = len(truth.records) // 2
-    send_timed(kafka, "values", truth.records[:half])
+    send_timed(kafka, kafka.values, truth.records[:half])
     det = DetectorProcess(kafka, model="pair", **env).start()
     try:
-        wait_for(lambda: read_topic(kafka, "trend-detector.state", settle=0.3), 60,
+        wait_for(lambda: read_topic(kafka, kafka.state, settle=0.3), 60,
                  what="a checkpoint")
-        send_timed(kafka, "values", truth.records[half:])
+        send_timed(kafka, kafka.values, truth.records[half:])
         wait_for(lambda: det.processed() > sum(truth.per_record[:half]), 60, every=0.02,
                  what="records processed after the checkpoint")
         det.kill()
     finally:
         det.close()
     run_until_every_output(kafka, "pair", truth.events, **env)
-    outputs = read_topic(kafka, "trend-flags", settle=2.0, timeout=60)
+    outputs = read_topic(kafka, kafka.flags, settle=2.0, timeout=60)
     assert len(outputs) > truth.events  # records after the checkpoint: replayed
     seen: dict[tuple[str, int], set[tuple[float, int, int]]] = {}
     for r in outputs:
@@ -299,7 +299,7 @@ def test_sigkill_and_restart_give_the_flags_of_an_uninterrupted_run(kafka, steps
                                                   strict=True))}
     assert all(len(outs) == 1 for outs in seen.values())  # duplicates identical
     assert {key: next(iter(outs)) for key, outs in seen.items()} == want
-    dlq = read_topic(kafka, "values.dlq")  # at least once: a replay may send one again
+    dlq = read_topic(kafka, kafka.dlq)  # at least once: a replay may send one again
     assert len({(dict(r.headers)["dlq.source.offset"], r.value) for r in dlq}) == len(truth.bad)
 
 
@@ -308,7 +308,7 @@ def test_a_stream_on_two_partitions_is_counted_and_logged_once(kafka, steps, cap
     """A producer that does not key by host: one series lands on partitions 0 and 1."""
     records = [(None, f"cpu,host=web-1 usage={i % 3}".encode(), 1764179400000 + i)
                for i in range(12)]
-    send_timed(kafka, "values", records, partitions=[i % 2 for i in range(12)])
+    send_timed(kafka, kafka.values, records, partitions=[i % 2 for i in range(12)])
     det = DetectorThread(settings(kafka, mapping=INFLUX), steps("seed")).start()
     try:
         wait_for(lambda: det.value("detector_events_consumed_total") >= 12, 90)
@@ -318,5 +318,5 @@ def test_a_stream_on_two_partitions_is_counted_and_logged_once(kafka, steps, cap
     lines = [r.getMessage() for r in caplog.records if "arrives on input partitions" in
              r.getMessage()]
     assert len(lines) == 1 and "'cpu,host=web-1 usage'" in lines[0], lines
-    assert json.loads(read_topic(kafka, "trend-flags")[0].value)["stream"] == (
+    assert json.loads(read_topic(kafka, kafka.flags)[0].value)["stream"] == (
         "cpu,host=web-1 usage")

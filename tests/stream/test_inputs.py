@@ -292,14 +292,14 @@ def expectation(step, mapping: InputSettings, inputs) -> dict[tuple[str, int, in
 def check_every_record(kafka, step, mapping: InputSettings) -> tuple[list[dict], list]:
     """Every input record has its outputs, with exact flags, or its dead letter; returns the
     outputs and the dead letters."""
-    inputs = read_topic(kafka, "values")
+    inputs = read_topic(kafka, kafka.values)
     want = expectation(step, mapping, inputs)
-    outputs = [r.json() for r in read_topic(kafka, "trend-flags", expect=len(want))]
+    outputs = [r.json() for r in read_topic(kafka, kafka.flags, expect=len(want))]
     got = {(o["stream"], o["source"]["partition"], o["source"]["offset"]):
            (o["seq"], o["value"], o["flag"], o["rule_flag"]) for o in outputs}
     assert len(got) == len(outputs)  # no duplicates in an uninterrupted run
     assert got == want
-    dlq = read_topic(kafka, "values.dlq")
+    dlq = read_topic(kafka, kafka.dlq)
     sources = [dict(r.headers) for r in dlq]
     dead = {(int(h["dlq.source.partition"]), int(h["dlq.source.offset"])) for h in sources}
     answered = {(p, o) for _, p, o in got} | dead
@@ -309,7 +309,7 @@ def check_every_record(kafka, step, mapping: InputSettings) -> tuple[list[dict],
 
 
 def run_detector(kafka, step, mapping: InputSettings, records) -> DetectorThread:
-    send(kafka, "values", records)
+    send(kafka, kafka.values, records)
     det = DetectorThread(settings(kafka, mapping=mapping), step).start()
     try:
         wait_for(lambda: det.value("detector_events_consumed_total") >= len(records), 90,
@@ -405,7 +405,7 @@ def test_custom_field_names_with_millisecond_and_iso_times_end_to_end(kafka, ste
 
 def producer_cmd(kafka, *args: str) -> list[str]:
     return [sys.executable, "-m", "producer", "--bootstrap-servers", kafka.bootstrap_servers,
-            *args]
+            "--topic", kafka.values, *args]
 
 
 @pytest.mark.broker
@@ -414,7 +414,7 @@ def test_producer_killed_and_restarted_loses_nothing(kafka, steps):
     at 0 again, its epoch is newer, and every event it sends after the restart has its output."""
     args = ("--seed", "7", "--streams", "8", "--count", "1000000", "--rate", "400",
             "--linger-ms", "0")
-    send(kafka, "values", [])  # the topic, created with the detector's partition count
+    send(kafka, kafka.values, [])  # the topic, created with the detector's partition count
     det = DetectorThread(settings(kafka), steps("seed")).start()
     procs = []
     try:
@@ -426,7 +426,7 @@ def test_producer_killed_and_restarted_loses_nothing(kafka, steps):
                      90, what="events from the producer")
             procs[-1].send_signal(signal.SIGKILL)
             procs[-1].wait(10)
-        sent = len(read_topic(kafka, "values"))
+        sent = len(read_topic(kafka, kafka.values))
         wait_for(lambda: det.value("detector_events_consumed_total") >= sent, 60,
                  what="every record consumed")
     finally:
@@ -434,7 +434,7 @@ def test_producer_killed_and_restarted_loses_nothing(kafka, steps):
             if p.poll() is None:
                 p.kill()
         det.stop()
-    inputs = read_topic(kafka, "values")
+    inputs = read_topic(kafka, kafka.values)
     epochs = sorted({json.loads(r.value)["epoch"] for r in inputs})
     assert len(epochs) == 2  # two producer runs, the second one newer
     restarted = [r for r in inputs if json.loads(r.value)["epoch"] == epochs[1]]
@@ -457,7 +457,7 @@ def test_csv_replay_end_to_end(kafka, steps, tmp_path):
                                       "--column", "queue", "--rate", "0"),
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    inputs = read_topic(kafka, "values", expect=119)
+    inputs = read_topic(kafka, kafka.values, expect=119)
     assert len(inputs) == 119  # the empty cell is skipped
     assert all("epoch" not in json.loads(r.value) for r in inputs)
     det = DetectorThread(settings(kafka), steps("seed")).start()
