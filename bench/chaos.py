@@ -210,7 +210,7 @@ GARBAGE = [
 
 def scenario_garbage(model: str, events: int, streams: int, share: float) -> dict:
     say(f"garbage: {share:.0%} garbage among {events:,} valid events")
-    from detector.kafka import clients
+    from detector.kafka import clients, topics
     from producer.source import StreamSource
 
     rng = random.Random(5)
@@ -231,7 +231,7 @@ def scenario_garbage(model: str, events: int, streams: int, share: float) -> dic
                 bad.append((key, body, reason))
     with LocalBroker() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        clients.ensure_topics(kafka, [clients.TopicSpec("values", 6)])
+        topics.ensure_topics(kafka, [topics.TopicSpec("values", 6)])
         producer = clients.producer(kafka, linger_ms=5, batch_size=256 * 1024)
         for key, value in records:
             producer.send("values", key=key, value=value)

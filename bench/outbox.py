@@ -19,7 +19,7 @@ import time
 
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from detector.kafka import clients
+from detector.kafka import clients, topics
 from detector.kafka.outbox import MAGIC, Outbox
 from detector.settings.kafka import KafkaSettings
 from detector.testing.local_broker import LocalBroker
@@ -46,8 +46,8 @@ def main() -> None:
     parts = [i % 6 for i in range(n)]
     with LocalBroker() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        clients.ensure_topics(kafka, [clients.TopicSpec("outbox", 6),
-                                       clients.TopicSpec("send", 6)])
+        topics.ensure_topics(kafka, [topics.TopicSpec("outbox", 6),
+                                       topics.TopicSpec("send", 6)])
         outbox = Outbox(kafka, ["outbox"])
         producer = clients.producer(kafka, acks="all", linger_ms=5, batch_size=256 * 1024,
                                      max_request_size=4 << 20)

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from detector.kafka import clients
+from detector.kafka import clients, topics
 from detector.model.files import SHIPPED
 from detector.settings.kafka import KafkaSettings
 from detector.testing.local_broker import LocalBroker
@@ -97,8 +97,8 @@ def workload_rows(r: dict) -> list[list[str]]:
 def ceiling(kafka: KafkaSettings, topic: str, events: int, group: str = "ceiling") -> float:
     """(a): consume in a group and produce one record per event, nothing else."""
     out_topic = f"{group}.out"
-    n = clients.partition_count(kafka, topic)
-    clients.ensure_topics(kafka, [clients.TopicSpec(out_topic, n)])
+    n = topics.partition_count(kafka, topic)
+    topics.ensure_topics(kafka, [topics.TopicSpec(out_topic, n)])
     consumer = clients.consumer(kafka, group_id=group, enable_auto_commit=False,
                                  auto_offset_reset="earliest", max_poll_records=2000,
                                  session_timeout_ms=6000, heartbeat_interval_ms=2000)
@@ -125,8 +125,8 @@ def naive(kafka: KafkaSettings, topic: str, events: int) -> float:
     from detector.stream.mapping import decode_event
 
     model = ModelStep.load("seed").model
-    clients.ensure_topics(kafka, [clients.TopicSpec("naive.out",
-                                                      clients.partition_count(kafka, topic))])
+    topics.ensure_topics(kafka, [topics.TopicSpec("naive.out",
+                                                      topics.partition_count(kafka, topic))])
     consumer = clients.consumer(kafka, group_id="naive", enable_auto_commit=False,
                                  auto_offset_reset="earliest", max_poll_records=200,
                                  session_timeout_ms=6000, heartbeat_interval_ms=2000)

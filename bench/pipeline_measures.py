@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from detector.kafka import clients
+from detector.kafka import clients, topics
 from detector.settings.kafka import KafkaSettings
 from detector.settings.producer import ProducerSettings
 from detector.stream.codec import encode_event
@@ -61,7 +61,7 @@ def fill_skewed(kafka: KafkaSettings, topic: str, events: int, streams: int, hot
     evenly over the others, each stream in seq order (the producer's records, its keying)."""
     say(f"  producing {events:,} events over {streams:,} streams, {hot_share:.0%} of them from "
         f"one, to {topic} ...")
-    n = clients.ensure_topics(kafka, [clients.TopicSpec(topic, 6)])[topic]
+    n = topics.ensure_topics(kafka, [topics.TopicSpec(topic, 6)])[topic]
     rng = np.random.default_rng(1)
     hot = rng.random(events) < hot_share
     ids = np.where(hot, 0, rng.integers(1, max(streams, 2), events)).tolist()
@@ -89,7 +89,7 @@ def percentiles(latencies_s: list[float]) -> dict:
 def latency(kafka: KafkaSettings, rate: float, seconds: float, streams: int) -> dict:
     """p50/p99 of detected_at - ts over every output at a steady producer rate."""
     topic, group = "latency.in", "latency"
-    clients.ensure_topics(kafka, [clients.TopicSpec(topic, 6)])
+    topics.ensure_topics(kafka, [topics.TopicSpec(topic, 6)])
     det = start_detector(kafka, group, DETECTOR_INPUT_TOPIC=topic)
     try:
         wait_ready(det)
@@ -123,7 +123,7 @@ def latency_floor(kafka: KafkaSettings, rate: float, seconds: float, streams: in
     timestamp, nothing produced): p50/p99 of receipt time - ts, the broker's and the client's
     own share of ``latency``."""
     topic = "floor.in"
-    clients.ensure_topics(kafka, [clients.TopicSpec(topic, 6)])
+    topics.ensure_topics(kafka, [topics.TopicSpec(topic, 6)])
     lat: list[float] = []
     stop = threading.Event()
     consumer = clients.consumer(kafka, group_id="floor", auto_offset_reset="earliest",
@@ -151,7 +151,7 @@ def latency_floor(kafka: KafkaSettings, rate: float, seconds: float, streams: in
 def memory(kafka: KafkaSettings, streams: int) -> dict:
     """RSS growth of a detector from empty to ``streams`` streams (one event each)."""
     topic, group = "memory.in", "memory"
-    clients.ensure_topics(kafka, [clients.TopicSpec(topic, 6)])
+    topics.ensure_topics(kafka, [topics.TopicSpec(topic, 6)])
     det = start_detector(kafka, group, DETECTOR_INPUT_TOPIC=topic)
     try:
         wait_ready(det)
@@ -187,8 +187,8 @@ def restore(kafka: KafkaSettings, streams: int) -> dict:
 
     group = "restore"
     state_topic = f"{group}.state"
-    clients.ensure_topics(kafka, [clients.TopicSpec("restore.in", 6),
-                                   clients.TopicSpec(state_topic, 6,
+    topics.ensure_topics(kafka, [topics.TopicSpec("restore.in", 6),
+                                   topics.TopicSpec(state_topic, 6,
                                                       {"cleanup.policy": "compact"})])
     fingerprint = ModelStep.load("seed").fingerprint
     producer = clients.producer(kafka, linger_ms=5, batch_size=256 * 1024)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pipeline import detector_rate, fill
 
-from detector.kafka import clients
+from detector.kafka import topics
 from detector.settings.kafka import KafkaSettings
 from detector.testing.local_broker import LocalBroker
 
@@ -36,8 +36,8 @@ def main() -> None:
     args = p.parse_args()
     with LocalBroker() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        clients.ensure_topics(kafka, [clients.TopicSpec("values", 6),
-                                       clients.TopicSpec("quix.flags", 6)])
+        topics.ensure_topics(kafka, [topics.TopicSpec("values", 6),
+                                       topics.TopicSpec("quix.flags", 6)])
         fill(kafka, "values", args.events, args.streams)
         say("Quix Streams application (bench/quix_app.py) ...")
         app = subprocess.run(

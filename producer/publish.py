@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from kafka.partitioner.default import murmur2
 
-from detector.kafka import clients
+from detector.kafka import clients, topics
 from detector.kafka.outbox import Outbox
 from detector.settings.producer import ProducerSettings
 from producer.csv_source import CsvSource
@@ -93,8 +93,9 @@ def publish(
     """Send events until ``count`` is reached, the source ends or ``stop`` is set; returns how
     many were sent. ``source``: one already opened (``open_source``), else the settings'."""
     source = source if source is not None else open_source(settings)
-    counts = clients.ensure_topics(
-        settings.kafka, [clients.TopicSpec(settings.topic, settings.partitions)]
+    counts = topics.ensure_topics(
+        settings.kafka, [topics.TopicSpec(settings.topic, settings.partitions)],
+        settings.replication_factor
     )
     partitions = counts[settings.topic]
     # Computing each key's partition once saves the pure-Python murmur2 on every send.

@@ -32,10 +32,14 @@ def scope_for(cluster: KafkaCluster, request: pytest.FixtureRequest):
     drop_topics(kafka)
 
 
+#: The log cleaner looks for work every second (default 15 s): compaction tests see it soon.
+BROKER_CONFIG = {"log.cleaner.backoff.ms": "1000"}
+
+
 @pytest.fixture(scope="session")
 def kafka_node():
     """One Apache Kafka node (combined broker and controller) per test worker."""
-    with KafkaCluster() as node:
+    with KafkaCluster(config=BROKER_CONFIG) as node:
         yield node
 
 
@@ -49,7 +53,7 @@ def kafka(kafka_node, request):
 def kafka_cluster():
     """Three combined nodes: replication factor 3, ``min.insync.replicas`` 2, for broker
     faults. Started by the first test of a worker that asks for it."""
-    with KafkaCluster(nodes=3) as cluster:
+    with KafkaCluster(nodes=3, config=BROKER_CONFIG) as cluster:
         yield cluster
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from kafka.errors import KafkaError
 
-from detector.kafka import clients
+from detector.kafka import clients, topics
 from detector.ops.metrics import Metrics
 from detector.ops.server import MetricsServer
 from detector.settings.detector import DetectorSettings
@@ -133,12 +133,28 @@ class DetectorProcess(harness.DetectorProcess):
 def send(kafka: KafkaSettings, topic: str, records: list[tuple[bytes | None, bytes | None]],
          partitions: int = 6) -> None:
     """Write raw (key, value) records; the topic is created first with ``partitions``."""
-    clients.ensure_topics(kafka, [clients.TopicSpec(topic, partitions)])
+    topics.ensure_topics(kafka, [topics.TopicSpec(topic, partitions)])
     producer = clients.producer(kafka, max_request_size=8 << 20, linger_ms=5)
     for key, value in records:
         producer.send(topic, key=key, value=value)
     producer.flush()
     producer.close()
+
+
+def feed(kafka: ScopedKafka, records: list[tuple[bytes, bytes]], rate: float,
+         done: threading.Event | None = None) -> None:
+    """Write ``records`` to the test's input topic at ``rate`` a second (live input)."""
+    producer = clients.producer(kafka, linger_ms=5)
+    started = time.monotonic()
+    for i, (key, value) in enumerate(records):
+        wait = started + i / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        producer.send(kafka.values, key=key, value=value)
+    producer.flush()
+    producer.close()
+    if done is not None:
+        done.set()
 
 
 def event(stream: str, seq: int, value: float, ts: float | None = None) -> tuple[bytes, bytes]:

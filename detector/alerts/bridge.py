@@ -32,7 +32,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from detector.alerts.alertmanager import MAX_ALERTS_PER_POST, Alertmanager, PostFailed, Run, alert
-from detector.kafka import clients
+from detector.kafka import clients, topics
 from detector.kafka.group_watch import GroupWatch
 from detector.kafka.predecessors import MemberRecords, remove_dead
 from detector.ops.metrics import BridgeMetrics
@@ -110,13 +110,13 @@ class Bridge(ConsumerRebalanceListener):
         Never creates the topic: the detector gives it the input topic's partition count.
         """
         kafka, topic = self.s.kafka, self.s.alert_topic
-        while clients.partition_count(kafka, topic) is None:
+        while topics.partition_count(kafka, topic) is None:
             log.info("waiting for topic %s (the detector creates it)", topic)
             if self.stop_event.wait(TOPIC_WAIT_S):
                 return
         if self.records:  # a crashed bridge's successor need not wait out its session
             remove_dead(kafka, self.s.group_id, self.records)
-        self.metrics.group.input_partitions.set(clients.partition_count(kafka, topic) or 0)
+        self.metrics.group.input_partitions.set(topics.partition_count(kafka, topic) or 0)
         self._join()
 
     def _join(self) -> None:

@@ -20,7 +20,7 @@ from kafka import TopicPartition
 
 from detector.cli.tail import describe
 from detector.errors import DetectorError
-from detector.kafka import clients
+from detector.kafka import clients, topics
 from detector.ops.metrics import Metrics, histogram_quantile
 from detector.settings.detector import DetectorSettings
 from detector.settings.kafka import KafkaSettings
@@ -138,7 +138,7 @@ def demo(*, duration: float, streams: int, rate: float, model: str, metrics_port
 def _show(kafka: KafkaSettings, topic: str, metrics: Metrics, url: str, stop: threading.Event,
           workers: list[_Thread], duration: float, out: Callable[[str], None]) -> None:
     """Print paced alerts and periodic stats until stop, a worker failure or the duration."""
-    n = clients.partition_count(kafka, topic) or 1
+    n = topics.partition_count(kafka, topic) or 1
     consumer = clients.consumer(kafka, group_id=None, enable_auto_commit=False)
     consumer.assign([TopicPartition(topic, p) for p in range(n)])
     started = last_stats = last_line = time.monotonic()

@@ -5,6 +5,9 @@ A checkpoint covers everything processed up to the moment it is taken (its *snap
   2. then the state of every stream changed so far, encoded at the snapshot, is written to the
      state topic (partition = the stream's input partition) and acknowledged;
   3. then the input positions taken at the snapshot are committed.
+Each state record goes under its stream id and the writer token of this ownership of its
+partition (``state_keys``); a stream last written under another key (restored from the previous
+owner's) gets a tombstone for that key after its new record, in the same partition.
 Streams idle for longer than the stream TTL are forgotten at a snapshot: their slot is freed
 and a tombstone goes to the state topic with the snapshot's state records (before the commit),
 so compaction drops their state and a restore does not bring them back.
@@ -27,7 +30,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from detector.kafka.outbox import Outbox, OutputFailed
-from detector.stream.state import MODEL_MARKER_KEY, ModelMarker, StateSnapshot, StreamStore
+from detector.stream.state import StateSnapshot, StreamStore
+from detector.stream.state_keys import NO_WRITER, ModelMarker, marker_key, state_key
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +60,13 @@ class Checkpointer:
     """The checkpoint protocol over an ``Outbox``: its marks say what is acknowledged."""
 
     def __init__(self, store: StreamStore,
-                 fingerprint: Callable[[np.ndarray], np.ndarray | bytes], state_topic: str,
+                 fingerprint: Callable[[np.ndarray], np.ndarray | bytes],
+                 writer_of: Callable[[np.ndarray], np.ndarray], state_topic: str,
                  interval_s: float, ack_timeout_s: float, commit_timeout_ms: int = 10_000,
                  stream_ttl_s: float = 0.0, wall_clock: Callable[[], float] = time.time):
         self.store = store
         self.fingerprint = fingerprint
+        self.writer_of = writer_of  # partitions -> the writer token each is written under
         self.state_topic = state_topic
         self.interval_s = interval_s
         self.ack_timeout_s = ack_timeout_s
@@ -90,6 +96,7 @@ class Checkpointer:
         its outputs were flushed."""
         extra = self._evict() if partitions is None else []
         slots = self.store.dirty_slots(partitions)
+        extra += self._rekey(slots)
         states = self.store.snapshot(slots, self.fingerprint(self.store.partition[slots]))
         self.store.dirty[slots] = False
         now = time.monotonic()
@@ -98,6 +105,21 @@ class Checkpointer:
                    if partitions is None or tp.partition in partitions}
         return _Pending(outputs, states, offsets, now, now + self.ack_timeout_s, extra)
 
+    def _rekey(self, slots: np.ndarray) -> list[tuple[bytes, int, bytes | None]]:
+        """Give ``slots`` their partition's writer; tombstones for the keys they leave (sent
+        after their new records)."""
+        new = self.writer_of(self.store.partition[slots])
+        old = self.store.writer[slots]
+        moved = np.nonzero((old != new) & (old != NO_WRITER))[0]
+        tombstones = [(state_key(self._key(int(slots[i])), int(old[i])),
+                       int(self.store.partition[slots[i]]), None) for i in moved.tolist()]
+        self.store.writer[slots] = new
+        return tombstones
+
+    def _key(self, slot: int) -> bytes:
+        key = self.store.keys[slot]
+        return key if isinstance(key, bytes) else key.encode()
+
     def _evict(self) -> list[tuple[bytes, int, bytes | None]]:
         """Forget the streams idle for longer than the TTL; their tombstones, to be sent."""
         if not self.stream_ttl_s:
@@ -105,9 +127,10 @@ class Checkpointer:
         slots = self.store.idle_slots(self._wall() - self.stream_ttl_s)
         if not len(slots):
             return []
-        keys = [self.store.keys[slot] for slot in slots.tolist()]
-        tombstones = [(key if isinstance(key, bytes) else key.encode(), int(p), None)
-                      for key, p in zip(keys, self.store.partition[slots].tolist(), strict=True)]
+        tombstones = [(state_key(self._key(slot), writer), p, None) for slot, writer, p in
+                      zip(slots.tolist(), self.store.writer[slots].tolist(),
+                          self.store.partition[slots].tolist(), strict=True)
+                      if writer != NO_WRITER]
         self._evicted += self.store.drop(slots)
         return tombstones
 
@@ -185,14 +208,21 @@ class Checkpointer:
             self._finish(self.pending, outbox, consumer, timeout_s)
         self.pending = None
         cp = self._snapshot(outbox.flush(), positions)
-        cp.extra += [(MODEL_MARKER_KEY, p, m.encode()) for p, m in (markers or {}).items()]
+        cp.extra += [(self._marker_key(p), p, m.encode()) for p, m in (markers or {}).items()]
         self._finish(cp, outbox, consumer, timeout_s)
 
-    def write_markers(self, outbox: Outbox, markers: dict[int, ModelMarker]) -> None:
+    def _marker_key(self, partition: int) -> bytes:
+        return marker_key(int(self.writer_of(np.array([partition]))[0]))
+
+    def write_markers(self, outbox: Outbox, markers: dict[int, ModelMarker],
+                      replaced: dict[int, list[bytes]]) -> None:
         """The model of partitions just taken over, written (and acknowledged) before they
-        serve: a replay after a crash then uses it too."""
+        serve: a replay after a crash then uses it too. ``replaced``: the marker keys of
+        earlier owners, tombstoned after it."""
         for p, marker in markers.items():
-            outbox.append(self.state_topic, p, MODEL_MARKER_KEY, marker.encode())
+            outbox.append(self.state_topic, p, self._marker_key(p), marker.encode())
+            for key in replaced.get(p, []):
+                outbox.append(self.state_topic, p, key, None)
         outbox.wait(outbox.flush(), self.ack_timeout_s)
 
     def persist(self, outbox: Outbox, partitions: set[int]) -> None:

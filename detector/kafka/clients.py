@@ -15,11 +15,11 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+import kafka.errors as Errors
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from detector.errors import DetectorError
 from detector.settings.kafka import KafkaSettings
@@ -31,11 +31,39 @@ class KafkaUnavailable(DetectorError):
     """The cluster cannot be used; the message is one readable line."""
 
 
-@dataclass(frozen=True)
-class TopicSpec:
-    name: str
-    partitions: int
-    configs: dict[str, str] = field(default_factory=dict)
+class KafkaRefused(DetectorError):
+    """Kafka refuses something no retry will change (an ACL, a size limit, a fenced member):
+    the program stops with this one line."""
+
+
+#: Errors no retry cures, with what each means for the operator.
+FATAL: dict[type[Errors.KafkaError], str] = {
+    Errors.TopicAuthorizationFailedError: "not authorized on a topic",
+    Errors.GroupAuthorizationFailedError: "not authorized on the consumer group",
+    Errors.ClusterAuthorizationFailedError: "not authorized on the cluster",
+    Errors.TransactionalIdAuthorizationFailedError: "not authorized on the transactional id",
+    Errors.MessageSizeTooLargeError: "a record is larger than the topic's max.message.bytes",
+    Errors.RecordListTooLargeError: "a record batch is larger than the broker takes",
+    Errors.FencedInstanceIdError: "another process runs with this --group-instance-id",
+    Errors.UnsupportedVersionError: "the broker does not take a request this program sends",
+}
+
+
+def fatal(exc: BaseException) -> str | None:
+    """One line for an error no retry cures (looking through ``cause`` and ``__cause__``), or
+    None for one worth retrying."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for kind, meaning in FATAL.items():
+            if isinstance(current, kind):
+                detail = str(current).removeprefix(f"[Error {kind.errno}] {kind.__name__}")
+                detail = detail.strip(": ") or "no detail"
+                return (f"Kafka refused: {meaning} ({kind.__name__.removesuffix('Error')}: "
+                        f"{detail})")
+        current = getattr(current, "cause", None) or current.__cause__
+    return None
 
 
 def tls_context(kafka: KafkaSettings) -> ssl.SSLContext:
@@ -175,49 +203,13 @@ def consumer(kafka: KafkaSettings, **options: Any) -> KafkaConsumer:
     return guarded(kafka, KafkaConsumer, **options)
 
 
-def ensure_topics(kafka: KafkaSettings, specs: list[TopicSpec]) -> dict[str, int]:
-    """Create the topics that are missing; return every topic's partition count.
-
-    Lists topics first and describes only existing ones: a metadata request for a missing
-    topic makes some brokers auto-create it with their default partition count.
-    """
-    client = admin(kafka)
-    try:
-        existing = set(client.list_topics())
-        missing = [s for s in specs if s.name not in existing]
-        if missing:
-            new = {
-                s.name: {"num_partitions": s.partitions, "replication_factor": -1,
-                         "configs": s.configs}
-                for s in missing
-            }
-            with contextlib.suppress(TopicAlreadyExistsError):  # another member was first
-                client.create_topics(new, wait_for_metadata=True)
-            for s in missing:
-                log.info("created topic %s (%d partitions)", s.name, s.partitions)
-        described = client.describe_topics([s.name for s in specs])
-    except KafkaError as exc:
-        raise KafkaUnavailable(describe_failure(kafka, exc, [])) from exc
-    finally:
-        client.close()
-    counts = {t["name"]: len(t["partitions"]) for t in described}
-    for s in specs:
-        if not counts.get(s.name):
-            raise KafkaUnavailable(f"topic {s.name} has no partitions on {kafka.bootstrap_servers}")
-    return counts
-
-
-def partition_count(kafka: KafkaSettings, topic: str) -> int | None:
-    """Partitions of ``topic``, or None when it does not exist (without auto-creating it)."""
-    client = admin(kafka)
-    try:
-        if topic not in client.list_topics():
-            return None
-        return len(client.describe_topics([topic])[0]["partitions"])
-    except KafkaError as exc:
-        raise KafkaUnavailable(describe_failure(kafka, exc, [])) from exc
-    finally:
-        client.close()
+def position(consumer: KafkaConsumer, tp: TopicPartition) -> int | None:
+    """``consumer``'s position in ``tp`` as its fetcher keeps it: past the last record it
+    returned and past transaction markers. Read from its subscription state, without the
+    round trips ``KafkaConsumer.position`` may make; None before it has one."""
+    state = consumer._subscription.assignment.get(tp)
+    pos = state.position if state is not None else None
+    return None if pos is None else pos.offset
 
 
 def close_bounded(close: Callable[[], None], what: str, timeout_s: float = 5.0) -> None:

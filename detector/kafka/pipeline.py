@@ -22,7 +22,7 @@ from math import nan
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
-from detector.kafka import clients, versions
+from detector.kafka import clients, topics, versions
 from detector.kafka.checkpoint import Checkpointer
 from detector.kafka.group_watch import GroupWatch
 from detector.kafka.outbox import Outbox
@@ -75,7 +75,7 @@ class Pipeline:
         self._now = wall_clock
         self._positions: dict[TopicPartition, int] = {}
         self.checkpoints = Checkpointer(
-            self.store, self.rollout.fingerprints, settings.state_topic,
+            self.store, self.rollout.fingerprints, self._writer_of, settings.state_topic,
             settings.checkpoint_interval_ms / 1000, ack_timeout_s=CHECKPOINT_TIMEOUT_S,
             stream_ttl_s=settings.stream_ttl_s, wall_clock=wall_clock,
         )
@@ -87,6 +87,9 @@ class Pipeline:
         self._closed = False
         self._partitions: dict[str, int] = {}
         metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
+
+    def _writer_of(self, partitions: np.ndarray) -> np.ndarray:
+        return self.membership.writer_of(partitions)
 
     @property
     def step(self) -> ModelStep:
@@ -103,15 +106,15 @@ class Pipeline:
         self.engine.step = self.rollout.start()
         self._track_candidate()  # a candidate already in the registry shadows from the start
         versions.check(kafka)
-        n_in = clients.partition_count(kafka, s.input_topic) or s.partitions
+        n_in = topics.partition_count(kafka, s.input_topic) or s.partitions
         specs = [
-            clients.TopicSpec(s.input_topic, n_in),
-            clients.TopicSpec(s.output_topic, n_in),
-            clients.TopicSpec(s.alert_topic, n_in),
-            clients.TopicSpec(s.dlq_topic, n_in),
-            clients.TopicSpec(s.state_topic, n_in, {"cleanup.policy": "compact"}),
+            topics.TopicSpec(s.input_topic, n_in),
+            topics.TopicSpec(s.output_topic, n_in),
+            topics.TopicSpec(s.alert_topic, n_in),
+            topics.TopicSpec(s.dlq_topic, n_in),
+            topics.changelog(s.state_topic, n_in, "quiet streams' state"),
         ]
-        self._partitions = clients.ensure_topics(kafka, specs)
+        self._partitions = topics.ensure_topics(kafka, specs, s.replication_factor)
         if self._partitions[s.state_topic] < self._partitions[s.input_topic]:
             raise clients.KafkaUnavailable(
                 f"state topic {s.state_topic} has {self._partitions[s.state_topic]} partitions, "
@@ -119,8 +122,8 @@ class Pipeline:
             )
         self.metrics.group.input_partitions.set(self._partitions[s.input_topic])
         if s.candidate_topic:
-            self._partitions |= clients.ensure_topics(
-                kafka, [clients.TopicSpec(s.candidate_topic, n_in)])
+            self._partitions |= topics.ensure_topics(
+                kafka, [topics.TopicSpec(s.candidate_topic, n_in)], s.replication_factor)
         self.outbox = Outbox(kafka, [s.output_topic, s.alert_topic, s.dlq_topic, s.state_topic,
                                      *([s.candidate_topic] if s.candidate_topic else [])],
                              linger_ms=s.linger_ms)
@@ -179,11 +182,13 @@ class Pipeline:
                 try:
                     if self.membership.needs_recovery:
                         self.membership.recover()
+                    self.membership.advance()
                     records = self.consumer.poll(timeout_ms=self._poll_wait_ms())
                     if self.membership.needs_recovery:
                         continue  # a rebalance callback failed: these records wait for recovery
                     if records:
                         self._handle(records)
+                    self._advance_positions()
                     if self.outbox.pending and not self.outbox.linger_left_s():
                         self.outbox.flush()
                     self._tick()
@@ -191,6 +196,9 @@ class Pipeline:
                     if self.watch.tick():
                         self._rejoin()
                 except TRANSIENT as exc:
+                    refused = clients.fatal(exc)
+                    if refused:
+                        raise clients.KafkaRefused(refused) from exc
                     self._failed(exc)
         finally:
             self.close()
@@ -198,7 +206,7 @@ class Pipeline:
     def _poll_wait_ms(self) -> int:
         """The poll's wait: none while state records go out, at most until the outbox's
         linger is up."""
-        if self.checkpoints.sending:
+        if self.checkpoints.sending or self.membership.restoring:
             return 0
         return int(min(self.s.poll_timeout_ms, self.outbox.linger_left_s() * 1000))
 
@@ -229,6 +237,10 @@ class Pipeline:
         if not self.membership.joined:
             return (f"waiting {self.watch.waited_s():.0f} s for an assignment from group "
                     f"{self.s.group_id}")
+        restoring = self.membership.restoring
+        if restoring:
+            return (f"restoring the state of {len(restoring)} partition(s) "
+                    f"({self.membership.reader.records_read():,} records read)")
         if last_ok is None:
             return "no checkpoint yet"
         ago = time.monotonic() - last_ok
@@ -237,6 +249,18 @@ class Pipeline:
         return ""
 
     # --- one poll's records -----------------------------------------------------------------
+
+    def _advance_positions(self) -> None:
+        """Every served partition's position after what the poll returned was processed: past
+        its last record, and past transaction markers (so that an idle member commits the
+        end of its input, and lag against committed positions is 0 when idle)."""
+        restoring = self.membership.restoring
+        for tp in self.consumer.assignment():
+            if tp.partition in restoring:
+                continue
+            position = clients.position(self.consumer, tp)
+            if position is not None and position > self._positions.get(tp, -1):
+                self._positions[tp] = position
 
     def _handle(self, records: dict) -> None:
         names: list[str] = []
@@ -268,7 +292,6 @@ class Pipeline:
                     parts.append(partition)
                     offsets.append(r.offset)
             consumed += len(recs)
-            self._positions[tp] = recs[-1].offset + 1
         self.metrics.events_consumed.inc(consumed)
         if self.mapping.skipped:
             self.metrics.skipped_fields.inc(self.mapping.skipped)
@@ -325,7 +348,8 @@ class Pipeline:
         live = self.step
         before = {self.rollout.by_partition[p].version for p in parts}
         self.checkpoints.complete(self.outbox, self.consumer, self._positions,
-                                  markers={p: self.rollout.marker() for p in parts})
+                                  markers={p: self.membership.marker_for(p, live)
+                                           for p in parts})
         self._checkpointed()
         slots = np.nonzero(np.isin(self.store.partition, list(parts)))[0]
         started = time.perf_counter()

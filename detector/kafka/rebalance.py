@@ -2,9 +2,12 @@
 
 A rebalance moves partitions, and their streams' state moves with them through the state
 topic: on revoke the partitions' state is written (``Checkpointer.persist``) and their streams
-are forgotten; on assign the state topic's partitions of the same numbers are read back. A
-recovery (after any failure of the loop) does what a restart does: forget memory and
-everything unacknowledged, restore, seek to the committed offsets.
+are forgotten; on assign the partitions are paused and the state topic's partitions of the
+same numbers are read back between the loop's polls (``restore.StateReader``, merged by
+``state_restore.StateMerge``); a partition serves once its state is in, under a writer token
+of its own (``state_keys``) and a model marker of a new epoch. A recovery (after any failure
+of the loop) does what a restart does: forget memory and everything unacknowledged, restore,
+seek to the committed offsets.
 """
 
 from __future__ import annotations
@@ -21,21 +24,16 @@ from detector.kafka import clients
 from detector.kafka.checkpoint import Checkpointer
 from detector.kafka.outbox import Outbox, OutputFailed
 from detector.kafka.predecessors import MemberRecords, remove_dead
+from detector.kafka.restore import StateReader
 from detector.kafka.rollout import Rollout
 from detector.ops.metrics import Metrics
 from detector.settings.detector import DetectorSettings
 from detector.stream.rebuild import rebuild
-from detector.stream.state import (
-    MODEL_MARKER_KEY,
-    ModelMarker,
-    StateRecordError,
-    StreamStore,
-    decode_state,
-)
+from detector.stream.state import StreamStore
+from detector.stream.state_keys import ModelMarker, marker_key, new_writer
+from detector.stream.state_restore import StateMerge
 
 log = logging.getLogger(__name__)
-
-STATE_RESTORE_TIMEOUT_S = 60.0
 
 #: What the loop survives by backing off and recovering (the broker gone, a send not acked).
 TRANSIENT = (KafkaError, OutputFailed, clients.KafkaUnavailable)
@@ -45,9 +43,9 @@ class Membership(ConsumerRebalanceListener):
     """The rebalance listener, the restore and the recovery of one detector.
 
     ``needs_recovery`` is set by whatever failed (here or in the loop); the loop calls
-    ``recover`` before its next poll. ``positions`` is the loop's dict of input positions,
-    shared (changed in place, never replaced). A restore gives up once ``stop`` is set: with
-    the broker gone it would otherwise hold a shutdown for its whole timeout.
+    ``recover`` before its next poll, and ``advance`` between polls (the restore's steps).
+    ``positions`` is the loop's dict of input positions, shared (changed in place, never
+    replaced). A restore gives up once ``stop`` is set.
     """
 
     def __init__(self, settings: DetectorSettings, rollout: Rollout, store: StreamStore,
@@ -62,27 +60,38 @@ class Membership(ConsumerRebalanceListener):
         self.positions = positions
         self.needs_recovery = False
         self.joined = False  # a member of the group with an assignment (maybe empty)
+        self.writers: dict[int, int] = {}  # served partition -> this ownership's writer token
+        self.ranks: dict[int, tuple[int, int]] = {}  # served partition -> its marker's rank
         # static members replace themselves; dynamic ones record their id for a restart
         self.records = (None if settings.group_instance_id
                         else MemberRecords.of(settings.member_dir, settings.group_id))
+        self.merge = StateMerge(store)
         self.consumer: KafkaConsumer
         self.outbox: Outbox
-        self.restorer: KafkaConsumer
+        self.reader: StateReader
+        self._restore_started = 0.0
 
     def attach(self, consumer: KafkaConsumer, outbox: Outbox) -> None:
-        """Start reading the state topic and listening to ``consumer``'s rebalances; before
-        the first join, remove this host's dead members of the group (``predecessors``)."""
+        """Start listening to ``consumer``'s rebalances; before the first join, remove this
+        host's dead members of the group (``predecessors``)."""
         self.consumer, self.outbox = consumer, outbox
         if self.records:
             remove_dead(self.s.kafka, self.s.group_id, self.records)
-        self.restorer = clients.consumer(self.s.kafka, group_id=None, enable_auto_commit=False,
-                                          fetch_max_wait_ms=20)
+        self.reader = StateReader(self.s.kafka, self.s.state_topic, self.merge, self.stop)
         self.subscribe(consumer)
 
     def subscribe(self, consumer: KafkaConsumer) -> None:
         """Listen to ``consumer``'s rebalances from now on (a new consumer after a rejoin)."""
         self.consumer = consumer
         consumer.subscribe([self.s.input_topic], listener=self)
+
+    def writer_of(self, partitions: np.ndarray) -> np.ndarray:
+        """The writer token of each of ``partitions`` (for state keys)."""
+        return np.array([self.writers.get(p, 0) for p in partitions.tolist()], np.uint64)
+
+    @property
+    def restoring(self) -> set[int]:
+        return self.reader.restoring if hasattr(self, "reader") else set()
 
     # --- the listener (kafka-python runs it on the consumer's I/O thread, the loop waiting) -
 
@@ -95,9 +104,10 @@ class Membership(ConsumerRebalanceListener):
         if revoked:
             log.info("partitions %s revoked: the group is rebalancing",
                      sorted(tp.partition for tp in revoked))
+        served = {tp.partition for tp in revoked} - self.restoring
         try:
-            if not self.needs_recovery:
-                self.checkpoints.persist(self.outbox, {tp.partition for tp in revoked})
+            if not self.needs_recovery and served:
+                self.checkpoints.persist(self.outbox, served)
         except TRANSIENT as exc:
             log.warning("state write on revoke failed (%s); the next owner replays", exc)
         self._drop(revoked)
@@ -109,22 +119,26 @@ class Membership(ConsumerRebalanceListener):
         self._drop(lost)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Pause them until their state is in (``advance``)."""
         self.joined = True
         if self.records:
             self.records.assigned(self.consumer)
-        try:
-            self.restore({tp.partition for tp in assigned})
-        except TRANSIENT as exc:
-            log.warning("state restore failed (%s); recovering", exc)
-            self.needs_recovery = True
-        log.info("assigned partitions %s (%d streams in memory)",
-                 sorted(tp.partition for tp in assigned), len(self.store))
+        if assigned:
+            self.consumer.pause(*assigned)
+            self._restore({tp.partition for tp in assigned})
+        log.info("assigned partitions %s: restoring their state",
+                 sorted(tp.partition for tp in assigned))
 
     def _drop(self, tps: set[TopicPartition]) -> None:
         self.joined = False
         parts = {tp.partition for tp in tps}
+        if hasattr(self, "reader"):
+            self.reader.cancel(parts)
         self.store.drop_partitions(parts)
         self.rollout.forget(parts)
+        for p in parts:
+            self.writers.pop(p, None)
+            self.ranks.pop(p, None)
         for tp in tps:
             self.positions.pop(tp, None)
         self.metrics.forget_partitions(parts)
@@ -132,108 +146,91 @@ class Membership(ConsumerRebalanceListener):
 
     # --- restore and recovery ---------------------------------------------------------------
 
-    def restore(self, partitions: set[int]) -> None:
-        """Read the state topic's partitions back; per stream the highest applied offset wins.
+    def _restore(self, partitions: set[int]) -> None:
+        if not self.restoring:
+            self._restore_started = time.perf_counter()
+        live = self.rollout.live
+        if live is not None:
+            self.store.ensure_state_size(live.state_size)
+        self.reader.add(partitions)
 
-        Taking the highest offset rather than the last record makes a stale checkpoint from
-        an evicted member (a zombie that did not know it had lost the partition) harmless.
-        Each partition is served by the model its last marker names (``rollout.assign``); a
-        stream whose LSTM state another model wrote gets its state rebuilt for this one.
-        """
-        if not partitions:
+    def advance(self) -> None:
+        """One step of the restore in progress (bounded); serve the partitions it finished."""
+        if not self.restoring:
             return
-        started = time.perf_counter()
-        best, markers, rejected = self._read_state(partitions)
-        models = {p: self.rollout.assign(p, markers.get(p)) for p in partitions}
-        unmarked = {p: self.rollout.marker(step) for p, (step, missing) in models.items()
-                    if missing}
-        if unmarked:
-            self.checkpoints.write_markers(self.outbox, unmarked)
-        keys = list(best)
-        rows = [row for row, _, _ in best.values()]
-        fits = [lstm if fp == models[int(row["partition"])][0].fingerprint else None
-                for row, lstm, fp in best.values()]
-        self.store.ensure_state_size(max(step.state_size for step, _ in models.values()))
-        self.store.put(keys, rows, fits)
-        slots = self.store.index.find(keys, self.store.keys) if keys else np.zeros(0, np.int64)
-        stale = np.array([f is None for f in fits], bool)
-        for p, (step, _) in models.items():
-            mine = slots[stale & (self.store.partition[slots] == p)]
-            if len(mine):
-                rebuild(self.store, mine, step)
-        if rejected:
-            log.warning("skipped %d state records that are not ours or are damaged", rejected)
-        self.metrics.restore_seconds.observe(time.perf_counter() - started)
+        for p in sorted(self.reader.step()):
+            self._serve(p)
+        if not self.restoring:
+            if self.merge.rejected:
+                log.warning("skipped %d state records that are not ours or are damaged",
+                            self.merge.rejected)
+                self.merge.rejected = 0
+            self.metrics.restore_seconds.observe(time.perf_counter() - self._restore_started)
+            self.metrics.restore_records.inc(self.merge.merged)
+            self.merge.merged = 0
         self.metrics.active_streams.set(len(self.store))
 
-    def _read_state(self, partitions: set[int]
-                    ) -> tuple[dict[bytes, tuple[np.void, np.ndarray, bytes]],
-                               dict[int, ModelMarker], int]:
-        """Every stream's state record with the highest applied offset, each partition's last
-        model marker, and how many records were rejected."""
-        tps = [TopicPartition(self.s.state_topic, p) for p in sorted(partitions)]
-        self.restorer.assign(tps)
-        self.restorer.seek_to_beginning(*tps)
-        # The end is the high watermark of a fetch, not ListOffsets: the local broker answers
-        # ListOffsets(latest) with the start of the last batch + 1, short of the real end.
-        remaining = set(tps)
-        best: dict[bytes, tuple[np.void, np.ndarray, bytes]] = {}
-        markers: dict[int, ModelMarker] = {}
-        rejected = 0
-        deadline = time.monotonic() + STATE_RESTORE_TIMEOUT_S
-        while remaining:
-            if time.monotonic() > deadline:
-                raise OutputFailed(f"state restore did not finish in {STATE_RESTORE_TIMEOUT_S} s")
-            if self.stop.is_set():
-                raise OutputFailed("state restore abandoned: stopping")
-            for tp, recs in self.restorer.poll(timeout_ms=200, max_records=50_000).items():
-                for r in recs:
-                    if r.key == MODEL_MARKER_KEY:
-                        marker = ModelMarker.decode(r.value)
-                        if marker is not None:
-                            markers[tp.partition] = marker
-                        continue
-                    if r.value is None:  # a tombstone: the stream was forgotten (idle)
-                        best.pop(r.key, None)
-                        continue
-                    try:
-                        row, lstm, fingerprint = decode_state(r.value)
-                    except StateRecordError as exc:
-                        rejected += 1
-                        log.debug("skipping state record at %s:%d: %s", tp, r.offset, exc)
-                        continue
-                    old = best.get(r.key)
-                    if old is None or row["last_offset"] >= old[0]["last_offset"]:
-                        best[r.key] = (row, lstm, fingerprint)
-            for tp in list(remaining):
-                high = self.restorer.highwater(tp)
-                if high is not None and self.restorer.position(tp) >= high:
-                    remaining.discard(tp)
-        best.pop(None, None)  # type: ignore[call-overload]
-        self.restorer.unsubscribe()
-        return best, markers, rejected
+    def _serve(self, partition: int) -> None:
+        """A partition whose state is in: its model (its marker's), LSTM state rebuilt where
+        another model wrote it, a writer token and a marker of its own, then its records."""
+        marker = self.merge.marker(partition)
+        step = self.rollout.assign(partition, marker)
+        size_before = self.store.state_size
+        self.store.ensure_state_size(step.state_size)
+        stale = (np.nonzero(self.store.partition == partition)[0]
+                 if step.state_size > size_before else self.merge.stale(partition,
+                                                                        step.fingerprint))
+        if len(stale):
+            rebuild(self.store, stale, step)
+        self.writers[partition] = writer = new_writer()
+        epoch = (marker.epoch if marker is not None else -1) + 1
+        generation = self.consumer.group_metadata().generation_id
+        self.ranks[partition] = (epoch, generation)
+        old_keys = [k for k in self.merge.marker_keys(partition) if k != marker_key(writer)]
+        self.checkpoints.write_markers(self.outbox, {partition: self.marker_for(partition)},
+                                       {partition: old_keys})
+        self.merge.forget(partition)
+        self.consumer.resume(TopicPartition(self.s.input_topic, partition))
+        log.info("partition %d serves with model %s v%d (%d streams restored, %d rebuilt)",
+                 partition, step.name, step.version,
+                 int(np.count_nonzero(self.store.partition == partition)), len(stale))
+
+    def marker_for(self, partition: int, step: object | None = None) -> ModelMarker:
+        """The marker saying ``step`` (by default the partition's model) serves ``partition``
+        from here on, at this ownership's rank."""
+        base = self.rollout.marker(step or self.rollout.by_partition.get(partition))
+        epoch, generation = self.ranks.get(partition, (-1, -1))
+        return ModelMarker(base.name, base.version, base.fingerprint, epoch, generation)
 
     def recover(self) -> None:
         """Do what a restart does: forget memory and everything unacknowledged, restore state,
         seek to the committed offsets."""
         self.checkpoints.reset()
         self.outbox.reset()
+        assigned = self.consumer.assignment()
+        parts = {tp.partition for tp in assigned}
+        self.reader.cancel(self.restoring)
         self.store.clear()
         self.positions.clear()
-        assigned = self.consumer.assignment()
-        self.restore({tp.partition for tp in assigned})
-        for tp in assigned:
-            committed = self.consumer.committed(tp, timeout_ms=10_000)
-            if committed is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, committed)
+        self.rollout.forget(parts)
+        self.writers.clear()
+        self.ranks.clear()
+        if assigned:
+            self.consumer.pause(*assigned)
+            for tp in assigned:
+                committed = self.consumer.committed(tp, timeout_ms=10_000)
+                if committed is None:
+                    self.consumer.seek_to_beginning(tp)
+                else:
+                    self.consumer.seek(tp, committed)
+            self._restore(parts)
         self.needs_recovery = False
-        log.info("recovered: %d streams restored, resuming from committed offsets",
-                 len(self.store))
+        log.info("recovering: restoring %d partitions, resuming from committed offsets",
+                 len(parts))
 
     def close(self) -> None:
         """After the consumer's close (it left the group): stop the reader, drop the record."""
-        clients.close_bounded(self.restorer.close, "the state reader")
+        if hasattr(self, "reader"):
+            self.reader.close()
         if self.records:
             self.records.forget_own()

@@ -5,7 +5,7 @@ serves, a candidate shadows beside it (``shadow``). A new version is loaded besi
 one and checked (``ModelStep.from_tflite``) before anything changes; a load that fails keeps
 the current version, logs one line, counts in ``detector_model_load_failures_total`` and shows
 on ``/healthz``. A partition's model changes only at a checkpoint (``Pipeline._swap``) that
-writes the partition's marker (``state.ModelMarker``) with its state before any output of the
+writes the partition's marker (``state_keys.ModelMarker``) with its state before any output of the
 new model, and a restored partition takes its marker's model: a replay after a crash uses the
 model its first pass used, so duplicates are identical, and every partition of every replica
 moves at a point of its own.
@@ -25,7 +25,7 @@ from detector.model.files import SHIPPED, ModelError
 from detector.model.serving import ModelStep
 from detector.ops.metrics import Metrics
 from detector.settings.detector import DetectorSettings
-from detector.stream.state import ModelMarker
+from detector.stream.state_keys import ModelMarker
 
 #: How often the loop looks at the registry: a swap waits for a checkpoint anyway, and the
 #: loop does not pay a poll of a second consumer on every batch.
@@ -57,7 +57,8 @@ class Rollout:
     def start(self) -> ModelStep:
         """Read the registry; take its live version of the name if it has one. The model to
         start with (ModelError when there is none at all)."""
-        self.reader = RegistryReader(self.s.kafka, self.s.models_topic)
+        self.reader = RegistryReader(self.s.kafka, self.s.models_topic,
+                                     self.s.replication_factor)
         state = self.reader.read_all()
         pointer = state.pointers.get(self.name)
         if pointer is not None and pointer.live is not None:
@@ -93,7 +94,16 @@ class Rollout:
         moved = pointer.live is not None and self.live is not None \
             and pointer.live != self.live.version and self._adopt(pointer.live)
         self._show()
+        self._release()
         return moved
+
+    def _release(self) -> None:
+        """Keep loaded only the versions that serve (live, candidate, a partition's): a
+        registry of many versions costs a detector the ones it runs, not all."""
+        serving = {id(s) for s in (self.live, self.candidate, *self.by_partition.values())
+                   if s is not None}
+        for key in [k for k, step in self._loaded.items() if id(step) not in serving]:
+            del self._loaded[key]
 
     def load(self, name: str, version: int) -> ModelStep:
         """A version of the registry, loaded and checked (once); ModelError if it cannot."""
@@ -101,7 +111,7 @@ class Rollout:
             if self.reader is None:
                 raise ModelError("no model registry is read")
             v = self.reader.state.version(name, version)
-            step = ModelStep.from_tflite(v.tflite, v.card, name, version)
+            step = ModelStep.from_tflite(self.reader.tflite(v), v.card, name, version)
             if step.fingerprint != bytes.fromhex(v.keras_sha256)[:8]:
                 raise ModelError(f"model {name} v{version}: its step is not the one its card "
                                  "was written for")
@@ -146,9 +156,9 @@ class Rollout:
 
     # --- partitions ---------------------------------------------------------------------------
 
-    def assign(self, partition: int, marker: ModelMarker | None) -> tuple[ModelStep, bool]:
+    def assign(self, partition: int, marker: ModelMarker | None) -> ModelStep:
         """The model of a restored partition: its marker's, when it can be loaded (the live one
-        otherwise); and whether a marker must be written for it before it serves."""
+        otherwise)."""
         assert self.live is not None
         step = self.live
         if marker is not None and marker.fingerprint != self.live.fingerprint:
@@ -160,11 +170,12 @@ class Rollout:
                             marker.name, marker.version, exc, self.live.name,
                             self.live.version)
         self.by_partition[partition] = step
-        return step, marker is None or marker.fingerprint != step.fingerprint
+        return step
 
     def forget(self, partitions: set[int]) -> None:
         for p in partitions:
             self.by_partition.pop(p, None)
+        self._release()
 
     def pending(self) -> set[int]:
         """Partitions still served by another model than the live one."""
@@ -173,6 +184,7 @@ class Rollout:
     def swapped(self, partitions: set[int]) -> None:
         for p in partitions:
             self.by_partition[p] = self.live  # type: ignore[assignment]
+        self._release()
 
     def groups(self, partitions: np.ndarray) -> Iterator[tuple[ModelStep, np.ndarray | None]]:
         """The events of a batch by the model serving their partition (None: all of them)."""

@@ -161,8 +161,12 @@ class Metrics(MetricSet):
             buckets=CHECKPOINT_BUCKETS, registry=r,
         )
         self.restore_seconds = Histogram(
-            "detector_state_restore_seconds", "Reading assigned partitions' state back.",
-            buckets=RESTORE_BUCKETS, registry=r,
+            "detector_state_restore_seconds", "Reading assigned partitions' state back, from "
+            "the assignment until the last of them serves.", buckets=RESTORE_BUCKETS, registry=r,
+        )
+        self.restore_records = Counter(
+            "detector_state_restore_records", "State topic records read back by restores.",
+            registry=r,
         )
         self.ready = Gauge(
             "detector_ready", "1 while the detector is connected and consuming.", registry=r

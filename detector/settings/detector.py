@@ -6,7 +6,16 @@ import socket
 import tempfile
 from dataclasses import dataclass, field
 
-from detector.settings.fields import ConfigError, duration_s, not_negative, opt, port, positive
+from detector.settings.fields import (
+    REPLICATION_HELP,
+    ConfigError,
+    duration_s,
+    not_negative,
+    opt,
+    port,
+    positive,
+    replication,
+)
 from detector.settings.input import InputSettings
 from detector.settings.kafka import KafkaSettings
 
@@ -72,6 +81,7 @@ class DetectorSettings:
     runtime: str = opt("litert", "What runs the model: litert (the converted .tflite, no "
                        "TensorFlow) or keras (needs TensorFlow).", RUNTIMES)
     partitions: int = opt(6, "Partitions of the input topic when the detector has to create it.")
+    replication_factor: int = opt(-1, REPLICATION_HELP)
     metrics_host: str = opt("127.0.0.1", METRICS_HOST_HELP)
     metrics_port: int = opt(9108, METRICS_PORT_HELP)
     max_poll_records: int = opt(2000, "Most records taken per poll: the largest batch.")
@@ -123,6 +133,7 @@ class DetectorSettings:
         if not self.models_topic.strip():
             raise ConfigError("--models-topic is empty")
         port(self.metrics_port)
+        replication(self.replication_factor)
         for name in ("partitions", "max_poll_records", "poll_timeout_ms", "fetch_max_wait_ms",
                      "checkpoint_interval_ms", "retry_backoff_max_s"):
             positive(name, getattr(self, name))

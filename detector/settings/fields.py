@@ -73,6 +73,17 @@ def shown_default(f: dataclasses.Field[Any]) -> str:
 
 
 
+REPLICATION_HELP = ("Replication factor of the topics this program creates (-1: the broker's "
+                    "default.replication.factor); below min.insync.replicas + 1 a warning "
+                    "says one broker down stops writes.")
+
+
+def replication(value: int) -> None:
+    if value != -1 and value < 1:
+        raise ConfigError(f"--replication-factor must be -1 (the broker's default) or at "
+                          f"least 1, not {value}")
+
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from detector.settings.detector import LINGER_HELP
-from detector.settings.fields import ConfigError, not_negative, opt, positive
+from detector.settings.fields import (
+    REPLICATION_HELP,
+    ConfigError,
+    not_negative,
+    opt,
+    positive,
+    replication,
+)
 from detector.settings.kafka import KafkaSettings
 
 
@@ -17,8 +24,7 @@ class ProducerSettings:
     partitions: int = opt(6, "Partitions of the topic when the producer has to create it.")
     streams: int = opt(20, "Number of independent random streams (keys s-0 .. s-N-1).")
     rate: float = opt(200.0, "Events per second over all streams; 0 = as fast as possible "
-                      "(record batches built per partition, as the detector sends; a failed "
-                      "request stops the producer instead of being retried).")
+                      "(record batches built per partition, as the detector sends them).")
     count: int = opt(0, "Events to send in all, then exit; 0 = run until stopped.")
     seed: int | None = opt(None, "Random seed; set it for a reproducible sequence.")
     pattern: str = opt("uniform", "Values: uniform (the seed's generator) or walk.",
@@ -32,11 +38,13 @@ class ProducerSettings:
         (), "A CSV column to replay as a stream; repeat the flag for more (environment: "
         "comma-separated).")
     linger_ms: int = opt(5, LINGER_HELP)
+    replication_factor: int = opt(-1, REPLICATION_HELP)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
     def __post_init__(self) -> None:
         if not self.topic.strip():
             raise ConfigError("--topic is empty")
+        replication(self.replication_factor)
         if self.from_csv is not None and not self.column:
             raise ConfigError("--from-csv needs at least one --column")
         if self.column and self.from_csv is None:

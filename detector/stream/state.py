@@ -5,20 +5,24 @@ instead every stream owns a slot number into a few numpy arrays, and one dict ma
 to slot. Slots of streams whose partition is revoked go back to a free list.
 
 A state record carries the input offset of the last event it applied, so a restored stream
-skips what it already covered and processes the rest again from exactly that state.
+skips what it already covered and processes the rest again from exactly that state. Its key
+is the stream id and the token of the partition owner that wrote it (``state_keys``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
 
+from detector.stream.state_keys import LEGACY_WRITER, state_key
+
 #: Magic and version: a record from another program or layout is rejected, not misread.
-#: Version 3 added the stream's recent values; a version 2 record restores without them.
-STATE_MAGIC = b"TDS\x03"
+#: Version 3 added the stream's recent values (a version 2 record restores without them);
+#: version 4 the writer, whose token ends the record's key (versions 2 and 3: the bare id).
+STATE_MAGIC = b"TDS\x04"
+_V3_MAGIC = b"TDS\x03"
 _V2_MAGIC = b"TDS\x02"
 #: Recent values each stream keeps (float64, as they arrived, oldest first; NaN before its
 #: first): what a model's window reads, and what a new model's state is rebuilt from at a swap.
@@ -41,10 +45,15 @@ FIELDS: tuple[tuple[str, str, float], ...] = (
     ("run_start_ts", "<f8", 0.0),  # event time (or detection time) of that event
     ("run_fired", "?", False),  # whether its firing record was sent
     ("last_active", "<f8", 0.0),  # wall-clock time of its last event (idle eviction)
+    # the token of the partition owner whose key its state is under on the state topic
+    # (``state_keys``): 0 never written, 1 the bare stream id of records before version 4
+    ("writer", "<u8", 0),
 )
 _V2_HEADER = np.dtype([("magic", "S4"), ("fingerprint", "S8"),
-                       *((n, t) for n, t, _ in FIELDS), ("size", "<u2")])
-_HEADER = np.dtype([*_V2_HEADER.descr[:-1], ("hist", "<f8", (HISTORY,)), ("size", "<u2")])
+                       *((n, t) for n, t, _ in FIELDS[:-1]), ("size", "<u2")])
+_V3_HEADER = np.dtype([*_V2_HEADER.descr[:-1], ("hist", "<f8", (HISTORY,)), ("size", "<u2")])
+_HEADER = np.dtype([*_V3_HEADER.descr[:-1], ("writer", "<u8"), ("size", "<u2")])
+_OLD = {_V2_MAGIC: _V2_HEADER, _V3_MAGIC: _V3_HEADER}
 
 
 class StateRecordError(ValueError):
@@ -59,14 +68,14 @@ def decode_state(data: bytes | None) -> tuple[np.void, np.ndarray, bytes]:
     if data is None:
         raise StateRecordError("state record has no value (a tombstone)")
     magic = bytes(data[:4])
-    if len(data) >= 4 and magic not in (STATE_MAGIC, _V2_MAGIC):
+    if len(data) >= 4 and magic != STATE_MAGIC and magic not in _OLD:
         raise StateRecordError(f"not a detector state record (magic {magic!r})")
-    header = _V2_HEADER if magic == _V2_MAGIC else _HEADER
+    header = _OLD.get(magic, _HEADER)
     if len(data) < header.itemsize:
         raise StateRecordError(f"state record too short: {len(data)} bytes")
     row = np.frombuffer(data, header, count=1)[0]
-    if header is _V2_HEADER:
-        row = _upgrade(row)
+    if header is not _HEADER:
+        row = _upgrade(row, header)
     size = int(row["size"])
     if len(data) != header.itemsize + 4 * size:
         raise StateRecordError(
@@ -84,13 +93,16 @@ def decode_state(data: bytes | None) -> tuple[np.void, np.ndarray, bytes]:
     return row, lstm, bytes(row["fingerprint"])
 
 
-def _upgrade(old: np.void) -> np.void:
-    """A version 2 record's fields in the current layout, without recent values."""
+def _upgrade(old: np.void, header: np.dtype) -> np.void:
+    """An older record's fields in the current layout: a version 2 record without recent
+    values but its previous one; both under the bare stream id (the legacy writer)."""
     row = np.zeros(1, _HEADER)[0]
-    for name in _V2_HEADER.names:
+    for name in header.names:
         row[name] = old[name]
-    row["hist"] = np.nan
-    row["hist"][-1] = old["prev"]  # the one recent value a version 2 record knows
+    if header is _V2_HEADER:
+        row["hist"] = np.nan
+        row["hist"][-1] = old["prev"]  # the one recent value a version 2 record knows
+    row["writer"] = LEGACY_WRITER
     return row
 
 
@@ -105,12 +117,14 @@ class StateSnapshot:
         return len(self.rows)
 
     def records(self, start: int, stop: int) -> list[tuple[bytes, bytes, int]]:
-        """``(key, state record, partition)`` for streams ``start .. stop-1``."""
+        """``(key, state record, partition)`` for streams ``start .. stop-1``: each under its
+        stream id and writer (``state_keys``)."""
         part = self.rows[start:stop]
         raw, size = part.tobytes(), part.dtype.itemsize
-        parts = part["partition"].tolist()
-        return [(key if isinstance(key, bytes) else key.encode(), raw[i * size:(i + 1) * size],
-                 parts[i]) for i, key in enumerate(self.keys[start:stop])]
+        parts, writers = part["partition"].tolist(), part["writer"].tolist()
+        return [(state_key(key if isinstance(key, bytes) else key.encode(), writers[i]),
+                 raw[i * size:(i + 1) * size], parts[i])
+                for i, key in enumerate(self.keys[start:stop])]
 
 
 class StreamIndex:
@@ -339,35 +353,3 @@ class StreamStore:
 
     def clear(self) -> None:
         self.drop_partitions(set(np.unique(self.partition[self.partition >= 0]).tolist()))
-
-
-#: The state topic's record, per partition, of the model serving it from there on (its key is
-#: empty: a stream id has 1 to 256 characters, so no stream's state can take its place).
-MODEL_MARKER_KEY = b""
-_MARKER_MAGIC = b"TDM\x01"
-
-
-@dataclass(frozen=True)
-class ModelMarker:
-    """Which model a partition's outputs come from, from the checkpoint that wrote it on:
-    restored with the partition, so a replay after a crash uses the model the first pass did."""
-
-    name: str
-    version: int
-    fingerprint: bytes
-
-    def encode(self) -> bytes:
-        return _MARKER_MAGIC + json.dumps({"name": self.name, "version": self.version,
-                                           "fingerprint": self.fingerprint.hex()}).encode()
-
-    @classmethod
-    def decode(cls, data: bytes | None) -> ModelMarker | None:
-        """The marker in ``data``; None for anything else (a damaged or foreign record)."""
-        if not data or not data.startswith(_MARKER_MAGIC):
-            return None
-        try:
-            body = json.loads(data[len(_MARKER_MAGIC):])
-            return cls(str(body["name"]), int(body["version"]),
-                       bytes.fromhex(body["fingerprint"]))
-        except (ValueError, KeyError, TypeError):
-            return None

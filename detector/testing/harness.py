@@ -21,7 +21,7 @@ from pathlib import Path
 
 from kafka import TopicPartition
 
-from detector.kafka import clients
+from detector.kafka import clients, topics
 from detector.settings.kafka import KafkaSettings
 from detector.stream.codec import Event
 from detector.stream.mapping import decode_event
@@ -51,7 +51,7 @@ def read_topic(kafka: KafkaSettings, topic: str, expect: int | None = None,
                timeout: float = 30.0, settle: float = 1.0) -> list[Record]:
     """Every record of ``topic``: until ``expect`` arrived, or nothing new for ``settle`` s
     (before the first record, at least 5 s: joining and the first fetch can take longer)."""
-    n = clients.partition_count(kafka, topic)
+    n = topics.partition_count(kafka, topic)
     if n is None:
         return []
     consumer = clients.consumer(kafka, group_id=None, enable_auto_commit=False,

@@ -17,7 +17,7 @@ import pytest
 from kafka import TopicPartition
 
 from detector.alerts.bridge import Bridge, alert
-from detector.kafka import clients
+from detector.kafka import clients, topics
 from detector.ops.metrics import BridgeMetrics
 from detector.ops.server import MetricsServer
 from detector.settings.bridge import BridgeSettings
@@ -96,7 +96,7 @@ def committed(kafka, group: str) -> dict[int, int]:
     consumer = clients.consumer(kafka, group_id=group, enable_auto_commit=False)
     try:
         tps = [TopicPartition(kafka.alerts, p)
-               for p in range(clients.partition_count(kafka, kafka.alerts))]
+               for p in range(topics.partition_count(kafka, kafka.alerts))]
         got = {tp.partition: consumer.committed(tp, timeout_ms=10_000) for tp in tps}
     finally:
         consumer.close(autocommit=False)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.kafka import clients
+from detector.kafka import clients, topics
 from detector.kafka.registry import Registry
 from detector.model.files import MODELS_DIR, sha256
 from detector.ops.metrics import BridgeMetrics, Metrics
@@ -382,7 +382,7 @@ def stack(tmp_path_factory):
     with KafkaCluster() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, connect_timeout_s=10)
         init = command(services()["kafka-init"])
-        clients.ensure_topics(kafka, [clients.TopicSpec(option(init, "--topic"),
+        topics.ensure_topics(kafka, [topics.TopicSpec(option(init, "--topic"),
                                                           int(option(init, "--partitions")))])
         port = free_port()
         # models-init pushes the shipped model to the registry before the detector starts.
@@ -409,7 +409,7 @@ def stack(tmp_path_factory):
 def test_compose_services_turn_values_into_flags(stack):
     env = stack.detector.compose_env
     topic = env["DETECTOR_OUTPUT_TOPIC"]
-    wait_for(lambda: clients.partition_count(stack.kafka, topic), 90, what=f"topic {topic}")
+    wait_for(lambda: topics.partition_count(stack.kafka, topic), 90, what=f"topic {topic}")
     flags = read_topic(stack.kafka, topic, expect=200, timeout=90)
     assert len(flags) >= 200, f"{len(flags)} flag records{stack.logs()}"
     for record in flags:
@@ -423,7 +423,7 @@ def test_compose_services_turn_values_into_flags(stack):
              what=lambda: f"the detector's compose healthcheck to pass{stack.logs()}")
     # Topics the detector creates follow the input topic's partitions (6, from kafka-init).
     for topic in ("DETECTOR_OUTPUT_TOPIC", "DETECTOR_ALERT_TOPIC", "DETECTOR_DLQ_TOPIC"):
-        assert clients.partition_count(stack.kafka, env[topic]) == 6
+        assert topics.partition_count(stack.kafka, env[topic]) == 6
 
 
 # --- a real Prometheus and the dashboard's queries -----------------------------------------

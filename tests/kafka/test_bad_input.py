@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from detector.kafka import clients
+from detector.kafka import topics
 from tests.support import (
     DetectorThread,
     event,
@@ -55,7 +55,7 @@ def test_garbage_goes_to_the_dead_letter_topic_and_flags_are_unchanged(kafka, st
             records.append((key, value))
     # Kafka refuses a record over the topic's max.message.bytes (1 MiB by default): an input
     # topic that takes larger ones, as an operator may set it, lets one reach the detector.
-    clients.ensure_topics(kafka, [clients.TopicSpec(kafka.values, 6,
+    topics.ensure_topics(kafka, [topics.TopicSpec(kafka.values, 6,
                                                     {"max.message.bytes": str(4 << 20)})])
     send(kafka, kafka.values, records)
     det = DetectorThread(settings(kafka), steps("seed")).start()

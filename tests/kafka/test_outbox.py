@@ -1,21 +1,19 @@
 """The outbox against Apache Kafka: what goes in comes out, per partition and in
-order; a request that fails or is never acknowledged is an OutputFailed."""
+order; a request that fails for good or is never acknowledged is an OutputFailed."""
 
 import time
 
-import kafka.errors as Errors
 import pytest
-from kafka.protocol.producer import ProduceResponse
 
-from detector.kafka import clients
-from detector.kafka.outbox import Outbox, OutputFailed, produce_error
+from detector.kafka import topics
+from detector.kafka.outbox import Outbox, OutputFailed
 from tests.support import read_topic
 
 
 @pytest.mark.broker
 def test_records_come_back_per_partition_in_order_with_headers(kafka):
     A, B = kafka.name("a"), kafka.name("b")
-    clients.ensure_topics(kafka, [clients.TopicSpec(A, 3), clients.TopicSpec(B, 2)])
+    topics.ensure_topics(kafka, [topics.TopicSpec(A, 3), topics.TopicSpec(B, 2)])
     # Small batches and requests: several batches per partition, several requests per flush.
     outbox = Outbox(kafka, [A, B], batch_bytes=2_000, max_request_bytes=5_000)
     want: dict[tuple[str, int], list[tuple]] = {}
@@ -45,33 +43,18 @@ def test_records_come_back_per_partition_in_order_with_headers(kafka):
     assert got == want
 
 
-def test_an_error_code_in_a_response_is_an_error_that_asks_for_metadata():
-    """The local broker accepts what it is sent, so the answer of one that does not (a leader
-    moved) is built here."""
-    partition = ProduceResponse.TopicProduceResponse.PartitionProduceResponse
-    ok = partition(index=0, error_code=0, base_offset=7)
-    moved = partition(index=3, error_code=6, base_offset=-1)
-    response = ProduceResponse(responses=[
-        ProduceResponse.TopicProduceResponse(name="a", partition_responses=[ok]),
-        ProduceResponse.TopicProduceResponse(name="b", partition_responses=[ok, moved])])
-    error = produce_error(response)
-    assert isinstance(error, Errors.NotLeaderForPartitionError) and error.invalid_metadata
-    assert "b-3" in str(error)
-    assert produce_error(ProduceResponse(responses=[
-        ProduceResponse.TopicProduceResponse(name="a", partition_responses=[ok])])) is None
-
-
 @pytest.mark.broker
-def test_a_partition_without_a_known_leader_fails_until_reset(kafka):
+def test_a_partition_that_does_not_exist_fails_until_reset(kafka):
     A = kafka.name("a")
-    clients.ensure_topics(kafka, [clients.TopicSpec(A, 2)])
+    topics.ensure_topics(kafka, [topics.TopicSpec(A, 2)])
     outbox = Outbox(kafka, [A])
     try:
-        with pytest.raises(OutputFailed, match=f"no leader known for {A}-5"):
-            _one(outbox, 5)
+        assert outbox.sender.idempotent  # Apache Kafka gave it a producer id
+        with pytest.raises(OutputFailed, match=f"{A}-5: no such partition"):
+            outbox.wait(_one(outbox, 5), 10)
         with pytest.raises(OutputFailed):  # the failure stays until a reset
             outbox.done(outbox.flush())
-        outbox.reset()  # with fresh metadata: partition 5 still has no leader, the others do
+        outbox.reset()
         outbox.wait(_one(outbox, 1), 10)
     finally:
         outbox.close()
@@ -80,9 +63,10 @@ def test_a_partition_without_a_known_leader_fails_until_reset(kafka):
 
 @pytest.mark.broker
 def test_an_unacknowledged_request_fails_until_reset(kafka_node, kafka):
+    """Requests time out and go again, until the delivery timeout fails the outbox."""
     A = kafka.name("a")
-    clients.ensure_topics(kafka, [clients.TopicSpec(A, 1)])
-    outbox = Outbox(kafka, [A], request_timeout_ms=1500)
+    topics.ensure_topics(kafka, [topics.TopicSpec(A, 1)])
+    outbox = Outbox(kafka, [A], request_timeout_ms=1000, delivery_timeout_ms=2500)
     try:
         outbox.wait(_one(outbox, 0), 10)
         kafka_node.pause(1)

@@ -17,6 +17,7 @@ from tests.support import (
     DetectorThread,
     ScopedKafka,
     expected_flags,
+    feed,
     kill_after,
     read_topic,
     run_until_every_output,
@@ -94,28 +95,13 @@ def test_sigterm_with_the_broker_gone_exits_in_bounded_time():
         finally:
             det.close()
 
-def _feed(kafka: ScopedKafka, records, rate: float, done: threading.Event) -> None:
-    from detector.kafka import clients
-
-    producer = clients.producer(kafka, linger_ms=5)
-    started = time.monotonic()
-    for i, (key, value) in enumerate(records):
-        wait = started + i / rate - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        producer.send(kafka.values, key=key, value=value)
-    producer.flush()
-    producer.close()
-    done.set()
-
-
 def test_two_detectors_split_partitions_and_hand_over(kafka, steps):
     records = uniform_events(streams=24, per_stream=300, seed=8)  # 7,200 events
     send(kafka, kafka.values, [])  # the topic, with 6 partitions
     a = DetectorProcess(kafka).start()
     b = DetectorProcess(kafka).start()
     done = threading.Event()
-    feeder = threading.Thread(target=_feed, args=(kafka, records, 600.0, done), daemon=True)
+    feeder = threading.Thread(target=feed, args=(kafka, records, 600.0, done), daemon=True)
     try:
         wait_for(lambda: a.healthz() == 200 and b.healthz() == 200, 90, what="both ready")
         feeder.start()
@@ -144,7 +130,7 @@ def test_broker_pause_turns_not_ready_then_resumes_losing_nothing(kafka_node, ka
     send(kafka, kafka.values, [])
     det = DetectorThread(settings(kafka), steps("seed"), serve_metrics=True).start()
     done = threading.Event()
-    feeder = threading.Thread(target=_feed, args=(kafka, records, 400.0, done), daemon=True)
+    feeder = threading.Thread(target=feed, args=(kafka, records, 400.0, done), daemon=True)
     try:
         wait_for(lambda: det.pipeline.ready, 60, what="ready")
         feeder.start()

@@ -4,6 +4,7 @@ version that cannot load, and ``models push`` refusing what does not fit."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import threading
@@ -178,9 +179,10 @@ def test_a_version_that_cannot_load_leaves_the_current_one_serving(kafka):
     registry = Registry(kafka, kafka.models)
     push_shipped(registry, "trend", "seed")
     seed_card = json.loads((MODELS_DIR / "seed.card.json").read_text())
-    broken = Version("trend", 2, "0" * 64, seed_card["litert"]["keras_sha256"], seed_card,
-                     b"these bytes are no model")
-    registry._write("version/trend/2", broken.record())
+    junk = b"these bytes are no model"
+    broken = Version("trend", 2, hashlib.sha256(junk).hexdigest(),
+                     seed_card["litert"]["keras_sha256"], seed_card, size=len(junk), chunks=1)
+    registry._write([("chunk/trend/2/0", junk), ("version/trend/2", broken.record())])
     det = DetectorThread(settings(kafka, model="trend"), None, serve_metrics=True).start()
     try:
         send(kafka, kafka.values, uniform_events(10, 50, seed=3))

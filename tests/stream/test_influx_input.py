@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from detector.kafka import clients
+from detector.kafka import clients, topics
 from detector.settings.detector import DetectorSettings
 from detector.settings.fields import ConfigError, add_options, build
 from detector.settings.input import InputSettings
@@ -197,7 +197,7 @@ def telegraf_records(rounds: int, seed: int) -> Truth:
 def send_timed(kafka: KafkaSettings, topic: str, records: list[tuple[bytes, bytes, int]],
                partitions: list[int] | None = None) -> None:
     """Write records with their own timestamps (ms), each to its partition if given."""
-    clients.ensure_topics(kafka, [clients.TopicSpec(topic, 6)])
+    topics.ensure_topics(kafka, [topics.TopicSpec(topic, 6)])
     producer = clients.producer(kafka, linger_ms=5)
     for i, (key, value, ms) in enumerate(records):
         producer.send(topic, key=key, value=value, timestamp_ms=ms,

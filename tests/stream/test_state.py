@@ -6,12 +6,14 @@ import pytest
 from detector.stream.state import (
     _HEADER,
     _V2_HEADER,
+    _V3_HEADER,
     FIELDS,
     STATE_MAGIC,
     StateRecordError,
     StreamStore,
     decode_state,
 )
+from detector.stream.state_keys import LEGACY_WRITER
 
 FP = b"modelfp!"
 
@@ -37,7 +39,8 @@ def test_record_round_trips_every_field():
     assert {name: row[name].item() for name, _, _ in FIELDS} == {
         "prev": 0.75, "prev_dir": -1, "scale": 0.125, "seen": 12, "last_seq": 11,
         "last_epoch": 99, "last_offset": 4096, "partition": 3, "run_dir": 1, "run_len": 4,
-        "run_start_seq": 8, "run_start_ts": 1.5, "run_fired": True, "last_active": 1e9}
+        "run_start_seq": 8, "run_start_ts": 1.5, "run_fired": True, "last_active": 1e9,
+        "writer": 0}
     np.testing.assert_array_equal(lstm, np.arange(4, dtype=np.float32) / 7)
     np.testing.assert_array_equal(row["hist"], [np.nan, np.nan, 1e300, -2.5, 0.0, 1e-300, 7.0,
                                                 0.75])
@@ -56,6 +59,7 @@ def test_a_version_2_record_restores_without_recent_values():
     old, lstm, fp = decode_state(data)
     assert fp == FP and old["seen"] == 12 and old["prev"] == 0.75
     assert np.isnan(old["hist"][:-1]).all() and old["hist"][-1] == 0.75  # only prev known
+    assert old["writer"] == LEGACY_WRITER  # keyed by the bare stream id
     np.testing.assert_array_equal(lstm, np.arange(4, dtype=np.float32) / 7)
     store = StreamStore(state_size=4)
     store.put(["x"], [old], [lstm])
@@ -134,6 +138,19 @@ def test_idle_streams_are_found_and_dropped():
     assert store.drop(idle) == 1 and store.get("old") is None and store.get("new") is not None
 
 
+def test_a_version_3_record_restores_under_the_legacy_writer():
+    new = encoded()
+    row = np.frombuffer(new, _HEADER, count=1)[0]
+    v3 = np.zeros(1, _V3_HEADER)
+    for name in _V3_HEADER.names:
+        v3[name] = row[name]
+    v3["magic"] = b"TDS\x03"
+    old, lstm, _ = decode_state(v3.tobytes() + new[_HEADER.itemsize:])
+    assert old["writer"] == LEGACY_WRITER and old["last_offset"] == 4096
+    np.testing.assert_array_equal(old["hist"], row["hist"])
+    np.testing.assert_array_equal(lstm, np.arange(4, dtype=np.float32) / 7)
+
+
 def test_bulk_encoding_equals_one_by_one():
     store = StreamStore(state_size=32)
     rng = np.random.default_rng(0)
@@ -141,9 +158,11 @@ def test_bulk_encoding_equals_one_by_one():
     store.prev[slots] = rng.random(50)
     store.seen[slots] = rng.integers(0, 1000, 50)
     store.lstm[slots] = rng.normal(size=(50, 32))
+    store.writer[slots] = 2**63 + 5
     snap = store.snapshot(slots, FP)
     both = snap.records(0, 20) + snap.records(20, 50)
-    assert [key for key, _, _ in both] == [f"s{i}".encode() for i in range(50)]
+    assert [key for key, _, _ in both] == [f"s{i}".encode() + (2**63 + 5).to_bytes(8, "big")
+                                           for i in range(50)]
     for (_, value, p), slot in zip(both, slots.tolist(), strict=True):
         row, lstm, _ = decode_state(value)
         assert p == store.partition[slot] and row["seen"] == store.seen[slot]
