@@ -53,7 +53,10 @@ def kafka(kafka_node, request):
 def kafka_cluster():
     """Three combined nodes: replication factor 3, ``min.insync.replicas`` 2, for broker
     faults. Started by the first test of a worker that asks for it."""
-    with KafkaCluster(nodes=3, config=BROKER_CONFIG) as cluster:
+    # a dead node loses its leaderships after 3 s, not 9 (broker.session.timeout.ms)
+    config = {**BROKER_CONFIG, "broker.session.timeout.ms": "3000",
+              "broker.heartbeat.interval.ms": "1000"}
+    with KafkaCluster(nodes=3, config=config) as cluster:
         yield cluster
 
 

@@ -80,7 +80,8 @@ class Bridge(ConsumerRebalanceListener):
         self._revoked: set[int] = set()
         self._lock = threading.Lock()  # the rebalance callbacks run on the client's IO thread
         self.watch = GroupWatch(settings.kafka, settings.group_id, settings.session_timeout_ms,
-                                metrics.group)
+                                metrics.group,
+                                rebalance_timeout_ms=settings.max_poll_interval_ms)
         metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
         metrics.open_runs.set_function(lambda: sum(
             1 for run in list(self._runs.values()) if run.resolved is None))
@@ -126,8 +127,9 @@ class Bridge(ConsumerRebalanceListener):
             auto_offset_reset="earliest", max_poll_records=MAX_POLL_RECORDS,
             session_timeout_ms=self.s.session_timeout_ms,
             heartbeat_interval_ms=self.s.heartbeat_interval_ms,
+            max_poll_interval_ms=self.s.max_poll_interval_ms,
             request_timeout_ms=max(30_000, self.s.session_timeout_ms + 5_000),
-            fetch_max_wait_ms=100)
+            fetch_max_wait_ms=100, isolation_level="read_committed")
         self.consumer.subscribe([self.s.alert_topic], listener=self)
         self.watch.attach(self.consumer)
 

@@ -90,7 +90,8 @@ def tail(kafka: KafkaSettings, topic: str, from_beginning: bool, stop: threading
     if n is None:
         raise clients.KafkaUnavailable(
             f"topic {topic} does not exist on {kafka.bootstrap_servers}")
-    consumer = clients.consumer(kafka, group_id=None, enable_auto_commit=False)
+    consumer = clients.consumer(kafka, group_id=None, enable_auto_commit=False,
+                                isolation_level="read_committed")
     tps = [TopicPartition(topic, p) for p in range(n)]
     consumer.assign(tps)
     if from_beginning:

@@ -225,12 +225,14 @@ class Checkpointer:
                 outbox.append(self.state_topic, p, key, None)
         outbox.wait(outbox.flush(), self.ack_timeout_s)
 
-    def persist(self, outbox: Outbox, partitions: set[int]) -> None:
-        """Steps 1 and 2 for partitions being handed over; no commit (not allowed there)."""
+    def persist(self, outbox: Outbox, partitions: set[int], timeout_s: float) -> None:
+        """Steps 1 and 2 for partitions being handed over; no commit (not allowed there).
+        Each wait at most ``timeout_s``: it runs in a rebalance callback, where the consumer
+        sends no heartbeat (OutputFailed then; the next owner replays a little more)."""
         if self.pending is not None:
-            self._finish(self.pending, outbox, None)
+            self._finish(self.pending, outbox, None, timeout_s)
         self.pending = None
-        self._finish(self._snapshot(outbox.flush(), {}, partitions), outbox, None)
+        self._finish(self._snapshot(outbox.flush(), {}, partitions), outbox, None, timeout_s)
 
     def _finish(self, cp: _Pending, outbox: Outbox, consumer: KafkaConsumer | None,
                 timeout_s: float | None = None) -> None:

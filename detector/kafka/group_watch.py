@@ -1,18 +1,21 @@
 """Watch that this member's consumer group makes progress, and un-stick it when it does not.
 
 A member is *settled* while its group is stable and it holds its assignment. Rebalances unsettle
-it for a few seconds (on the local broker a join alone takes half the session timeout, and a
-dead member must lapse first). A member that stays unsettled is stuck, and the watch acts,
-logging one line and counting it in ``<prefix>_group_rejoins_total{reason}``:
+it for a few seconds (a dead member must lapse first; a slow member's revoke, which writes its
+partitions' state, may take longer). A member that stays unsettled is stuck, and the watch
+acts, logging one line and counting it in ``<prefix>_group_rejoins_total{reason}``:
 
-- ``leader_left``, after ``LEADER_LEFT_SESSIONS`` session timeouts: the leader named by this
-  member's last JoinGroup response is no longer a member of the group. The local broker keeps a
-  leader that leaves while the group is forming, and then no member can ever be assigned
-  anything (``group_requests`` says where). A JoinGroup under the departed leader's id makes
-  the broker drop it one session later, and the group forms.
-- ``no_progress``, after ``STALL_SESSIONS``: anything else; the owner replaces its consumer
-  (a new member id, a fresh join). Later than the first, so that the members of a group whose
-  leader left do not all rejoin while one of them repairs it.
+- ``leader_left``, on the bundled Tansu only, after ``LEADER_LEFT_SESSIONS`` session timeouts:
+  the leader named by this member's last JoinGroup response is no longer a member of the group.
+  Tansu keeps a leader that leaves while the group is forming, and then no member can ever be
+  assigned anything (``group_requests`` says where). A JoinGroup under the departed leader's
+  id makes the broker drop it one session later, and the group forms. Apache Kafka has no
+  such fault, and the repair never runs there (a cluster is Tansu by its id, ``tansu_cluster``
+  unless its operator set another).
+- ``no_progress``: anything else, once waiting longer than the group itself would: on Kafka
+  the rebalance timeout (``--max-poll-interval-ms``, how long the coordinator waits for every
+  member to rejoin) and a session timeout more; on Tansu ``STALL_SESSIONS`` session timeouts.
+  The owner replaces its consumer (a new member id, a fresh join).
 
 A member that is settled with nothing assigned while some partition of its input has lag and a
 committed offset that does not move for ``STALL_SESSIONS`` is idle beside unconsumed work: it
@@ -55,12 +58,15 @@ class GroupWatch:
     a reason when the owner should replace its consumer."""
 
     def __init__(self, kafka: KafkaSettings, group_id: str, session_timeout_ms: int,
-                 metrics: GroupMetrics, clock: Callable[[], float] = time.monotonic):
+                 metrics: GroupMetrics, clock: Callable[[], float] = time.monotonic,
+                 rebalance_timeout_ms: int = 300_000):
         self.kafka = kafka
         self.group_id = group_id
         self.session_timeout_ms = session_timeout_ms
+        self.rebalance_timeout_ms = rebalance_timeout_ms
         self.leader_left_s = LEADER_LEFT_SESSIONS * session_timeout_ms / 1000
-        self.stall_s = STALL_SESSIONS * session_timeout_ms / 1000
+        self.stall_s = (rebalance_timeout_ms + session_timeout_ms) / 1000
+        self.on_tansu: bool | None = None  # looked up at the first wait
         self._looked_for_leader = False  # in this wait
         self.metrics = metrics
         self._clock = clock
@@ -122,7 +128,9 @@ class GroupWatch:
             self._since = self._last_log = now
             self._looked_for_leader = False
         waited = now - self._since
-        if waited >= self.leader_left_s and not self._looked_for_leader:
+        if self.on_tansu is None and waited >= 1.0:
+            self._learn_broker()
+        if self.on_tansu and waited >= self.leader_left_s and not self._looked_for_leader:
             self._looked_for_leader = True
             self._take_over_departed_leader(consumer, waited)
         elif waited >= self.stall_s:
@@ -153,9 +161,9 @@ class GroupWatch:
                     return
                 log.warning(
                     "no assignment after %.0f s: group %s is %s and its leader %s left it "
-                    "while it was forming (the local broker then never forms it again); "
-                    "joining under that id so that the coordinator drops it",
-                    waited, self.group_id, state, leader)
+                    "while it was forming (Tansu then never forms it again); joining under "
+                    "that id so that the coordinator drops it", waited, self.group_id, state,
+                    leader)
                 self.metrics.rejoins.labels("leader_left").inc()
                 join_as(client, self.group_id, leader, sorted(consumer.subscription() or ()),
                         self.session_timeout_ms)
@@ -196,6 +204,22 @@ class GroupWatch:
                     stuck[0].topic, "is" if len(stuck) == 1 else "are", self.stall_s)
         self.metrics.rejoins.labels("idle_while_unconsumed").inc()
         return "idle_while_unconsumed"
+
+    def _learn_broker(self) -> None:
+        """Whether the cluster is Tansu (its repair applies) and how long a stall is there."""
+        with self._admin() as client:
+            if client is None:
+                return
+            try:
+                cluster_id = str(client.describe_cluster().get("cluster_id") or "")
+            except KafkaError as exc:
+                log.debug("cannot describe the cluster (%s)", exc)
+                return
+        self.on_tansu = cluster_id.startswith("tansu")
+        if self.on_tansu:
+            self.stall_s = STALL_SESSIONS * self.session_timeout_ms / 1000
+            log.info("the broker is Tansu: a group whose leader left while it formed is "
+                     "repaired after %.0f s", self.leader_left_s)
 
     def _describe(self) -> str:
         """The group as its coordinator sees it, in a few words."""

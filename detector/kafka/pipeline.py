@@ -82,7 +82,8 @@ class Pipeline:
         self.membership = Membership(settings, self.rollout, self.store, self.checkpoints,
                                      metrics, self._positions, self.stop_event)
         self.watch = GroupWatch(settings.kafka, settings.group_id, settings.session_timeout_ms,
-                                metrics.group)
+                                metrics.group,
+                                rebalance_timeout_ms=settings.max_poll_interval_ms)
         self._backoff = 0.5
         self._closed = False
         self._partitions: dict[str, int] = {}
@@ -143,6 +144,8 @@ class Pipeline:
             max_poll_records=s.max_poll_records,
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_poll_interval_ms=s.max_poll_interval_ms,
+            isolation_level=s.isolation_level,
             max_partition_fetch_bytes=8 << 20,
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             request_timeout_ms=max(30_000, s.session_timeout_ms + 5_000),
@@ -388,6 +391,7 @@ class Pipeline:
         release_free_memory()
 
     def _update_gauges(self) -> None:
+        self.metrics.produce_retries.inc(self.outbox.sender.take_retries())
         self.metrics.active_streams.set(len(self.store))
         self.metrics.runs_firing.set(int(np.count_nonzero(self.store.run_fired)))
         self.metrics.evicted.inc(self.checkpoints.take_evicted())

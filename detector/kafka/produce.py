@@ -90,7 +90,7 @@ class Sender:
         self._on_failure = on_failure
         self.producer_id, self.epoch = -1, -1
         self._sequence: dict[tuple[str, int], int] = {}
-        self.retries = 0  # batches sent again, for a metric
+        self.retries = 0  # batches sent again since the last ``take_retries``
 
     # --- identity (the caller's thread) ------------------------------------------------------
 
@@ -127,6 +127,10 @@ class Sender:
                 continue
             self.producer_id, self.epoch = response.producer_id, response.producer_epoch
             return
+
+    def take_retries(self) -> int:
+        n, self.retries = self.retries, 0
+        return n
 
     @property
     def idempotent(self) -> bool:

@@ -107,7 +107,8 @@ class Membership(ConsumerRebalanceListener):
         served = {tp.partition for tp in revoked} - self.restoring
         try:
             if not self.needs_recovery and served:
-                self.checkpoints.persist(self.outbox, served)
+                # kafka-python sends no heartbeat while this runs: well within a session
+                self.checkpoints.persist(self.outbox, served, self.s.session_timeout_ms / 2000)
         except TRANSIENT as exc:
             log.warning("state write on revoke failed (%s); the next owner replays", exc)
         self._drop(revoked)

@@ -109,7 +109,8 @@ def _described(client: KafkaAdminClient, kafka: KafkaSettings, names: list[str]
 
 
 def _configs(client: KafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]] | None:
-    """Every config of each topic (defaults included); None where they cannot be read."""
+    """Every config of each topic (defaults included), {} for a topic the broker answers
+    nothing for; None where they cannot be read (one warning)."""
     try:
         found = client.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, n) for n in names], config_filter="all")
@@ -118,16 +119,16 @@ def _configs(client: KafkaAdminClient, names: list[str]) -> dict[str, dict[str, 
                     ", ".join(names), type(exc).__name__, exc)
         return None
     topics = found.get("topic") or {}
-    out = {n: {k: v["value"] for k, v in topics.get(n, {}).items()} for n in names}
-    if not any(out.values()):
-        log.warning("the broker answers no settings for %s (the bundled Tansu never does); "
-                    "not checking them", ", ".join(names))
-        return None
-    return out
+    return {n: {k: v["value"] for k, v in topics.get(n, {}).items()} for n in names}
 
 
 def _check(specs: list[TopicSpec], configs: dict[str, dict[str, str]]) -> None:
-    """TopicMisconfigured for the first required setting an existing topic lacks."""
+    """TopicMisconfigured for the first required setting an existing topic lacks; one warning
+    for those the broker answers nothing for."""
+    silent = [s.name for s in specs if not configs.get(s.name)]
+    if silent:
+        log.warning("the broker answers no settings for %s (the bundled Tansu answers none "
+                    "for a topic created without them); not checking them", ", ".join(silent))
     for s in specs:
         for name, (want, breaks) in s.required.items():
             have = configs[s.name].get(name)

@@ -171,8 +171,14 @@ class Metrics(MetricSet):
         self.ready = Gauge(
             "detector_ready", "1 while the detector is connected and consuming.", registry=r
         )
+        self.produce_retries = Counter(
+            "detector_produce_retries", "Record batches sent again after an error Kafka "
+            "can recover from (a leader moved, a replica or a connection lost): idempotent, "
+            "no recovery.", registry=r,
+        )
         self.broker_errors = Counter(
-            "detector_broker_errors", "Kafka operations that failed and were retried.", ["op"],
+            "detector_broker_errors", "Kafka operations that failed and sent the detector "
+            "through a recovery (replay from the last commit), by error.", ["op"],
             registry=r,
         )
         self.group = GroupMetrics(r, "detector", "input")

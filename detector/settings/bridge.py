@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from detector.settings.detector import (
     HEARTBEAT_HELP,
+    MAX_POLL_HELP,
     MEMBER_DIR_HELP,
     METRICS_HOST_HELP,
     METRICS_PORT_HELP,
@@ -44,6 +45,7 @@ class BridgeSettings:
     member_dir: str = opt("{tmp}/detector-members", MEMBER_DIR_HELP)
     session_timeout_ms: int = opt(10000, SESSION_TIMEOUT_HELP)
     heartbeat_interval_ms: int = opt(3000, HEARTBEAT_HELP)
+    max_poll_interval_ms: int = opt(300_000, MAX_POLL_HELP)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
     def __post_init__(self) -> None:

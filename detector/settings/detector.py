@@ -37,6 +37,10 @@ MEMBER_DIR_HELP = (
     "their sessions (dynamic membership only). {tmp} is the temporary directory (TMPDIR, else "
     "/tmp). Empty: off.")
 HEARTBEAT_HELP = "Consumer group heartbeat interval."
+MAX_POLL_HELP = (
+    "The group's rebalance timeout (max.poll.interval.ms): how long the coordinator waits for "
+    "a member to rejoin during a rebalance (a revoke writes its partitions' state first), and "
+    "how long a member waits for a rebalance before it rejoins with a new consumer.")
 
 def expand_member_dir(settings: object) -> None:
     object.__setattr__(settings, "member_dir",
@@ -109,6 +113,12 @@ class DetectorSettings:
     member_dir: str = opt("{tmp}/detector-members", MEMBER_DIR_HELP)
     session_timeout_ms: int = opt(10000, SESSION_TIMEOUT_HELP)
     heartbeat_interval_ms: int = opt(3000, HEARTBEAT_HELP)
+    max_poll_interval_ms: int = opt(300_000, MAX_POLL_HELP)
+    isolation_level: str = opt(
+        "read_committed", "How the input is read: read_committed skips records of aborted "
+        "transactions and waits for open ones (a producer that writes in transactions never "
+        "has a flag for what it took back); read_uncommitted reads them as they come.",
+        ("read_committed", "read_uncommitted"))
     retry_backoff_max_s: float = opt(10.0, "Longest wait between retries while the broker is gone.")
     mapping: InputSettings = field(default_factory=InputSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -135,7 +145,7 @@ class DetectorSettings:
         port(self.metrics_port)
         replication(self.replication_factor)
         for name in ("partitions", "max_poll_records", "poll_timeout_ms", "fetch_max_wait_ms",
-                     "checkpoint_interval_ms", "retry_backoff_max_s"):
+                     "checkpoint_interval_ms", "retry_backoff_max_s", "max_poll_interval_ms"):
             positive(name, getattr(self, name))
         not_negative("linger_ms", self.linger_ms)
         group_timing(self.session_timeout_ms, self.heartbeat_interval_ms)

@@ -15,6 +15,7 @@ nodes of owners that are gone (their directories under ``<tmp>/detector-kafka``)
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import fcntl
@@ -122,6 +123,15 @@ def libs() -> Path:
         partial.rename(target)
         (target / ".complete").touch()
     return target
+
+
+def _cluster_id() -> str:
+    """16 random bytes in URL-safe base64, as ``random-uuid`` makes one, never starting with a
+    dash (the storage tool would read it as an option, as Kafka's own Uuid avoids)."""
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not found.startswith("-"):
+            return found
 
 
 def _die_with_parent() -> None:
@@ -262,10 +272,7 @@ class KafkaCluster:
         path = base / "cluster.id"
         if not path.exists():
             base.mkdir(parents=True, exist_ok=True)
-            # a cluster id is 16 random bytes in URL-safe base64, as `random-uuid` makes it
-            import base64
-
-            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+            path.write_text(_cluster_id())
         return path.read_text().strip()
 
     def _configure(self, node: Node) -> None:

@@ -91,6 +91,41 @@ def test_leader_leaving_a_forming_group_does_not_stop_it(tansu, steps):
 
 
 @pytest.mark.slow
+def test_a_member_slow_to_rejoin_within_the_rebalance_timeout_causes_no_rejoin(kafka, steps):
+    """A member whose loop is busy for 60 s when a rebalance starts: Kafka waits for it (the
+    rebalance timeout, --max-poll-interval-ms, 300 s), and so does every member's watch (six
+    session timeouts, 36 s here, used to make the others leave and join again)."""
+    step = steps("seed")
+    s = settings(kafka, member_dir=tempfile.mkdtemp())
+    slow = DetectorThread(s, step).start()
+    wait_for(lambda: slow.value("detector_assigned_partitions") == 6, 60, what="first member")
+    producer = feed(kafka, 6000, 60, 100, seed=5)
+    busy = threading.Event()
+    follow = slow.pipeline._follow
+
+    def once_slow() -> None:  # the loop away from its poll for a minute, once
+        if not busy.is_set():
+            busy.set()
+            time.sleep(60)
+        follow()
+
+    slow.pipeline._follow = once_slow  # type: ignore[method-assign]
+    wait_for(busy.is_set, 10, what="the first member to be busy")
+    joiner = DetectorThread(s, step).start()
+    both = [slow, joiner]
+    wait_for(lambda: all(d.value("detector_assigned_partitions") for d in both)
+             and all(d.pipeline.ready for d in both), 150, every=0.5,
+             what="both members holding partitions after the slow one's minute")
+    assert joiner.pipeline.watch.waited_s() == 0
+    producer.join()
+    check_outputs(kafka, step, 6000)
+    assert sum(d.value("detector_group_rejoins_total", {"reason": r}) for d in both
+               for r in ("leader_left", "no_progress", "idle_while_unconsumed")) == 0
+    for d in both:
+        d.stop()
+
+
+@pytest.mark.slow
 def test_a_member_with_nothing_to_hold_stays_ready_and_looks_at_the_group(kafka, steps):
     """More members than partitions: the idle one holds nothing, is ready, and its look at
     the group's commits (every 10 s) finds nothing unconsumed."""

@@ -6,7 +6,15 @@ import urllib.request
 import pytest
 
 from detector.task.rule import exact_flags
-from tests.support import DetectorThread, read_topic, send, settings, uniform_events, wait_for
+from tests.support import (
+    DetectorProcess,
+    DetectorThread,
+    read_topic,
+    send,
+    settings,
+    uniform_events,
+    wait_for,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -116,3 +124,22 @@ def test_output_json_is_what_the_issue_says(kafka, steps):
     assert [r["direction"] for r in recs] == ["flat", "up", "up", "up"]
     assert recs[2]["ts"] is None  # no ts in the input: no latency either
     assert det.value("detector_end_to_end_latency_seconds_count") == 0
+
+
+@pytest.mark.slow
+def test_four_detectors_started_at_once_on_fresh_topics_all_come_up(kafka):
+    """They race to create the same topics: one creates each, the others find it (a topic
+    just created may show no partitions for a moment: described again, not an exit)."""
+    dets = [DetectorProcess(kafka) for _ in range(4)]
+    for det in dets:
+        det.start()
+    try:
+        wait_for(lambda: all(d.healthz() == 200 for d in dets), 120, every=0.5,
+                 what=lambda: "four ready: " + " | ".join(
+                     d.output()[-300:] for d in dets if d.proc.poll() is not None))
+        assert all(d.proc.poll() is None for d in dets)
+        send(kafka, kafka.values, uniform_events(streams=12, per_stream=20))
+        wait_for(lambda: sum(d.processed() for d in dets) >= 240, 60, what="the events")
+    finally:
+        for det in dets:
+            det.close()
