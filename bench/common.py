@@ -60,3 +60,31 @@ def say(line: str) -> None:
 
 def fmt_rate(x: float) -> str:
     return f"{x:,.0f}"
+
+
+BROKERS = ("kafka", "tansu")
+
+
+def add_broker_option(parser) -> None:  # type: ignore[no-untyped-def]
+    parser.add_argument("--broker", choices=BROKERS, default="kafka",
+                        help="the broker to measure on: Apache Kafka (the reference, one KRaft "
+                        "node) or the bundled Tansu")
+
+
+def start_broker(kind: str):  # type: ignore[no-untyped-def]
+    """A fresh broker of ``kind``, started; use as a context manager (``.bootstrap``)."""
+    if kind == "kafka":
+        from detector.testing.apache_kafka import KafkaCluster
+
+        return KafkaCluster().start()
+    from detector.testing.local_broker import LocalBroker
+
+    return LocalBroker().start()
+
+
+def broker_name(kind: str) -> str:
+    if kind == "kafka":
+        from detector.testing.apache_kafka import kafka_version
+
+        return f"Apache Kafka {kafka_version()} (one KRaft node)"
+    return "Tansu (bundled)"

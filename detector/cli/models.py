@@ -20,7 +20,7 @@ def _registry(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def _where(args: argparse.Namespace) -> tuple:
     s = build(RegistrySettings, args, "DETECTOR")
-    return s.kafka, s.models_topic
+    return s.kafka, s.models_topic, s.replication_factor
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -94,6 +94,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    try:
+        gone = registry.prune(args.name, args.keep)
+    finally:
+        registry.close()
+    print(f"{args.name}: deleted {len(gone)} version(s)"
+          + (f" ({', '.join(f'v{v}' for v in gone)})" if gone else "")
+          + "; kept the live one, the candidate, the rollback list and the newest "
+          f"{args.keep}")
+    return 0
+
+
 def _change(action: str):  # type: ignore[no-untyped-def]
     def run(args: argparse.Namespace) -> int:
         registry = _registry(args)
@@ -133,6 +146,11 @@ def add_commands(command: Command) -> None:
         sp = action(name, _change(name), help)
         sp.add_argument("name", metavar="NAME")
         sp.add_argument("version", metavar="VERSION", type=int)
+    prune = action("prune", cmd_prune, "Delete old versions of NAME from the registry (their "
+                   "records tombstoned): all but the live one, the candidate, those a rollback "
+                   "can go back to, and the newest --keep.")
+    prune.add_argument("name", metavar="NAME")
+    prune.add_argument("--keep", type=int, default=3, help="newest versions to keep")
     for name, help in (("unshadow", "Stop the candidate's shadow."),
                        ("rollback", "Back to the version live before the current one.")):
         sp = action(name, _change(name), help)

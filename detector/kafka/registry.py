@@ -183,7 +183,8 @@ class RegistryReader:
             if sorted(where) != list(range(v.chunks)):
                 raise UsageError(f"model {v.name} v{v.version}: {v.chunks - len(where)} of its "
                                  f"{v.chunks} chunks are missing from {self._tp.topic}")
-            content = b"".join(self._read_at(where)[i] for i in range(v.chunks))
+            pieces = self._read_at(where)
+            content = b"".join(pieces[i] for i in range(v.chunks))
         if hashlib.sha256(content).hexdigest() != v.sha256:
             raise UsageError(f"model {v.name} v{v.version}: its bytes in {self._tp.topic} do "
                              "not match its sha256")

@@ -113,6 +113,9 @@ class StateReader:
             done |= {p for p, progress in self.pending.items() if self._at_end(progress)}
             if not got or time.monotonic() >= deadline:
                 break
+        if got:
+            for progress in self.pending.values():  # one reader: progress is shared
+                progress.last_progress = now
         for p in done:
             progress = self.pending.pop(p)
             log.info("state of partition %d restored: %d records in %.1f s", p,

@@ -80,17 +80,43 @@ def decode_state(data: bytes | None) -> tuple[np.void, np.ndarray, bytes]:
     if len(data) != header.itemsize + 4 * size:
         raise StateRecordError(
             f"state record length {len(data)} does not match its {size} LSTM values")
-    if (abs(int(row["prev_dir"])) > 1 or abs(int(row["run_dir"])) > 1 or row["seen"] < 0
-            or row["last_seq"] < -1 or row["last_offset"] < -1 or row["run_len"] < 0
-            or not 0 <= row["partition"] < 2**15
-            or not all(np.isfinite(row[n]) for n in ("scale", "run_start_ts", "last_active"))
-            or (row["seen"] > 0 and not np.isfinite(row["prev"]))
-            or row["scale"] < 0 or np.isinf(row["hist"]).any()):
+    if not _valid(np.array([row]))[0]:
         raise StateRecordError("state record fields out of range")
     lstm = np.frombuffer(data, "<f4", offset=header.itemsize).astype(np.float32)
     if not np.all(np.isfinite(lstm)):
         raise StateRecordError("state record holds a non-finite LSTM value")
     return row, lstm, bytes(row["fingerprint"])
+
+
+def _valid(rows: np.ndarray) -> np.ndarray:
+    """Which decoded rows have every field in range (decode_state's checks, for arrays)."""
+    with np.errstate(invalid="ignore"):
+        return ((np.abs(rows["prev_dir"].astype(np.int16)) <= 1)
+                & (np.abs(rows["run_dir"].astype(np.int16)) <= 1) & (rows["seen"] >= 0)
+                & (rows["last_seq"] >= -1) & (rows["last_offset"] >= -1) & (rows["run_len"] >= 0)
+                & (rows["partition"] >= 0)
+                & np.isfinite(rows["scale"]) & np.isfinite(rows["run_start_ts"])
+                & np.isfinite(rows["last_active"])
+                & ((rows["seen"] <= 0) | np.isfinite(rows["prev"])) & (rows["scale"] >= 0)
+                & ~np.isinf(rows["hist"]).any(axis=1))
+
+
+def decode_states(values: list[bytes], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Many current state records of ``size`` LSTM values each, decoded at once (a restore
+    reads millions): their rows, LSTM states (n x size) and whether each is valid. Every value
+    must be ``_HEADER.itemsize + 4 * size`` bytes long; ``decode_state`` takes the others."""
+    dtype = np.dtype([*_HEADER.descr, ("lstm", "<f4", (size,))] if size else _HEADER.descr)
+    rows = np.frombuffer(b"".join(values), dtype)
+    ok = (rows["magic"] == STATE_MAGIC) & (rows["size"] == size) & _valid(rows)
+    lstm = rows["lstm"].astype(np.float32) if size else np.zeros((len(rows), 0), np.float32)
+    if size:
+        ok &= np.isfinite(lstm).all(axis=1)
+    return rows, lstm, ok
+
+
+def record_size(size: int) -> int:
+    """Bytes of a current state record with ``size`` LSTM values."""
+    return _HEADER.itemsize + 4 * size
 
 
 def _upgrade(old: np.void, header: np.dtype) -> np.void:
@@ -281,21 +307,27 @@ class StreamStore:
         state["hist"] = self.hist[slot].copy()
         return state
 
-    def put(self, streams: list[Hashable], rows: list[np.void], lstms: list[np.ndarray | None]
-            ) -> None:
-        """Install restored states (clean: they are already on the state topic). An LSTM state
-        of ``None`` (written by another model) starts afresh."""
+    def put(self, streams: list[Hashable], rows: list[np.void] | np.ndarray,
+            lstms: list[np.ndarray | None] | np.ndarray) -> None:
+        """Install restored states (clean: they are already on the state topic): ``rows`` in
+        the record layout (a list, or a structured array with those fields), ``lstms`` one
+        per stream (a list, or an n x size array). A state wider than the store's starts
+        afresh, as does ``None``."""
         if not streams:
             return
-        table = np.array(rows, dtype=_HEADER)
+        table = rows if isinstance(rows, np.ndarray) else np.array(rows, dtype=_HEADER)
         slots = self.lookup(streams, table["partition"].astype(np.int64))
         self.hist[slots] = table["hist"]
         for name, _, _ in FIELDS:
             getattr(self, name)[slots] = table[name]
-        for slot, lstm in zip(slots.tolist(), lstms, strict=True):
-            self.lstm[slot] = 0.0
-            if lstm is not None and lstm.size <= self.state_size:
-                self.lstm[slot, :lstm.size] = lstm
+        self.lstm[slots] = 0.0
+        if isinstance(lstms, np.ndarray):
+            if 0 < lstms.shape[1] <= self.state_size:
+                self.lstm[slots, :lstms.shape[1]] = lstms
+        else:
+            for slot, lstm in zip(slots.tolist(), lstms, strict=True):
+                if lstm is not None and lstm.size <= self.state_size:
+                    self.lstm[slot, :lstm.size] = lstm
         self.dirty[slots] = False
 
     def snapshot(self, slots: np.ndarray, fingerprint: bytes | np.ndarray) -> StateSnapshot:

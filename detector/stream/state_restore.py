@@ -14,12 +14,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector.stream.state import StateRecordError, StreamStore, decode_state
+from detector.stream.state import (
+    StateRecordError,
+    StreamStore,
+    decode_state,
+    decode_states,
+    record_size,
+)
 from detector.stream.state_keys import LEGACY_WRITER, ModelMarker, stream_of
 
 log = logging.getLogger(__name__)
 
 _GONE = -1  # a chunk entry whose stream a tombstone removed
+_STORE = -2  # a chunk entry that is what the store holds
 
 
 @dataclass
@@ -39,10 +46,18 @@ class StateMerge:
     def apply(self, partition: int, records: list[tuple[bytes | None, bytes | None]]) -> None:
         """Merge one partition's records, in the order they are on the topic."""
         markers = self.markers.setdefault(partition, {})
-        # stream -> (applied offset, writer, index of its row here or _GONE); None: from store
+        decoded = _Decoded(records)
+        # stream -> (applied offset, writer, index of its record here, or _GONE / _STORE),
+        # starting from what the store holds for the chunk's streams (one lookup for all)
         chunk: dict[bytes, tuple[int, int, int]] = {}
-        rows, lstms, fps = [], [], []
-        for key, value in records:
+        streams = {i: stream_of(records[i][0], row[1])  # type: ignore[arg-type]
+                   for i, row in decoded.fields.items()}
+        known = list({s for s in streams.values() if s is not None})
+        slots = self.store.index.find(known, self.store.keys).tolist() if known else []
+        offsets, writers = self.store.last_offset, self.store.writer
+        chunk.update({s: (int(offsets[slot]), int(writers[slot]), _STORE)
+                      for s, slot in zip(known, slots, strict=True) if slot >= 0})
+        for i, (key, value) in enumerate(records):
             if key is None:
                 self.rejected += 1
             elif value is None:
@@ -55,25 +70,17 @@ class StateMerge:
                     self._arrivals += 1
                     markers[key] = (marker, self._arrivals)
             else:
-                try:
-                    row, lstm, fingerprint = decode_state(value)
-                except StateRecordError as exc:
-                    self.rejected += 1
-                    log.debug("skipping a state record: %s", exc)
-                    continue
-                stream = stream_of(key, int(row["writer"]))
-                if stream is None or int(row["partition"]) != partition:
+                row = decoded.row(i)
+                stream = streams.get(i)
+                if row is None or stream is None or row[2] != partition:
                     self.rejected += 1
                     continue
-                offset = int(row["last_offset"])
-                now = self._entry(stream, chunk)
+                offset, writer = row[0], row[1]
+                now = chunk.get(stream)
                 if now is None or now[2] == _GONE or offset >= now[0]:
-                    chunk[stream] = (offset, int(row["writer"]), len(rows))
-                    rows.append(row)
-                    lstms.append(lstm)
-                    fps.append(fingerprint)
+                    chunk[stream] = (offset, writer, i)
         self.merged += len(records)
-        self._install(chunk, rows, lstms, fps)
+        self._install(chunk, decoded)
 
     def _entry(self, stream: bytes, chunk: dict[bytes, tuple[int, int, int]]
                ) -> tuple[int, int, int] | None:
@@ -83,7 +90,7 @@ class StateMerge:
             slot = self.store.slot_of(stream)
             if slot is not None:
                 now = chunk[stream] = (int(self.store.last_offset[slot]),
-                                       int(self.store.writer[slot]), -2)
+                                       int(self.store.writer[slot]), _STORE)
         return now
 
     def _tombstone(self, key: bytes, chunk: dict[bytes, tuple[int, int, int]],
@@ -100,29 +107,28 @@ class StateMerge:
             if now is not None and now[2] != _GONE and now[1] == writer:
                 chunk[stream] = (now[0], writer, _GONE)
 
-    def _install(self, chunk: dict[bytes, tuple[int, int, int]], rows: list[np.void],
-                 lstms: list[np.ndarray], fps: list[bytes]) -> None:
-        won = [(stream, idx) for stream, (_, _, idx) in chunk.items() if idx >= 0]
-        if won:
-            streams = [stream for stream, _ in won]
-            self.store.put(streams, [rows[i] for _, i in won], [lstms[i] for _, i in won])
+    def _install(self, chunk: dict[bytes, tuple[int, int, int]], decoded: _Decoded) -> None:
+        won = [(stream, i) for stream, (_, _, i) in chunk.items() if i >= 0]
+        for streams, rows, lstms, fps in decoded.groups(won):
+            self.store.put(streams, rows, lstms)
             slots = self.store.index.find(streams, self.store.keys)
-            self._note_fingerprints(slots, [fps[i] for _, i in won])
-        gone = [stream for stream, (_, _, idx) in chunk.items() if idx == _GONE]
+            self._note_fingerprints(slots, fps)
+        gone = [stream for stream, (_, _, i) in chunk.items() if i == _GONE]
         if gone:
             slots = self.store.index.find(gone, self.store.keys)
             self.store.drop(slots[slots >= 0])
 
-    def _note_fingerprints(self, slots: np.ndarray, fps: list[bytes]) -> None:
+    def _note_fingerprints(self, slots: np.ndarray, fps: list[bytes] | np.ndarray) -> None:
         if len(self._fp_of_slot) < self.store.capacity:
             grown = np.full(self.store.capacity, -1, np.int16)
             grown[:len(self._fp_of_slot)] = self._fp_of_slot
             self._fp_of_slot = grown
-        ids = []
-        for fp in fps:
+        fps = np.asarray(fps, "S8")
+        ids = np.empty(len(fps), np.int16)
+        for fp in np.unique(fps).tolist():
             if fp not in self._fingerprints:
                 self._fingerprints.append(fp)
-            ids.append(self._fingerprints.index(fp))
+            ids[fps == fp] = self._fingerprints.index(fp)
         self._fp_of_slot[slots] = ids
 
     def stale(self, partition: int, fingerprint: bytes) -> np.ndarray:
@@ -146,3 +152,66 @@ class StateMerge:
 
     def forget(self, partition: int) -> None:
         self.markers.pop(partition, None)
+
+
+class _Decoded:
+    """A chunk's state records decoded together, by length (``decode_states``); the odd ones
+    (older versions, damaged) one by one."""
+
+    def __init__(self, records: list[tuple[bytes | None, bytes | None]]):
+        by_length: dict[int, list[int]] = {}
+        for i, (key, value) in enumerate(records):
+            if key is not None and value is not None and not ModelMarker.is_marker(value):
+                by_length.setdefault(len(value), []).append(i)
+        self.where: dict[int, tuple[int, int]] = {}  # record -> (group, row in group)
+        self.fields: dict[int, tuple[int, int, int]] = {}  # record -> offset, writer, partition
+        self.tables: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, lstms) per group
+        for length, idx in by_length.items():
+            size, odd = divmod(length - record_size(0), 4)
+            if size < 0 or odd:
+                self._one_by_one(records, idx)
+                continue
+            rows, lstm, ok = decode_states([records[i][1] for i in idx], size)  # type: ignore[misc]
+            group = len(self.tables)
+            self.tables.append((rows, lstm))
+            offsets, writers = rows["last_offset"].tolist(), rows["writer"].tolist()
+            parts = rows["partition"].tolist()
+            for j, i in enumerate(idx):
+                if ok[j]:
+                    self.where[i] = (group, j)
+                    self.fields[i] = (offsets[j], writers[j], parts[j])
+            self._one_by_one(records, [i for j, i in enumerate(idx) if not ok[j]])
+
+    def _one_by_one(self, records: list[tuple[bytes | None, bytes | None]],
+                    idx: list[int]) -> None:
+        for i in idx:
+            try:
+                row, lstm, _ = decode_state(records[i][1])
+            except StateRecordError as exc:
+                log.debug("skipping a state record: %s", exc)
+                continue
+            table = np.array([row])
+            self.where[i] = (len(self.tables), 0)
+            self.tables.append((table, lstm.reshape(1, -1)))
+            self.fields[i] = (int(row["last_offset"]), int(row["writer"]),
+                              int(row["partition"]))
+
+    def row(self, i: int) -> tuple[int, int, int] | None:
+        """(applied offset, writer, partition) of record ``i``; None when it is damaged."""
+        return self.fields.get(i)
+
+    def groups(self, won: list[tuple[bytes, int]]
+               ) -> list[tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]]:
+        """The winning records by group: streams, rows, LSTM states, fingerprints."""
+        picked: dict[int, tuple[list[bytes], list[int]]] = {}
+        for stream, i in won:
+            group, j = self.where[i]
+            streams, rows = picked.setdefault(group, ([], []))
+            streams.append(stream)
+            rows.append(j)
+        out = []
+        for group, (streams, rows) in picked.items():
+            table, lstm = self.tables[group]
+            idx = np.array(rows)
+            out.append((streams, table[idx], lstm[idx], table["fingerprint"][idx]))
+        return out
