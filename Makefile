@@ -59,7 +59,7 @@ kafka: $(STAMP)
 	    { echo "make: could not install$$missing: the tests need Java 17+ and Maven (apt-get install$$missing)"; exit 2; }; \
 	  else echo "make: the tests need Java 17+ and Maven, missing here: install$$missing (apt-get install$$missing)"; exit 2; fi; \
 	fi
-	@$(BIN)/python -c "from detector.testing.apache_kafka import java, libs; java(); libs()" || exit 2
+	@$(BIN)/python -c "from detector.testing.kafka_jars import java, libs; java(); libs()" || exit 2
 
 # Two workers, a test file each at a time (a file's fixtures are shared by its tests).
 TEST_WORKERS ?= 2

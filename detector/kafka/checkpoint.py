@@ -16,6 +16,12 @@ pending one on as its acknowledgements arrive, so processing continues meanwhile
 does the same to the end, blocking (shutdown); ``persist`` does steps 1 and 2 for partitions
 being handed over (a rebalance callback, where kafka-python allows no commit: the next owner
 skips what the written state covers).
+
+With exactly-once (``transactional``) a checkpoint is one transaction: everything written
+since the last one (outputs, dead letters, state records, markers) and, in its commit, the
+input offsets at the snapshot. It is taken whole, the loop waiting (a snapshot must be a cut:
+an output of a later event in the same transaction would be visible with the offsets before
+it); a revoke aborts the open transaction, and the next owner replays from the commit.
 """
 
 from __future__ import annotations
@@ -63,7 +69,8 @@ class Checkpointer:
                  fingerprint: Callable[[np.ndarray], np.ndarray | bytes],
                  writer_of: Callable[[np.ndarray], np.ndarray], state_topic: str,
                  interval_s: float, ack_timeout_s: float, commit_timeout_ms: int = 10_000,
-                 stream_ttl_s: float = 0.0, wall_clock: Callable[[], float] = time.time):
+                 stream_ttl_s: float = 0.0, wall_clock: Callable[[], float] = time.time,
+                 transactional: bool = False):
         self.store = store
         self.fingerprint = fingerprint
         self.writer_of = writer_of  # partitions -> the writer token each is written under
@@ -76,6 +83,8 @@ class Checkpointer:
         self.last_ok: float | None = None  # when a checkpoint was last committed
         self.durations: list[float] = []  # seconds of each committed checkpoint, for metrics
         self.stream_ttl_s = stream_ttl_s  # 0: never forget a stream
+        self.transactional = transactional
+        self._committed_offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         self._wall = wall_clock
         self._evicted = 0  # streams forgotten since the last ``take_evicted``
 
@@ -87,6 +96,7 @@ class Checkpointer:
     def reset(self) -> None:
         """Forget the checkpoint in flight (recovery: memory is about to be rebuilt)."""
         self.pending = None
+        self._committed_offsets = {}
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -163,7 +173,12 @@ class Checkpointer:
             return False
         if consumer is None:
             return True
-        if budget_s is None:
+        if self.transactional:
+            if outbox.in_transaction or cp.offsets != self._committed_offsets:
+                outbox.commit(cp.offsets, consumer.group_metadata())
+                self._committed_offsets = cp.offsets
+            self._committed(cp.started, None)
+        elif budget_s is None:
             if cp.offsets:
                 consumer.commit(cp.offsets, timeout_ms=self.commit_timeout_ms)
             self._committed(cp.started, None)
@@ -185,8 +200,14 @@ class Checkpointer:
 
     def tick(self, outbox: Outbox, consumer: KafkaConsumer,
              positions: dict[TopicPartition, int]) -> None:
-        """Between polls: take a snapshot when due, move the pending one on. Never waits."""
-        if self.pending is None and time.monotonic() - self.last_snapshot >= self.interval_s:
+        """Between polls: take a snapshot when due, move the pending one on. Never waits (but
+        with exactly-once, where a due checkpoint is taken whole)."""
+        due = time.monotonic() - self.last_snapshot >= self.interval_s
+        if self.transactional:
+            if due:
+                self.complete(outbox, consumer, positions)
+            return
+        if self.pending is None and due:
             self.pending = self._snapshot(outbox.flush(), positions)
         if self.pending is not None and self._advance(self.pending, outbox, consumer,
                                                       STATE_SEND_BUDGET_S):
@@ -228,7 +249,12 @@ class Checkpointer:
     def persist(self, outbox: Outbox, partitions: set[int], timeout_s: float) -> None:
         """Steps 1 and 2 for partitions being handed over; no commit (not allowed there).
         Each wait at most ``timeout_s``: it runs in a rebalance callback, where the consumer
-        sends no heartbeat (OutputFailed then; the next owner replays a little more)."""
+        sends no heartbeat (OutputFailed then; the next owner replays a little more). With
+        exactly-once, the open transaction is aborted instead."""
+        if self.transactional:
+            self.reset()
+            outbox.abort()
+            return
         if self.pending is not None:
             self._finish(self.pending, outbox, None, timeout_s)
         self.pending = None

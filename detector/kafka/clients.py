@@ -45,6 +45,7 @@ FATAL: dict[type[Errors.KafkaError], str] = {
     Errors.MessageSizeTooLargeError: "a record is larger than the topic's max.message.bytes",
     Errors.RecordListTooLargeError: "a record batch is larger than the broker takes",
     Errors.FencedInstanceIdError: "another process runs with this --group-instance-id",
+    Errors.ProducerFencedError: "another process took over this member's transactional id",
     Errors.UnsupportedVersionError: "the broker does not take a request this program sends",
 }
 

@@ -20,6 +20,7 @@ every record appended before it is acknowledged. That is all the checkpoint need
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -33,7 +34,10 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 from detector.errors import DetectorError
 from detector.kafka import clients
 from detector.kafka.produce import Batch, Sender, SendFailed
+from detector.kafka.transactions import Transactions
 from detector.settings.kafka import KafkaSettings
+
+log = logging.getLogger(__name__)
 
 #: One partition's batch, as KafkaProducer's default batch_size here: well below a broker's
 #: default message.max.bytes (1 MiB), which a whole uncompressed batch must fit.
@@ -73,7 +77,10 @@ class Outbox:
                  batch_bytes: int = BATCH_BYTES, max_request_bytes: int = MAX_REQUEST_BYTES,
                  max_in_flight_bytes: int = MAX_IN_FLIGHT_BYTES,
                  request_timeout_ms: int = REQUEST_TIMEOUT_MS,
-                 delivery_timeout_ms: int = DELIVERY_TIMEOUT_MS) -> None:
+                 delivery_timeout_ms: int = DELIVERY_TIMEOUT_MS,
+                 transactional_id: str | None = None,
+                 transaction_timeout_ms: int = 10_000) -> None:
+        """``transactional_id``: write in transactions (``commit``, ``abort``), as that id."""
         self.topics = list(topics)
         self.linger_s = linger_ms / 1000
         self.batch_bytes = batch_bytes
@@ -91,12 +98,29 @@ class Outbox:
         self.sender = Sender(self._net, self._manager, self._client, self.timeout_s,
                              max_request_bytes, self._failed)
         self._cond = self.sender.cond
+        self.txn = None if not transactional_id else Transactions(
+            self._manager, transactional_id, transaction_timeout_ms,
+            max(kafka.connect_timeout_s, self.timeout_s))
+        self._in_txn: set[tuple[str, int]] = set()  # partitions added to the open transaction
+        self.commits: list[float] = []  # seconds each transaction's commit took, to be taken
+        self.aborts = 0
         try:
             self._refresh_metadata(kafka.connect_timeout_s)
-            self.sender.init_producer(kafka.connect_timeout_s)
-        except (OutputFailed, SendFailed) as exc:
+            self._init_producer(kafka.connect_timeout_s)
+        except (OutputFailed, SendFailed, Errors.KafkaError) as exc:
             self.close()
+            if clients.fatal(exc):
+                raise
             raise clients.KafkaUnavailable(str(exc)) from exc
+
+    def _init_producer(self, timeout_s: float) -> None:
+        """An idempotent producer id, or the transactional one (which aborts what this id's
+        previous holder left open)."""
+        if self.txn is None:
+            self.sender.init_producer(timeout_s)
+        else:
+            self.sender.use_producer(*self.txn.init(), self.txn.transactional_id)
+            self._in_txn.clear()
 
     # --- the loop's side --------------------------------------------------------------------
 
@@ -148,8 +172,50 @@ class Outbox:
             batches.append(Batch(self._next, topic, partition, builder.build(), records))
             self._next += 1
         self._wait_for_room(sum(len(b.data) for b in batches))
+        if self.txn is not None:
+            new = {(b.topic, b.partition) for b in batches} - self._in_txn
+            if new:
+                self._add_to_transaction(sorted(new))
         self.sender.submit(batches)
         return self._next
+
+    def _add_to_transaction(self, partitions: list[tuple[str, int]]) -> None:
+        assert self.txn is not None
+        try:
+            self.txn.add_partitions(partitions)
+        except Errors.KafkaError as exc:
+            raise OutputFailed(f"cannot add partitions to the transaction: {exc}", exc) from exc
+        self._in_txn.update(partitions)
+
+    @property
+    def in_transaction(self) -> bool:
+        """Something was written in the open transaction."""
+        return bool(self._in_txn)
+
+    def commit(self, offsets: dict, group: object) -> None:
+        """Commit the open transaction with these input offsets (everything in it must be
+        acknowledged first: ``wait``). OutputFailed when it cannot: the caller recovers,
+        which aborts it."""
+        assert self.txn is not None
+        self._raise()
+        started = time.perf_counter()
+        try:
+            self.txn.commit(offsets, group)
+            self.commits.append(time.perf_counter() - started)
+        except Errors.KafkaError as exc:
+            raise OutputFailed(f"the transaction did not commit: {exc}",
+                               getattr(exc, "cause", exc)) from exc
+        self._in_txn.clear()
+
+    def abort(self) -> None:
+        """Abort the open transaction (best effort: a new producer epoch aborts it anyway)."""
+        if self.txn is not None and self._in_txn:
+            self.aborts += 1
+            try:
+                self.txn.end(commit=False)
+            except Errors.KafkaError as exc:
+                log.info("the transaction's abort failed (%s); the next epoch aborts it", exc)
+            self._in_txn.clear()
 
     def _wait_for_room(self, size: int) -> None:
         """Back-pressure: wait while the unacknowledged bytes exceed their limit."""
@@ -194,7 +260,10 @@ class Outbox:
 
     def reset(self) -> None:
         """Forget everything unsent and in flight (recovery: it is all replayed): fresh
-        metadata, a fresh producer id."""
+        metadata, a fresh producer id (a new epoch of the transactional one aborts the open
+        transaction)."""
+        if self._in_txn:
+            self.aborts += 1
         self.sender.reset()
         with self._cond:
             self._error = None
@@ -202,9 +271,12 @@ class Outbox:
         wait_s = max(self.timeout_s, 10.0)  # a broker just back may take a moment
         self._refresh_metadata(wait_s)
         try:
-            self.sender.init_producer(wait_s)
+            self._init_producer(wait_s)
         except SendFailed as exc:
             raise OutputFailed(str(exc), exc.cause) from exc
+        except Errors.KafkaError as exc:
+            raise OutputFailed(f"no transactional producer: {exc}",
+                               getattr(exc, "cause", exc)) from exc
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the I/O thread and close the connections (nothing is flushed)."""

@@ -20,12 +20,11 @@ from collections.abc import Callable
 from math import nan
 
 import numpy as np
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
-from detector.kafka import clients, topics, versions
+from detector.kafka import clients, wiring
 from detector.kafka.checkpoint import Checkpointer
 from detector.kafka.group_watch import GroupWatch
-from detector.kafka.outbox import Outbox
 from detector.kafka.publish import Publisher
 from detector.kafka.rebalance import TRANSIENT, Membership
 from detector.kafka.rollout import Rollout
@@ -78,6 +77,7 @@ class Pipeline:
             self.store, self.rollout.fingerprints, self._writer_of, settings.state_topic,
             settings.checkpoint_interval_ms / 1000, ack_timeout_s=CHECKPOINT_TIMEOUT_S,
             stream_ttl_s=settings.stream_ttl_s, wall_clock=wall_clock,
+            transactional=settings.processing_guarantee == "exactly-once",
         )
         self.membership = Membership(settings, self.rollout, self.store, self.checkpoints,
                                      metrics, self._positions, self.stop_event)
@@ -87,6 +87,7 @@ class Pipeline:
         self._backoff = 0.5
         self._closed = False
         self._partitions: dict[str, int] = {}
+        self._txn_lock: object = None  # holds this member's transactional id (exactly-once)
         metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
     def _writer_of(self, partitions: np.ndarray) -> np.ndarray:
@@ -103,59 +104,26 @@ class Pipeline:
     def connect(self) -> None:
         """Read the model registry, create missing topics and the clients. Raises
         KafkaUnavailable (or ModelError, with no model to serve) with one line."""
-        s, kafka = self.s, self.s.kafka
+        s = self.s
         self.engine.step = self.rollout.start()
         self._track_candidate()  # a candidate already in the registry shadows from the start
-        versions.check(kafka)
-        n_in = topics.partition_count(kafka, s.input_topic) or s.partitions
-        specs = [
-            topics.TopicSpec(s.input_topic, n_in),
-            topics.TopicSpec(s.output_topic, n_in),
-            topics.TopicSpec(s.alert_topic, n_in),
-            topics.TopicSpec(s.dlq_topic, n_in),
-            topics.changelog(s.state_topic, n_in, "quiet streams' state"),
-        ]
-        self._partitions = topics.ensure_topics(kafka, specs, s.replication_factor)
-        if self._partitions[s.state_topic] < self._partitions[s.input_topic]:
-            raise clients.KafkaUnavailable(
-                f"state topic {s.state_topic} has {self._partitions[s.state_topic]} partitions, "
-                f"fewer than input topic {s.input_topic} ({self._partitions[s.input_topic]})"
-            )
+        self._partitions = wiring.detector_topics(s)
         self.metrics.group.input_partitions.set(self._partitions[s.input_topic])
-        if s.candidate_topic:
-            self._partitions |= topics.ensure_topics(
-                kafka, [topics.TopicSpec(s.candidate_topic, n_in)], s.replication_factor)
-        self.outbox = Outbox(kafka, [s.output_topic, s.alert_topic, s.dlq_topic, s.state_topic,
-                                     *([s.candidate_topic] if s.candidate_topic else [])],
-                             linger_ms=s.linger_ms)
+        txid = None
+        if s.processing_guarantee == "exactly-once":
+            txid, self._txn_lock = wiring.transactional_id(s)
+            log.info("exactly-once: each checkpoint is a transaction of %s", txid)
+        self.outbox = wiring.outbox(s, txid)
         self.publisher = Publisher(s, self.outbox, self._partitions, self.metrics, self._now)
-        self.consumer = self._new_consumer()
+        self.consumer = wiring.consumer(s)
         self.membership.attach(self.consumer, self.outbox)
         self.watch.attach(self.consumer)
-
-    def _new_consumer(self) -> KafkaConsumer:
-        s = self.s
-        return clients.consumer(
-            s.kafka,
-            group_id=s.group_id,
-            group_instance_id=s.group_instance_id or None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=s.max_poll_records,
-            session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=s.heartbeat_interval_ms,
-            max_poll_interval_ms=s.max_poll_interval_ms,
-            isolation_level=s.isolation_level,
-            max_partition_fetch_bytes=8 << 20,
-            fetch_max_wait_ms=s.fetch_max_wait_ms,
-            request_timeout_ms=max(30_000, s.session_timeout_ms + 5_000),
-        )
 
     def _rejoin(self) -> None:
         """The group did not settle (``GroupWatch``): leave it and join with a new consumer.
         Closing hands this member's partitions over as any revoke does."""
         clients.close_bounded(lambda: self.consumer.close(autocommit=False), "the consumer")
-        self.consumer = self._new_consumer()
+        self.consumer = wiring.consumer(self.s)
         self.membership.subscribe(self.consumer)
         self.watch.attach(self.consumer)
 
@@ -392,6 +360,11 @@ class Pipeline:
 
     def _update_gauges(self) -> None:
         self.metrics.produce_retries.inc(self.outbox.sender.take_retries())
+        commits, self.outbox.commits = self.outbox.commits, []
+        self.metrics.transactions.labels("committed").inc(len(commits))
+        self.metrics.observe_many(self.metrics.transaction_commit_seconds, commits)
+        aborted, self.outbox.aborts = self.outbox.aborts, 0
+        self.metrics.transactions.labels("aborted").inc(aborted)
         self.metrics.active_streams.set(len(self.store))
         self.metrics.runs_firing.set(int(np.count_nonzero(self.store.run_fired)))
         self.metrics.evicted.inc(self.checkpoints.take_evicted())

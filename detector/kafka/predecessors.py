@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -117,6 +118,25 @@ class MemberRecords:
                             and isinstance(rec.get("started"), int | None)):
                         out.append((path, rec))
         return out
+
+
+def claim_slot(member_dir: str, group: str, limit: int = 64) -> tuple[int, object]:
+    """The lowest number no running member of ``group`` on this host holds, and the open file
+    whose lock holds it for this process's life (released when the process ends, however):
+    part of a transactional id that a restart on this host takes up again."""
+    import fcntl
+
+    directory = Path(member_dir or tempfile.gettempdir()) / quote(group, safe="")
+    directory.mkdir(parents=True, exist_ok=True)
+    for slot in range(limit):
+        handle = open(directory / f"slot-{slot}.lock", "a")  # noqa: SIM115 - held on purpose
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        return slot, handle
+    raise OSError(f"more than {limit} members of group {group} run on this host")
 
 
 def remove_dead(kafka: KafkaSettings, group: str, records: MemberRecords) -> list[str]:

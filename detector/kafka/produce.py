@@ -89,6 +89,7 @@ class Sender:
         self._generation = 0
         self._on_failure = on_failure
         self.producer_id, self.epoch = -1, -1
+        self.transactional: str | None = None  # the transactional id of its batches
         self._sequence: dict[tuple[str, int], int] = {}
         self.retries = 0  # batches sent again since the last ``take_retries``
 
@@ -128,6 +129,13 @@ class Sender:
             self.producer_id, self.epoch = response.producer_id, response.producer_epoch
             return
 
+    def use_producer(self, producer_id: int, epoch: int, transactional_id: str) -> None:
+        """A transactional producer's id and epoch (``transactions.Transactions.init``):
+        its batches are transactional, sequences from 0."""
+        self.producer_id, self.epoch = producer_id, epoch
+        self.transactional = transactional_id
+        self._sequence.clear()
+
     def take_retries(self) -> int:
         n, self.retries = self.retries, 0
         return n
@@ -143,7 +151,7 @@ class Sender:
         tp = (topic, partition)
         base = self._sequence.get(tp, 0)
         self._sequence[tp] = (base + records) % _SEQ_MOD
-        builder.set_producer_state(self.producer_id, self.epoch, base, False)
+        builder.set_producer_state(self.producer_id, self.epoch, base, bool(self.transactional))
 
     # --- the loop's side ---------------------------------------------------------------------
 
@@ -242,7 +250,8 @@ class Sender:
             b.first_sent = b.first_sent or time.monotonic()
         low, high = PINNED[ApiKey.Produce]
         request = ProduceRequest(
-            transactional_id=None, acks=-1, timeout_ms=int(self.request_timeout_s * 1000),
+            transactional_id=self.transactional, acks=-1,
+            timeout_ms=int(self.request_timeout_s * 1000),
             topic_data=[_Topic(name=t, partition_data=p) for t, p in by_topic.items()],
             min_version=low, max_version=high)
         generation = self._generation

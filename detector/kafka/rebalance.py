@@ -112,6 +112,9 @@ class Membership(ConsumerRebalanceListener):
         except TRANSIENT as exc:
             log.warning("state write on revoke failed (%s); the next owner replays", exc)
         self._drop(revoked)
+        if self.checkpoints.transactional and len(self.store):
+            # the aborted transaction held the kept partitions' work too: back to the commit
+            self.needs_recovery = True
 
     def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         """Evicted: another member may own these already, so write nothing for them."""

@@ -171,6 +171,16 @@ class Metrics(MetricSet):
         self.ready = Gauge(
             "detector_ready", "1 while the detector is connected and consuming.", registry=r
         )
+        self.transactions = Counter(
+            "detector_transactions", "Checkpoints as Kafka transactions (exactly-once), by "
+            "outcome: committed, or aborted (a rebalance, a failure; the next owner replays "
+            "from the last commit).", ["outcome"], registry=r,
+        )
+        self.transaction_commit_seconds = Histogram(
+            "detector_transaction_commit_seconds", "Committing a checkpoint's transaction: its "
+            "input offsets in (AddOffsetsToTxn, TxnOffsetCommit) and EndTxn.",
+            buckets=CHECKPOINT_BUCKETS, registry=r,
+        )
         self.produce_retries = Counter(
             "detector_produce_retries", "Record batches sent again after an error Kafka "
             "can recover from (a leader moved, a replica or a connection lost): idempotent, "

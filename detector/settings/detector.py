@@ -119,6 +119,22 @@ class DetectorSettings:
         "transactions and waits for open ones (a producer that writes in transactions never "
         "has a flag for what it took back); read_uncommitted reads them as they come.",
         ("read_committed", "read_uncommitted"))
+    processing_guarantee: str = opt(
+        "at-least-once", "at-least-once: after a crash or a rebalance, outputs of the events "
+        "replayed come again (identical duplicates); exactly-once: each checkpoint is one "
+        "Kafka transaction holding its outputs, state and input offsets, and read_committed "
+        "consumers see every output once (needs Apache Kafka's transactions).",
+        ("at-least-once", "exactly-once"))
+    transactional_id: str = opt(
+        "", "With exactly-once: this member's transactional id, unique in the group and "
+        "stable across its restarts (a restart aborts what its predecessor left open). "
+        "Empty: <group-id>-<group-instance-id>, or <group-id>-<host name>-<n> with n the "
+        "lowest number free among this host's members (--member-dir).",
+        shown="<group-id>-<host>-<n>")
+    transaction_timeout_ms: int = opt(
+        10_000, "With exactly-once: a transaction open longer is aborted by Kafka: how long a "
+        "killed member's open transaction can hold read_committed readers (Kafka looks every "
+        "10 s).")
     retry_backoff_max_s: float = opt(10.0, "Longest wait between retries while the broker is gone.")
     mapping: InputSettings = field(default_factory=InputSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -152,6 +168,14 @@ class DetectorSettings:
         if self.alert_min_length < 3:
             raise ConfigError("--alert-min-length must be at least 3 (a run's first flag has "
                               f"three values; got {self.alert_min_length})")
+        if self.processing_guarantee == "exactly-once":
+            if self.isolation_level != "read_committed":
+                raise ConfigError("--processing-guarantee exactly-once reads its input "
+                                  "read_committed: --isolation-level read_uncommitted would "
+                                  "flag records a producer aborts")
+            if self.transaction_timeout_ms < 2 * self.checkpoint_interval_ms:
+                raise ConfigError("--transaction-timeout-ms must be at least two checkpoint "
+                                  f"intervals ({2 * self.checkpoint_interval_ms} ms)")
         ttl = duration_s("stream_ttl", self.stream_ttl)
         if ttl and ttl < 10 * self.checkpoint_interval_ms / 1000:
             raise ConfigError("--stream-ttl must be 0 or at least ten checkpoint intervals "

@@ -49,13 +49,15 @@ class Record:
 
 def read_topic(kafka: KafkaSettings, topic: str, expect: int | None = None,
                timeout: float = 30.0, settle: float = 1.0) -> list[Record]:
-    """Every record of ``topic``: until ``expect`` arrived, or nothing new for ``settle`` s
-    (before the first record, at least 5 s: joining and the first fetch can take longer)."""
+    """Every committed record of ``topic`` (read_committed, as consumers of exactly-once
+    outputs read): until ``expect`` arrived, or nothing new for ``settle`` s (before the first
+    record, at least 5 s: joining and the first fetch can take longer)."""
     n = topics.partition_count(kafka, topic)
     if n is None:
         return []
     consumer = clients.consumer(kafka, group_id=None, enable_auto_commit=False,
-                                 max_partition_fetch_bytes=8 << 20, fetch_max_wait_ms=20)
+                                 max_partition_fetch_bytes=8 << 20, fetch_max_wait_ms=20,
+                                 isolation_level="read_committed")
     tps = [TopicPartition(topic, p) for p in range(n)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)

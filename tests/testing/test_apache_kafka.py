@@ -17,7 +17,7 @@ import pytest
 from kafka.protocol.api_key import ApiKey
 
 from detector.kafka import clients, versions
-from detector.testing import apache_kafka
+from detector.testing import apache_kafka, kafka_jars
 from detector.testing.apache_kafka import RUNS, sweep
 from detector.testing.local_broker import free_port
 from tests.support import ROOT, ScopedKafka, read_topic, wait_for
@@ -111,7 +111,7 @@ def _broker_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 def test_missing_java_or_maven_is_one_line_naming_what_to_install(tmp_path):
     bin_only = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME",
-                                                                 apache_kafka.LIBS_ENV)}
+                                                                 kafka_jars.LIBS_ENV)}
     bin_only["PATH"] = str(Path(sys.executable).parent)  # no java, no mvn
     done = _broker_cli(bin_only)
     assert done.returncode == 1 and done.stderr.splitlines() == [
@@ -125,7 +125,7 @@ def test_missing_java_or_maven_is_one_line_naming_what_to_install(tmp_path):
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "java").symlink_to(java)
     with_java = {**bin_only, "PATH": f"{Path(sys.executable).parent}:{tmp_path / 'bin'}",
-                 apache_kafka.CACHE_ENV: str(tmp_path / "empty-cache")}
+                 kafka_jars.CACHE_ENV: str(tmp_path / "empty-cache")}
     done = _broker_cli(with_java)
     assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr
     assert "needs Maven: install it (Debian: apt-get install maven)" in done.stderr

@@ -1,0 +1,79 @@
+"""What a detector connects to: its topics (checked, created where missing), its outbox (plain
+or transactional, under which transactional id) and its consumer in the group."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from kafka import KafkaConsumer
+
+from detector.kafka import clients, topics, transactions, versions
+from detector.kafka.outbox import Outbox
+from detector.kafka.predecessors import claim_slot
+from detector.settings.detector import DetectorSettings
+
+
+def detector_topics(s: DetectorSettings) -> dict[str, int]:
+    """Every topic's partition count, after the checks (request versions, existing topics'
+    settings) and the creation of the missing ones."""
+    kafka = s.kafka
+    versions.check(kafka)
+    n_in = topics.partition_count(kafka, s.input_topic) or s.partitions
+    specs = [
+        topics.TopicSpec(s.input_topic, n_in),
+        topics.TopicSpec(s.output_topic, n_in),
+        topics.TopicSpec(s.alert_topic, n_in),
+        topics.TopicSpec(s.dlq_topic, n_in),
+        topics.changelog(s.state_topic, n_in, "quiet streams' state"),
+        *([topics.TopicSpec(s.candidate_topic, n_in)] if s.candidate_topic else []),
+    ]
+    counts = topics.ensure_topics(kafka, specs, s.replication_factor)
+    if counts[s.state_topic] < counts[s.input_topic]:
+        raise clients.KafkaUnavailable(
+            f"state topic {s.state_topic} has {counts[s.state_topic]} partitions, fewer than "
+            f"input topic {s.input_topic} ({counts[s.input_topic]})")
+    return counts
+
+
+def transactional_id(s: DetectorSettings) -> tuple[str, Any]:
+    """This member's transactional id (exactly-once), and what holds it for the process's
+    life: ``--transactional-id``; else the group and the static member id; else the group,
+    the host and the lowest number free among this host's members of the group, so that a
+    restarted member takes its predecessor's id (and aborts what it left open)."""
+    if s.transactional_id:
+        return s.transactional_id, None
+    if s.group_instance_id:
+        return f"{s.group_id}-{s.group_instance_id}", None
+    slot, lock = claim_slot(s.member_dir, s.group_id)
+    return f"{s.group_id}-{socket.gethostname()}-{slot}", lock
+
+
+def outbox(s: DetectorSettings, transactional: str | None) -> Outbox:
+    """The outbox for every output and state record; transactional (after a probe that the
+    broker does transactions) under ``transactional``."""
+    outputs = [s.output_topic, s.alert_topic, s.dlq_topic, s.state_topic,
+               *([s.candidate_topic] if s.candidate_topic else [])]
+    if transactional:
+        transactions.probe(s.kafka, f"{s.group_id}.txn-probe", transactional)
+    return Outbox(s.kafka, outputs, linger_ms=s.linger_ms, transactional_id=transactional,
+                  transaction_timeout_ms=s.transaction_timeout_ms)
+
+
+def consumer(s: DetectorSettings) -> KafkaConsumer:
+    """A member of the group (not yet subscribed)."""
+    return clients.consumer(
+        s.kafka,
+        group_id=s.group_id,
+        group_instance_id=s.group_instance_id or None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=s.max_poll_records,
+        session_timeout_ms=s.session_timeout_ms,
+        heartbeat_interval_ms=s.heartbeat_interval_ms,
+        max_poll_interval_ms=s.max_poll_interval_ms,
+        isolation_level=s.isolation_level,
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_wait_ms=s.fetch_max_wait_ms,
+        request_timeout_ms=max(30_000, s.session_timeout_ms + 5_000),
+    )
