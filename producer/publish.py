@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from kafka.partitioner.default import murmur2
 
-from detector.kafka import clients, topics
+from detector.kafka import acl, clients, topics
 from detector.kafka.outbox import Outbox
 from detector.settings.producer import ProducerSettings
 from producer.csv_source import CsvSource
@@ -44,22 +44,34 @@ def java_partition(key: bytes, partitions: int) -> int:
 
 
 class _Paced:
-    """KafkaProducer, for a paced run: its retries ride out a broker outage."""
+    """KafkaProducer, for a paced run: its retries ride out a broker outage. What it gives up
+    on (a missing ACL, a record too large) stops the run: its records are not written."""
 
     def __init__(self, settings: ProducerSettings) -> None:
         self.topic = settings.topic
         self.client = clients.producer(settings.kafka, acks="all", linger_ms=settings.linger_ms,
                                         batch_size=256 * 1024)
+        self.failed: BaseException | None = None  # the first send that failed
 
     def send(self, partition: int, key: bytes, value: bytes) -> None:
-        self.client.send(self.topic, key=key, value=value, partition=partition)
+        self.client.send(self.topic, key=key, value=value,
+                         partition=partition).add_errback(self._failed)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failed = self.failed or exc
 
     def sent_chunk(self) -> None:
-        """Nothing to do: the producer's linger sends."""
+        """The producer's linger sends; the first send that failed stops the run."""
+        if self.failed is not None:
+            with acl.writing(self.topic):
+                raise self.failed
 
     def close(self) -> None:
-        self.client.flush(timeout=30)
-        self.client.close(timeout=5)
+        try:
+            self.client.flush(timeout=30)
+        finally:
+            clients.close_bounded(lambda: self.client.close(timeout=5), "the producer")
+        self.sent_chunk()
 
 
 class _Batched:
@@ -75,11 +87,13 @@ class _Batched:
 
     def sent_chunk(self) -> None:
         if not self.outbox.linger_left_s():
-            self.outbox.flush()
+            with acl.writing(self.topic):
+                self.outbox.flush()
 
     def close(self) -> None:
         try:
-            self.outbox.wait(self.outbox.flush(), 30)
+            with acl.writing(self.topic):
+                self.outbox.wait(self.outbox.flush(), 30)
         finally:
             self.outbox.close()
 
@@ -93,6 +107,7 @@ def publish(
     """Send events until ``count`` is reached, the source ends or ``stop`` is set; returns how
     many were sent. ``source``: one already opened (``open_source``), else the settings'."""
     source = source if source is not None else open_source(settings)
+    acl.check(settings.kafka, acl.producer(settings))
     counts = topics.ensure_topics(
         settings.kafka, [topics.TopicSpec(settings.topic, settings.partitions)],
         settings.replication_factor

@@ -32,7 +32,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from detector.alerts.alertmanager import MAX_ALERTS_PER_POST, Alertmanager, PostFailed, Run, alert
-from detector.kafka import clients, topics
+from detector.kafka import acl, clients, topics
 from detector.kafka.group_watch import GroupWatch
 from detector.kafka.predecessors import MemberRecords, remove_dead
 from detector.ops.metrics import BridgeMetrics
@@ -111,6 +111,7 @@ class Bridge(ConsumerRebalanceListener):
         Never creates the topic: the detector gives it the input topic's partition count.
         """
         kafka, topic = self.s.kafka, self.s.alert_topic
+        acl.check(kafka, acl.bridge(self.s))  # else a topic it may not see is waited for forever
         while topics.partition_count(kafka, topic) is None:
             log.info("waiting for topic %s (the detector creates it)", topic)
             if self.stop_event.wait(TOPIC_WAIT_S):

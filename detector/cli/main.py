@@ -44,3 +44,20 @@ def main(argv: list[str] | None = None) -> int:
     except DetectorError as exc:
         print(f"detector: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:
+        line = kafka_error(exc)
+        if line is None:
+            raise
+        print(f"detector: error: {line}", file=sys.stderr)
+        return 1
+
+
+def kafka_error(exc: Exception) -> str | None:
+    """One line for a kafka-python error that reached the top (a consumer's: a missing ACL
+    is named with its operation and resource); None for any other exception."""
+    errors = sys.modules.get("kafka.errors")  # imported only by a command that used Kafka
+    if errors is None or not isinstance(exc, errors.KafkaError):
+        return None
+    from detector.kafka.acl import refusal
+
+    return refusal(exc) or f"Kafka: {type(exc).__name__}: {exc}"

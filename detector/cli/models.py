@@ -13,8 +13,11 @@ from detector.settings.registry import RegistrySettings
 
 
 def _registry(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from detector.kafka import acl
     from detector.kafka.registry import Registry
 
+    s = build(RegistrySettings, args, "DETECTOR")
+    acl.check(s.kafka, acl.registry(s, writes=args.action != "list"))
     return Registry(*_where(args))
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from kafka import TopicPartition
 
-from detector.kafka import clients, topics
+from detector.kafka import acl, clients, topics
 from detector.settings.kafka import KafkaSettings
 from detector.stream.codec import RunAlert, decode_run
 
@@ -86,6 +86,7 @@ def describe(value: bytes | None, headers: list[tuple[str, bytes]] | None = None
 def tail(kafka: KafkaSettings, topic: str, from_beginning: bool, stop: threading.Event,
          limit: int | None = None, out: Callable[[str], None] = print) -> int:
     """Print records of every partition of ``topic`` until ``stop`` (or ``limit`` records)."""
+    acl.check(kafka, acl.tail(topic))
     n = topics.partition_count(kafka, topic)
     if n is None:
         raise clients.KafkaUnavailable(

@@ -22,6 +22,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from detector.errors import DetectorError
+from detector.kafka import sasl
 from detector.settings.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,9 @@ class KafkaRefused(DetectorError):
     the program stops with this one line."""
 
 
-#: Errors no retry cures, with what each means for the operator.
+#: Errors no retry cures, with what each means for the operator (a missing ACL on a topic or
+#: a group is named by ``acl.refusal``).
 FATAL: dict[type[Errors.KafkaError], str] = {
-    Errors.TopicAuthorizationFailedError: "not authorized on a topic",
-    Errors.GroupAuthorizationFailedError: "not authorized on the consumer group",
     Errors.ClusterAuthorizationFailedError: "not authorized on the cluster",
     Errors.TransactionalIdAuthorizationFailedError: "not authorized on the transactional id",
     Errors.MessageSizeTooLargeError: "a record is larger than the topic's max.message.bytes",
@@ -167,8 +167,8 @@ def describe_failure(kafka: KafkaSettings, exc: BaseException, log_lines: list[s
     cause = re.sub(r"\s*\(backoff [^)]*\)$", "", attempts[-1]).split(" failed: ", 1)[-1] \
         if attempts else ""
     if kafka.security_protocol.startswith("SASL") and attempts:
-        return (f"Kafka at {where} did not accept the SASL login ({cause}); check "
-                "--sasl-mechanism, --sasl-username and --sasl-password")
+        return (f"Kafka at {where} did not accept the SASL login ({cause}); "
+                f"{sasl.login_hint(kafka)}")
     if "disconnected" in cause:
         return (f"Kafka at {where} closed every connection ({cause}); does it want TLS or SASL "
                 "(--security-protocol)?")
@@ -179,13 +179,19 @@ def describe_failure(kafka: KafkaSettings, exc: BaseException, log_lines: list[s
 
 
 def guarded(kafka: KafkaSettings, make: Any, **options: Any) -> Any:
-    """``make(**client options, **options)``, or KafkaUnavailable with one line: the preflight
-    first, then kafka-python's own cause of a failed bootstrap."""
+    """``make(**client options, **options)``, or KafkaUnavailable with one line: the login's
+    token or library first, then the preflight, then kafka-python's own cause of a failed
+    bootstrap."""
+    try:
+        login = sasl.options(kafka)
+    except sasl.TokenUnavailable as exc:
+        raise KafkaUnavailable(str(exc)) from exc
     preflight(kafka)
     timeout = int(kafka.connect_timeout_s * 1000)
     with _client_errors() as log_lines:
         try:
-            return make(**kafka.client_options(), bootstrap_timeout_ms=timeout, **options)
+            return make(**kafka.client_options(), **login, bootstrap_timeout_ms=timeout,
+                        **options)
         except (KafkaError, OSError, ValueError) as exc:
             raise KafkaUnavailable(describe_failure(kafka, exc, log_lines)) from exc
 

@@ -22,7 +22,7 @@ from math import nan
 import numpy as np
 from kafka import TopicPartition
 
-from detector.kafka import clients, wiring
+from detector.kafka import acl, clients, wiring
 from detector.kafka.checkpoint import Checkpointer
 from detector.kafka.group_watch import GroupWatch
 from detector.kafka.publish import Publisher
@@ -105,6 +105,7 @@ class Pipeline:
         """Read the model registry, create missing topics and the clients. Raises
         KafkaUnavailable (or ModelError, with no model to serve) with one line."""
         s = self.s
+        acl.check(s.kafka, acl.detector(s))
         self.engine.step = self.rollout.start()
         self._track_candidate()  # a candidate already in the registry shadows from the start
         self._partitions = wiring.detector_topics(s)
@@ -167,7 +168,7 @@ class Pipeline:
                     if self.watch.tick():
                         self._rejoin()
                 except TRANSIENT as exc:
-                    refused = clients.fatal(exc)
+                    refused = acl.refusal(exc)
                     if refused:
                         raise clients.KafkaRefused(refused) from exc
                     self._failed(exc)

@@ -33,7 +33,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from detector.errors import UsageError
-from detector.kafka import clients, topics
+from detector.kafka import acl, clients, topics
 from detector.settings.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -233,10 +233,11 @@ class Registry:
         producer = clients.producer(self.kafka, max_request_size=CHUNK_BYTES + 64 * 1024,
                                     acks="all", enable_idempotence=True, linger_ms=5)
         try:
-            futures = [producer.send(self.topic, key=key.encode(), value=value, partition=0)
-                       for key, value in records]
-            for future in futures:
-                future.get(timeout=max(60.0, self.kafka.connect_timeout_s))
+            with acl.writing(self.topic):
+                futures = [producer.send(self.topic, key=key.encode(), value=value, partition=0)
+                           for key, value in records]
+                for future in futures:
+                    future.get(timeout=max(60.0, self.kafka.connect_timeout_s))
         finally:
             clients.close_bounded(producer.close, "the registry writer")
         self.reader.poll(timeout_ms=0)

@@ -12,16 +12,15 @@ then stops writes (or, at 1, loses the data).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 
-from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from detector.errors import UsageError
-from detector.kafka import clients
+from detector.kafka import acl, clients
 from detector.settings.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -71,8 +70,7 @@ def ensure_topics(kafka: KafkaSettings, specs: list[TopicSpec],
             new = {s.name: {"num_partitions": s.partitions,
                             "replication_factor": replication_factor, "configs": s.configs}
                    for s in missing}
-            with contextlib.suppress(TopicAlreadyExistsError):  # another member was first
-                client.create_topics(new, wait_for_metadata=True)
+            acl.create_topics(client, new)  # another member may have been first
             for s in missing:
                 log.info("created topic %s (%d partitions)", s.name, s.partitions)
         counts, replicas = _described(client, kafka, [s.name for s in specs])
@@ -96,6 +94,7 @@ def _described(client: KafkaAdminClient, kafka: KafkaSettings, names: list[str]
     deadline = time.monotonic() + kafka.connect_timeout_s
     while True:
         described = client.describe_topics(names)
+        acl.visible(described)
         counts = {t["name"]: len(t["partitions"]) for t in described}
         replicas = {t["name"]: min((len(p["replica_nodes"]) for p in t["partitions"]),
                                    default=0) for t in described}
@@ -111,9 +110,9 @@ def _described(client: KafkaAdminClient, kafka: KafkaSettings, names: list[str]
 def _configs(client: KafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]] | None:
     """Every config of each topic (defaults included), {} for a topic the broker answers
     nothing for; None where they cannot be read (one warning)."""
+    names = list(dict.fromkeys(names))
     try:
-        found = client.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, n) for n in names], config_filter="all")
+        found = acl.describe_configs(client, names)
     except (KafkaError, ValueError, KeyError) as exc:
         log.warning("cannot read the settings of %s (%s: %s); not checking them",
                     ", ".join(names), type(exc).__name__, exc)

@@ -1,12 +1,16 @@
 """TLS and SASL on Apache Kafka: what works, and readable failures for what does not.
 
 One node for the module with three listeners: PLAINTEXT, SSL (a certificate signed by a CA the
-test makes) and SASL_PLAINTEXT with SCRAM users; an authorizer with ACLs behind them.
+test makes) and SASL_PLAINTEXT with every mechanism Kafka runs without outside services: PLAIN
+and SCRAM users, and OAUTHBEARER with Kafka's default validator, which takes unsecured JWTs
+(``alg: none``) from a file or from a token endpoint the test runs; an authorizer with ACLs
+behind them. GSSAPI (a KDC) and AWS_MSK_IAM (MSK) cannot run here: tests/kafka/test_sasl.py.
 """
 
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +18,9 @@ from detector.cli.main import main as detector_main
 from detector.settings.producer import ProducerSettings
 from detector.testing.apache_kafka import KafkaCluster
 from detector.testing.local_broker import free_port
+from producer.cli import main as producer_main
 from producer.publish import publish
+from tests.oauth import TokenEndpoint, unsecured_jwt
 from tests.support import DetectorThread, ScopedKafka, read_topic, settings, wait_for
 from tests.tls_proxy import make_certificates
 
@@ -26,6 +32,16 @@ pytestmark = [
 #: SCRAM users made when the node is formatted. ``admin`` is a super user, as ANONYMOUS is
 #: (the PLAINTEXT and SSL listeners' principal without a client certificate).
 USERS = {"admin": "admin-secret", "alice": "alice-secret"}
+#: PLAIN's users are the listener's JAAS configuration; OAUTHBEARER's principal is the token's
+#: ``sub``, validated by Kafka's default (unsecured) OAUTHBEARER callback handler.
+SASL_CONFIG = {
+    "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER",
+    "listener.name.sasl_plaintext.plain.sasl.jaas.config":
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        + " ".join(f'user_{name}="{password}"' for name, password in USERS.items()) + ";",
+    "listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config":
+        "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;",
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +55,7 @@ def secure(tmp_path_factory):
         "listener.name.ssl.ssl.keystore.location": str(keystore),
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "super.users": "User:admin;User:ANONYMOUS",
+        **SASL_CONFIG,
     }
     listeners = {"SSL": free_port(), "SASL_PLAINTEXT": free_port()}
     with KafkaCluster(config=config, listeners=listeners, scram_users=USERS) as node:
@@ -123,3 +140,81 @@ def test_metrics_bind_to_loopback_unless_told_otherwise():
     from detector.settings.detector import DetectorSettings
 
     assert DetectorSettings().metrics_host == "127.0.0.1"
+
+
+# --- every mechanism Kafka runs here: PLAIN, SCRAM, OAUTHBEARER ---------------------------
+
+
+def published_and_read(kafka: ScopedKafka, count: int = 50) -> int:
+    """Records written by the producer (as fast as it goes: the outbox) and read back."""
+    sent = publish(ProducerSettings(kafka=kafka, topic=kafka.values, streams=5, rate=0,
+                                    count=count, seed=1), threading.Event(),
+                   progress=lambda _: None)
+    assert sent == count
+    return len(read_topic(kafka, kafka.values, expect=count))
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "OAUTHBEARER"])
+def test_a_login_with_each_mechanism_kafka_runs_here(secure, tmp_path, mechanism):
+    """SCRAM-SHA-512 runs a detector above; OAUTHBEARER from a token file here, from a token
+    endpoint below."""
+    login = {"sasl_username": "admin", "sasl_password": USERS["admin"]}
+    if mechanism == "OAUTHBEARER":
+        token = tmp_path / "token"
+        token.write_text(unsecured_jwt("admin"))
+        login = {"sasl_oauth_token_file": str(token)}
+    kafka = scoped(secure["sasl"], mechanism.lower(), security_protocol="SASL_PLAINTEXT",
+                   sasl_mechanism=mechanism, **login)
+    assert published_and_read(kafka) == 50
+
+
+def test_oauthbearer_from_a_token_endpoint_asks_it_once_for_every_client(secure, capsys):
+    def answer(request: dict) -> tuple[int, dict]:
+        if request["authorization"] != "Basic ZGV0ZWN0b3I6Y2xpZW50LXNlY3JldA==":
+            return 401, {"error": "invalid_client"}  # detector:client-secret, in base64
+        return 200, {"access_token": unsecured_jwt("admin"), "token_type": "Bearer",
+                     "expires_in": 3600}
+
+    with TokenEndpoint(answer) as endpoint:
+        kafka = scoped(secure["sasl"], "oidc", security_protocol="SASL_PLAINTEXT",
+                       sasl_mechanism="OAUTHBEARER", sasl_oauth_token_url=endpoint.url,
+                       sasl_username="detector", sasl_password="client-secret")
+        assert published_and_read(kafka) == 50  # admin clients, an outbox, a consumer
+        assert len(endpoint.requests) == 1
+        line = fails_in_one_line(capsys, "--bootstrap-servers", secure["sasl"],
+                                 "--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism",
+                                 "OAUTHBEARER", "--sasl-oauth-token-url", endpoint.url,
+                                 "--sasl-username", "detector", "--sasl-password", "wrong",
+                                 within=10)
+    assert line == (f"detector: error: the OAuth token endpoint {endpoint.url} refused the "
+                    "client credentials (HTTP 401: invalid_client); check --sasl-username and "
+                    "--sasl-password")
+
+
+def oauth_producer(secure: dict, token: Path, topic: str) -> list[str]:
+    """The arguments of ``python -m producer`` logging in with the token file ``token``."""
+    return ["--bootstrap-servers", secure["sasl"], "--security-protocol", "SASL_PLAINTEXT",
+            "--sasl-mechanism", "OAUTHBEARER", "--sasl-oauth-token-file", str(token),
+            "--topic", topic, "--count", "20", "--rate", "0", "--connect-timeout-s", "4"]
+
+
+def test_the_token_file_is_read_at_each_login_and_its_subject_is_the_principal(
+        secure, tmp_path, capsys):
+    """An expired token is one line naming the token; the same file renewed serves the next
+    login; a token for alice (no ACLs) logs in as alice, whom the authorizer refuses."""
+    token = tmp_path / "token"
+    args = oauth_producer(secure, token, "oauth-file-values")
+    token.write_text(unsecured_jwt("admin", exp=time.time() - 60))
+    assert producer_main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did not accept the SASL login" in err[0], err
+    assert "check the token (--sasl-oauth-token-file or --sasl-oauth-token-url)" in err[0]
+
+    token.write_text(unsecured_jwt("admin"))  # renewed in place
+    assert producer_main(args) == 0
+    capsys.readouterr()
+
+    token.write_text(unsecured_jwt("alice"))
+    assert producer_main(args) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "producer: error: Kafka refused: no ACL allows Write on topic oauth-file-values"]
