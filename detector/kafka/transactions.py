@@ -14,7 +14,6 @@ one transaction to the next, as every broker since 2.5 takes it.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from typing import Any
 
@@ -29,10 +28,6 @@ from kafka.protocol.producer import (
     TxnOffsetCommitRequest,
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
-
-from detector.errors import UsageError
-from detector.kafka import clients, topics
-from detector.settings.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -180,47 +175,3 @@ def _partition_errors(field: str) -> Any:
         return []
     return errors
 
-
-def probe(kafka: KafkaSettings, topic: str, transactional_id: str) -> None:
-    """Refuse a broker that cannot do exactly-once: one record written in a transaction that
-    is aborted must stay invisible to a read_committed reader. The bundled Tansu answers the
-    transaction requests but shows aborted records; a broker without transactions fails them.
-    UsageError (exit 2) with one line either way: never a silent at-least-once."""
-    refuse = (f"--processing-guarantee exactly-once needs a broker that does transactions "
-              f"(Apache Kafka); the one at {kafka.bootstrap_servers}")
-    topics.ensure_topics(kafka, [topics.TopicSpec(topic, 1, {"retention.ms": "3600000"})])
-    marker = secrets.token_hex(8).encode()
-    try:
-        producer = clients.producer(kafka, transactional_id=f"{transactional_id}-probe",
-                                    acks="all", max_block_ms=int(kafka.connect_timeout_s * 1000))
-    except clients.KafkaUnavailable as exc:
-        raise UsageError(f"{refuse} does not give a transactional producer ({exc})") from exc
-    try:
-        producer.init_transactions()
-        producer.begin_transaction()
-        producer.send(topic, key=b"probe", value=marker, partition=0)
-        producer.flush()
-        producer.abort_transaction()
-    except Errors.KafkaError as exc:
-        raise UsageError(f"{refuse} failed a transaction: {type(exc).__name__}") from exc
-    finally:
-        clients.close_bounded(producer.close, "the probe's producer")
-    tp = TopicPartition(topic, 0)
-    reader = clients.consumer(kafka, group_id=None, enable_auto_commit=False,
-                              isolation_level="read_committed", fetch_max_wait_ms=20)
-    try:
-        reader.assign([tp])
-        reader.seek_to_beginning(tp)
-        deadline = time.monotonic() + kafka.connect_timeout_s
-        end = reader.end_offsets([tp])[tp]
-        while time.monotonic() < deadline:
-            for records in reader.poll(timeout_ms=200).values():
-                if any(r.value == marker for r in records):
-                    raise UsageError(f"{refuse} shows records of an aborted transaction to "
-                                     "read_committed readers (the bundled Tansu does): use "
-                                     "--processing-guarantee at-least-once there")
-            if (clients.position(reader, tp) or 0) >= end:
-                return
-        raise UsageError(f"{refuse}: its probe topic {topic} could not be read to its end")
-    finally:
-        clients.close_bounded(reader.close, "the probe's reader")

@@ -3,15 +3,20 @@ or transactional, under which transactional id) and its consumer in the group.""
 
 from __future__ import annotations
 
+import secrets
 import socket
+import time
 from typing import Any
 
-from kafka import KafkaConsumer
+import kafka.errors as Errors
+from kafka import KafkaConsumer, TopicPartition
 
-from detector.kafka import clients, topics, transactions, versions
+from detector.errors import UsageError
+from detector.kafka import clients, topics, versions
 from detector.kafka.outbox import Outbox
 from detector.kafka.predecessors import claim_slot
 from detector.settings.detector import DetectorSettings
+from detector.settings.kafka import KafkaSettings
 
 
 def detector_topics(s: DetectorSettings) -> dict[str, int]:
@@ -49,13 +54,58 @@ def transactional_id(s: DetectorSettings) -> tuple[str, Any]:
     return f"{s.group_id}-{socket.gethostname()}-{slot}", lock
 
 
+def probe(kafka: KafkaSettings, topic: str, transactional_id: str) -> None:
+    """Refuse a broker that cannot do exactly-once: one record written in a transaction that
+    is aborted must stay invisible to a read_committed reader. The bundled Tansu answers the
+    transaction requests but shows aborted records; a broker without transactions fails them.
+    UsageError (exit 2) with one line either way: never a silent at-least-once."""
+    refuse = (f"--processing-guarantee exactly-once needs a broker that does transactions "
+              f"(Apache Kafka); the one at {kafka.bootstrap_servers}")
+    topics.ensure_topics(kafka, [topics.TopicSpec(topic, 1, {"retention.ms": "3600000"})])
+    marker = secrets.token_hex(8).encode()
+    try:
+        producer = clients.producer(kafka, transactional_id=f"{transactional_id}-probe",
+                                    acks="all", max_block_ms=int(kafka.connect_timeout_s * 1000))
+    except clients.KafkaUnavailable as exc:
+        raise UsageError(f"{refuse} does not give a transactional producer ({exc})") from exc
+    try:
+        producer.init_transactions()
+        producer.begin_transaction()
+        producer.send(topic, key=b"probe", value=marker, partition=0)
+        producer.flush()
+        producer.abort_transaction()
+    except Errors.KafkaError as exc:
+        raise UsageError(f"{refuse} failed a transaction: {type(exc).__name__}") from exc
+    finally:
+        clients.close_bounded(producer.close, "the probe's producer")
+    tp = TopicPartition(topic, 0)
+    reader = clients.consumer(kafka, group_id=None, enable_auto_commit=False,
+                              isolation_level="read_committed", fetch_max_wait_ms=20)
+    try:
+        reader.assign([tp])
+        reader.seek_to_beginning(tp)
+        deadline = time.monotonic() + kafka.connect_timeout_s
+        end = reader.end_offsets([tp])[tp]
+        while time.monotonic() < deadline:
+            for records in reader.poll(timeout_ms=200).values():
+                if any(r.value == marker for r in records):
+                    raise UsageError(f"{refuse} shows records of an aborted transaction to "
+                                     "read_committed readers (the bundled Tansu does): use "
+                                     "--processing-guarantee at-least-once there")
+            if (clients.position(reader, tp) or 0) >= end:
+                return
+        raise UsageError(f"{refuse}: its probe topic {topic} could not be read to its end")
+    finally:
+        clients.close_bounded(reader.close, "the probe's reader")
+
+
 def outbox(s: DetectorSettings, transactional: str | None) -> Outbox:
     """The outbox for every output and state record; transactional (after a probe that the
     broker does transactions) under ``transactional``."""
     outputs = [s.output_topic, s.alert_topic, s.dlq_topic, s.state_topic,
                *([s.candidate_topic] if s.candidate_topic else [])]
     if transactional:
-        transactions.probe(s.kafka, f"{s.group_id}.txn-probe", transactional)
+        probe(s.kafka, f"{s.group_id}.txn-probe", transactional)
     return Outbox(s.kafka, outputs, linger_ms=s.linger_ms, transactional_id=transactional,
                   transaction_timeout_ms=s.transaction_timeout_ms)
 

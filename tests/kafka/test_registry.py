@@ -91,7 +91,7 @@ def test_a_detector_loads_a_version_from_its_chunks_and_holds_only_what_serves(
 
     try:
         send(kafka, kafka.values, uniform_events(10, 30))
-        wait_for(lambda: det.value("detector_events_processed_total") >= 300, 60)
+        wait_for(lambda: det.value("detector_events_processed_total") >= 300, 120)
         registry.change("trend", "promote", 2)
         wait_for(lambda: role(2, "live") and not rollout.pending(), 30, what="v2 serving")
         registry.change("trend", "shadow", 1)
