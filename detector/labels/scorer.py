@@ -25,6 +25,7 @@ from detector.kafka import clients
 from detector.labels import readback, reading, topic
 from detector.labels.book import Position
 from detector.labels.codec import Label
+from detector.labels.figures import OUTCOMES
 from detector.labels.matcher import Matcher, decode_flag, report
 from detector.labels.readback import Waiting
 from detector.labels.window import Window
@@ -172,7 +173,8 @@ class Scorer:
     def _publish(self) -> None:
         """Hand the figures to the metrics endpoint (another thread) as a snapshot."""
         m = self.matcher
-        events = {k: n for k, n in m.events.items() if n}
+        events = {(*key, outcome): getattr(counts, outcome)  # every outcome, 0 too
+                  for key, counts in m.figures().items() for outcome in OUTCOMES}
         runs = dict(m.verdicts())
         self._snapshot = (events, runs)
         for kind, n in m.book.kinds.items():
