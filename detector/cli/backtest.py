@@ -8,6 +8,7 @@ import dataclasses
 import json
 import shlex
 import sys
+import time
 from typing import Any
 
 from detector.cli.common import refuse_with, require_extra
@@ -50,8 +51,9 @@ def print_backtest(r: dict[str, Any]) -> None:
     c, a = r["candidate"], r["against"]
     labels = r["labels"]
     cutoff = ("no time range on its card (trained from a file): every label counts"
-              if r["cutoff"] is None else f"labels of events after {r['cutoff']:.3f} (the end "
-              "of its training data) count")
+              if r["cutoff"] is None else "labels of events after " + time.strftime(
+                  "%Y-%m-%d %H:%M:%S UTC", time.gmtime(r["cutoff"])) + " (the end of its "
+              "training data) count")
     print(f"{r['name']} v{c['version']} against v{a['version']} on {r['input']['topic']}: "
           f"{r['events']:,} events of {r['streams']:,} streams; {cutoff}")
     print(f"labels: {labels['scored']} scored, {labels['left_out']} left out (their events are "
