@@ -6,12 +6,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shlex
-import sys
 import time
 from typing import Any
 
-from detector.cli.common import refuse_with, require_extra
+from detector.cli import own_pattern
+from detector.cli.common import refuse_with
 from detector.cli.progress import Bar
 from detector.errors import UsageError
 from detector.settings.fields import add_options, build, duration_s
@@ -126,13 +125,7 @@ def cmd_train_from_kafka(args: argparse.Namespace) -> int:
     bar = Bar(f"train {args.name}: reading {settings.input_topic}")
     data = labeled_history(settings, since, bar)
     bar.close()
-    require_extra("train", "train")
-    from detector.training.own_pattern import EPOCHS, train_labeled
-
-    command = "python -m detector " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
-    train_labeled(data, args.name, args.out, epochs=args.epochs or EPOCHS, seed=args.seed,
-                  command=command)
-    return 0
+    return own_pattern.train_on(args, data)
 
 
 def refuse_kafka_options(args: argparse.Namespace) -> None:

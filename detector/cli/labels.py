@@ -138,7 +138,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     scorer = Scorer(settings, stop)
     try:
         if args.once:
-            scorer.connect()
+            scorer.connect(wait=False)
             while not scorer.caught_up() and not stop.is_set():
                 scorer.step(timeout_ms=50)
             print_report(scorer.report(), args.json)

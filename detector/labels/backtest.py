@@ -89,10 +89,11 @@ def _score(book: LabelBook, labeled_streams: set[str], events: history.Events,
     labeled = np.array([n in labeled_streams for n in events.names], bool) & res0.processed
     if not labeled.any():
         return
-    at = np.nonzero(labeled)[0]
-    names = [events.names[i] for i in at.tolist()]
-    for stream in set(names):
-        idx = at[np.array([n == stream for n in names])]
+    groups: dict[str, list[int]] = {}
+    for i in np.nonzero(labeled)[0].tolist():
+        groups.setdefault(events.names[i], []).append(i)
+    for stream, rows in groups.items():
+        idx = np.array(rows)
         seq, ts = res0.seq[idx], events.batch.ts[idx]
         truth = book.truths(stream, seq, ts)
         after = np.ones(len(idx), bool) if cutoff is None else events.record_s[idx] > cutoff

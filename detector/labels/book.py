@@ -30,6 +30,9 @@ class LabelBook:
         self._by_id: dict[str, tuple[Position, Label]] = {}
         self._ranges: dict[str, list[tuple[Position, RangeLabel]]] = {}
         self._verdicts: dict[str, list[tuple[Position, Verdict]]] = {}
+        #: Per stream, the seqs its seq ranges span and whether it has time ranges: most flag
+        #: records lie outside every label, and this says so without looking at each.
+        self._span: dict[str, tuple[float, float, bool]] = {}
         #: Stream ids with labels, as the flag records' keys are (UTF-8).
         self.keys: set[bytes] = set()
         self.kinds: Counter[str] = Counter({kind: 0 for kind in KINDS})
@@ -52,6 +55,7 @@ class LabelBook:
         shelf = self._ranges if isinstance(label, RangeLabel) else self._verdicts
         bisect.insort(shelf.setdefault(label.stream, []), (position, label),
                       key=lambda item: item[0])
+        self._spanned(label.stream)
         self.keys.add(label.stream.encode())
         self.kinds[label.kind] += 1
         return True, old[1] if old else None
@@ -62,9 +66,20 @@ class LabelBook:
         items.remove((position, label))
         if not items:
             del shelf[label.stream]
+        self._spanned(label.stream)
         if label.stream not in self._ranges and label.stream not in self._verdicts:
             self.keys.discard(label.stream.encode())
         self.kinds[label.kind] -= 1
+
+    def _spanned(self, stream: str) -> None:
+        ranges = [label for _, label in self._ranges.get(stream, ())]
+        seqs = [label for label in ranges if not label.by_time]
+        if not ranges:
+            self._span.pop(stream, None)
+            return
+        self._span[stream] = (min((r.start for r in seqs), default=float("inf")),
+                              max((r.end for r in seqs), default=-1.0),
+                              len(seqs) < len(ranges))
 
     def ranges(self, stream: str) -> list[RangeLabel]:
         """The stream's range labels, oldest first."""
@@ -78,6 +93,9 @@ class LabelBook:
 
     def truth(self, stream: str, seq: int, ts: float | None) -> int:
         """One event's truth: the latest range label covering it decides."""
+        span = self._span.get(stream)
+        if span is None or (not span[2] and not span[0] <= seq <= span[1]):
+            return UNKNOWN
         for _, label in reversed(self._ranges.get(stream, ())):
             if label.covers(seq, ts):
                 return TRUTH[label.label]
@@ -91,4 +109,5 @@ class LabelBook:
         return out
 
     def verdict_at(self, stream: str, seq: int) -> list[Verdict]:
-        return [v for _, v in self._verdicts.get(stream, ()) if v.run_start_seq == seq]
+        verdicts = self._verdicts.get(stream)
+        return [v for _, v in verdicts if v.run_start_seq == seq] if verdicts else []

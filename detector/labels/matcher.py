@@ -64,9 +64,9 @@ class Matcher:
         self.book = LabelBook()
         self._kept: dict[str, dict[tuple[int, str, int], _Kept]] = {}
         self.events: Counter[tuple[str, str, str, str]] = Counter()
-        #: Each verdict's run: (name, version) of the live model whose flag 1 started it, or
-        #: NO_RUN (its flag there is 0) or NOT_SEEN (no live flag of that event yet).
-        self.runs: dict[str, tuple[str, str] | str] = {}
+        #: Each verdict's run and the verdict: (name, version) of the live model whose flag 1
+        #: started it, or NO_RUN (its flag there is 0) or NOT_SEEN (no live flag there yet).
+        self.runs: dict[str, tuple[tuple[str, str] | str, str]] = {}
         #: Ids of labels some of whose events could no longer be found (``score`` says how
         #: many); cleared when a label is replaced.
         self.too_late: set[str] = set()
@@ -93,8 +93,9 @@ class Matcher:
             self._redo(self._dirty.pop())
 
     def wants(self, stream: str, seq: int, ts: float | None) -> bool:
-        """Whether a label covers this event (a range, or a verdict at its seq)."""
-        return (any(label.covers(seq, ts) for label in self.book.ranges(stream))
+        """Whether a label covers this event (a range, or a verdict at its seq); ``ignore``
+        covers too: a replacement may make it count."""
+        return (self.book.truth(stream, seq, ts) != UNKNOWN
                 or bool(self.book.verdict_at(stream, seq)))
 
     def offer(self, role: str, flag: Flag) -> bool:
@@ -134,15 +135,14 @@ class Matcher:
         """Verdicts per (name, version, verdict) of the runs they are on."""
         self.settle()
         out: Counter[tuple[str, str, str]] = Counter()
-        for label in self.book:
-            run = self.runs.get(label.id)
-            if isinstance(label, Verdict) and isinstance(run, tuple):
-                out[(*run, label.verdict)] += 1
+        for run, verdict in self.runs.values():
+            if isinstance(run, tuple):
+                out[(*run, verdict)] += 1
         return out
 
     def verdicts_without_run(self) -> dict[str, int]:
         self.settle()
-        counts = Counter(run for run in self.runs.values() if isinstance(run, str))
+        counts = Counter(run for run, _ in self.runs.values() if isinstance(run, str))
         return {NO_RUN: counts[NO_RUN], NOT_SEEN: counts[NOT_SEEN]}
 
     def kept(self) -> int:
@@ -188,8 +188,8 @@ class Matcher:
         live = [(key, entry) for key, entry in self._kept.get(verdict.stream, {}).items()
                 if key[0] == verdict.run_start_seq and entry.role == "live"]
         started = sorted((key[1], key[2]) for key, entry in live if entry.flag == 1)
-        self.runs[verdict.id] = ((started[0][0], str(started[0][1])) if started
-                                 else NO_RUN if live else NOT_SEEN)
+        run = (started[0][0], str(started[0][1])) if started else NO_RUN if live else NOT_SEEN
+        self.runs[verdict.id] = (run, verdict.verdict)
 
 
 def report(matcher: Matcher, waiting: int) -> dict:

@@ -17,6 +17,7 @@ records before it have been deleted, without that.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -117,6 +118,9 @@ def sweep(consumer: KafkaConsumer, roles: dict[str, str], start: dict[TopicParti
             if verdict is not None:
                 left.remove(w)
                 verdict.append(w)
+        log.info("read the flag topics back to %s: %d record(s) so far, %d label(s) of %d "
+                 "still waiting", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at)),
+                 out.records, len(left), len(waiting))
         upper = lower
         stretch *= 2
     if out.too_late:

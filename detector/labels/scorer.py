@@ -55,12 +55,14 @@ class Scorer:
 
     # --- set-up -------------------------------------------------------------------------------
 
-    def connect(self) -> None:
-        """Create the label topic if missing, wait for the flag topics, and start reading:
-        labels from their start, flags from their end (older ones by read-back)."""
+    def connect(self, wait: bool = True) -> None:
+        """Create the label topic if missing, find the flag topics (``wait``: until the detector
+        has created them; else KafkaUnavailable), and start reading: labels from their start,
+        flags from their end (older ones by read-back)."""
         kafka = self.s.kafka
+        flag_tps = [tp for t in self.roles
+                    for tp in (self._wait_for(t) if wait else reading.partitions(kafka, t))]
         topic.ensure(kafka, self.s.labels)
-        flag_tps = [tp for t in self.roles for tp in self._wait_for(t)]
         self.labels = reading.reader(kafka)
         label_tps = reading.partitions(kafka, self.s.labels.labels_topic)
         self.labels.assign(label_tps)

@@ -29,21 +29,19 @@ class _Joined:
         self.events, self.runs = events, runs
 
     def collect(self) -> Iterator[Metric]:
-        events = CounterMetricFamily(
-            "detector_label_events", "Labeled events each model flagged, by its name, version "
-            "and role (live, candidate) and the outcome against the labels (tp, fp, fn, tn); "
-            "each (stream, seq, name, version) once.", labels=["name", "version", "role",
-                                                                "outcome"])
-        for labels, n in self.events():
-            events.add_metric(list(labels), n)
-        yield events
-        runs = CounterMetricFamily(
-            "detector_label_runs", "Run alerts with a verdict, by the name and version of the "
-            "model that raised them and the verdict (right, wrong).",
-            labels=["name", "version", "verdict"])
-        for labels, n in self.runs():
-            runs.add_metric(list(labels), n)
-        yield runs
+        for name, help, labels, rows in (
+            ("detector_label_events", "Labeled events each model flagged, by its name, version "
+             "and role (live, candidate) and the outcome against the labels (tp, fp, fn, tn); "
+             "each (stream, seq, name, version) once.", ["name", "version", "role", "outcome"],
+             self.events),
+            ("detector_label_runs", "Run alerts with a verdict, by the name and version of the "
+             "model that raised them and the verdict (right, wrong).",
+             ["name", "version", "verdict"], self.runs),
+        ):
+            family = CounterMetricFamily(name, help, labels=labels)
+            for values, n in rows():
+                family.add_metric(list(values), n)
+            yield family
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
