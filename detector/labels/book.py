@@ -81,6 +81,11 @@ class LabelBook:
                               max((r.end for r in seqs), default=-1.0),
                               len(seqs) < len(ranges))
 
+    def get(self, ident: str) -> Label | None:
+        """The label in force with this id."""
+        found = self._by_id.get(ident)
+        return found[1] if found else None
+
     def ranges(self, stream: str) -> list[RangeLabel]:
         """The stream's range labels, oldest first."""
         return [label for _, label in self._ranges.get(stream, ())]

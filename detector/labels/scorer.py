@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 #: How often a missing flag topic is looked for again, and said so in the log.
 TOPIC_WAIT_S = 5.0
+#: Label records taken per step; a step that took this many leaves its read-back to a later
+#: one, so that labels arriving in bulk (a CSV import, a restart) share one read-back.
+LABELS_PER_STEP = 50_000
 
 
 class Scorer:
@@ -107,13 +110,13 @@ class Scorer:
 
         before = Counter(self.skipped.reasons)
         read = 0
-        for records in self.labels.poll(timeout_ms=0, max_records=50_000).values():
+        for records in self.labels.poll(timeout_ms=0, max_records=LABELS_PER_STEP).values():
             read += len(records)
             topic.take(records, apply, self.skipped)
         self.matcher.settle()
         if fresh:
             self._place(fresh)
-        if self.waiting:
+        if self.waiting and read < LABELS_PER_STEP:
             self._read_back()
         for tp, records in self.flags.poll(timeout_ms=timeout_ms, max_records=20_000).items():
             self._flags(tp, records)
@@ -163,12 +166,9 @@ class Scorer:
         self.metrics.readbacks.inc()
         self.metrics.readback_records.inc(out.records)
         for w in out.too_late:
-            if self._current(w.label):
+            if self.matcher.book.get(w.label.id) is w.label:  # not replaced meanwhile
                 self.matcher.too_late.add(w.label.id)
         self.waiting = []
-
-    def _current(self, label: Label) -> bool:
-        return any(x is label for x in self.matcher.book)
 
     # --- figures ------------------------------------------------------------------------------
 
@@ -186,10 +186,10 @@ class Scorer:
         self.metrics.kept.set(m.kept())
         self.metrics.ready.set(0 if self.not_ready_because() else 1)
 
-    def _events(self):  # type: ignore[no-untyped-def]
+    def _events(self) -> Iterable[tuple[tuple[str, ...], int]]:
         return self._snapshot[0].items()
 
-    def _runs(self):  # type: ignore[no-untyped-def]
+    def _runs(self) -> Iterable[tuple[tuple[str, ...], int]]:
         return self._snapshot[1].items()
 
     def not_ready_because(self) -> str:
@@ -200,7 +200,8 @@ class Scorer:
         return f"{len(self.waiting)} label(s) wait for a read-back" if self.waiting else ""
 
     def caught_up(self) -> bool:
-        """Every label and flag record that was there at the start is taken in."""
+        """Every label that was there at the start is taken in and none waits for a read-back
+        (the flags from before the start are read back for them)."""
         return (all(self.labels.position(tp) >= end for tp, end in self.label_end.items())
                 and not self.waiting)
 
