@@ -5,10 +5,11 @@
 On Apache Kafka (one node, as the tests run it), the input topic is filled once and labels are
 written for a fifth of the streams. Then, alternating ``--repeat`` times: (1) a detector
 process following ``trend`` in the registry (v1: the shipped ``seed``), events/s from its first
-processed event to its last; (2) ``python -m detector models backtest trend 2 --against 1``
-(``pair`` against ``seed``, both from cold state) over the same events: events/s of its
-reading, decoding, both models and the join, as its ``--json`` reports them, and the command's
-wall time (start-up, registry and labels included).
+processed event to its last; (2) the same with v2 (``pair``) shadowing, so that it too runs both
+versions; (3) ``python -m detector models backtest trend 2 --against 1`` (``pair`` against
+``seed``, both from cold state) over the same events: events/s of its reading, decoding, both
+models and the join, as its ``--json`` reports them, and the command's wall time (start-up,
+registry and labels included).
 """
 
 from __future__ import annotations
@@ -29,13 +30,21 @@ from detector.settings.labels import LabelTopicSettings
 from detector.testing.apache_kafka import KafkaCluster, kafka_version
 
 from common import ROOT, fmt_rate, save, say, table
-from pipeline_measures import fill, start_detector, wait_processed
+from pipeline_measures import fill, start_detector, wait_for, wait_processed
 
 
-def detector_rate(kafka: KafkaSettings, group: str, events: int) -> float:
+def detector_rate(kafka: KafkaSettings, group: str, events: int, shadow: bool) -> float:
+    registry = Registry(kafka, "detector-models")
+    if shadow != (registry.state().pointers["trend"].candidate is not None):
+        registry.change("trend", "shadow" if shadow else "unshadow", 2 if shadow else None)
+    registry.close()
     det = start_detector(kafka, group, DETECTOR_INPUT_TOPIC="values", DETECTOR_MODEL="trend")
     try:
         first, last = wait_processed(det, events)
+        if shadow:  # the shadow counts a batch after the live model has
+            wait_for(lambda: det.metrics().get("detector_shadow_events_total", 0)
+                     >= events * 0.99, 30, what="the candidate's answers to every event")
+            last = time.monotonic()
         return events / (last - first)
     finally:
         det.terminate()
@@ -60,7 +69,8 @@ def main() -> None:
     args = p.parse_args()
     results: dict = {"events": args.events, "streams": args.streams,
                      "broker": f"Apache Kafka {kafka_version()}, one node",
-                     "detector_eps": [], "backtest_eps": [], "backtest_wall_s": []}
+                     "detector_eps": [], "shadow_eps": [], "backtest_eps": [],
+                     "backtest_wall_s": []}
     with KafkaCluster() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, connect_timeout_s=30)
         fill(kafka, "values", args.events, args.streams)
@@ -77,9 +87,14 @@ def main() -> None:
             for k, (kind, start) in enumerate((("pattern", 0), ("no_pattern", per_stream // 2)))])
         for run in range(args.repeat):
             say(f"run {run + 1}/{args.repeat}: (1) the detector, seed alone")
-            results["detector_eps"].append(detector_rate(kafka, f"alone-{run}", args.events))
+            results["detector_eps"].append(detector_rate(kafka, f"alone-{run}", args.events,
+                                                         shadow=False))
             say(f"  {fmt_rate(results['detector_eps'][-1])} events/s")
-            say(f"run {run + 1}/{args.repeat}: (2) the backtest, pair against seed")
+            say(f"run {run + 1}/{args.repeat}: (2) the detector, seed live and pair shadowing")
+            results["shadow_eps"].append(detector_rate(kafka, f"shadow-{run}", args.events,
+                                                       shadow=True))
+            say(f"  {fmt_rate(results['shadow_eps'][-1])} events/s")
+            say(f"run {run + 1}/{args.repeat}: (3) the backtest, pair against seed")
             report, wall = backtest(kafka)
             assert report["events"] == args.events, report
             results["backtest_eps"].append(report["events_per_second"])
@@ -87,15 +102,19 @@ def main() -> None:
             results["backtest_labeled_events"] = report["candidate"]["events"]
             say(f"  {fmt_rate(report['events_per_second'])} events/s ({wall:.1f} s in all)")
     mean = {k: sum(results[k]) / len(results[k])
-            for k in ("detector_eps", "backtest_eps", "backtest_wall_s")}
+            for k in ("detector_eps", "shadow_eps", "backtest_eps", "backtest_wall_s")}
     results["ratio"] = mean["backtest_eps"] / mean["detector_eps"]
+    results["ratio_shadow"] = mean["backtest_eps"] / mean["shadow_eps"]
     results["ratio_wall"] = args.events / mean["backtest_wall_s"] / mean["detector_eps"]
     rows = [["(1) detector, seed alone: events/s (mean of runs)",
              fmt_rate(mean["detector_eps"]), ""],
-            ["(2) backtest, pair and seed from cold state: events/s",
+            ["(2) detector, seed live and pair shadowing: events/s",
+             fmt_rate(mean["shadow_eps"]), ""],
+            ["(3) backtest, pair and seed from cold state: events/s",
              fmt_rate(mean["backtest_eps"]), ""],
-            ["(2) / (1)", f"{results['ratio']:.2f}", ">= 0.5"],
-            ["(2) counting its start-up, registry and labels: / (1)",
+            ["(3) / (1)", f"{results['ratio']:.2f}", ">= 0.5"],
+            ["(3) / (2)", f"{results['ratio_shadow']:.2f}", ">= 0.5"],
+            ["(3) counting its start-up, registry and labels: / (1)",
              f"{results['ratio_wall']:.2f}", ""]]
     say("\n" + table(["measure", "value", "target"], rows))
     save("backtest", results, "python bench/backtest.py " + " ".join(sys.argv[1:]))
