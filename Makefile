@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-all-$(CKSUM)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: demo test test-faults test-patterns lint system-tools kafka bench-inference bench-pipeline bench-chaos bench-startup bench-decode models convert clean
+.PHONY: demo test test-faults test-patterns lint system-tools kafka bench-inference bench-pipeline bench-chaos bench-startup bench-decode bench-backtest models convert clean
 
 $(DEMO_STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -93,6 +93,9 @@ bench-startup: $(STAMP)
 
 bench-decode: $(STAMP)
 	$(BIN)/python bench/decode.py
+
+bench-backtest: $(STAMP) kafka
+	$(BIN)/python bench/backtest.py
 
 # Retrain the shipped models (each at most ~20 minutes on 2 cores); writes detector/model/shipped/.
 models: $(STAMP)

@@ -1,5 +1,5 @@
 """``python -m detector <command>``: run, alertmanager, train, convert, evaluate, reproduce,
-plot, tail, demo, broker, config.
+plot, models, label, score, tail, demo, broker, config.
 
 Heavy imports (TensorFlow, Kafka) happen inside the command that needs them, so ``--help``,
 ``tail`` and ``config`` start at once. Every expected failure (a wrong setting, a missing
@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from detector.cli import models, offline, serve, tools
+from detector.cli import labels, models, offline, serve, tools
 from detector.errors import DetectorError
 from detector.settings.fields import Parser
 
@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    for module in (serve, offline, models, tools):
+    for module in (serve, offline, models, labels, tools):
         module.add_commands(command)
     return p
 

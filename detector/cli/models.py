@@ -1,5 +1,6 @@
 """``python -m detector models push | list | promote | shadow | unshadow | rollback``: the model
-registry from the command line. Each takes the Kafka connection settings as ``run`` does."""
+registry from the command line (``backtest``: ``cli/backtest.py``). Each takes the Kafka
+connection settings as ``run`` does."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import json
 import time
 
+from detector.cli import backtest
 from detector.cli.common import Command
 from detector.settings.fields import Parser, add_options, build
 from detector.settings.registry import RegistrySettings
@@ -158,3 +160,4 @@ def add_commands(command: Command) -> None:
                        ("rollback", "Back to the version live before the current one.")):
         sp = action(name, _change(name), help)
         sp.add_argument("name", metavar="NAME")
+    backtest.add_backtest(sub)

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from detector.cli import own_pattern
+from detector.cli import backtest, own_pattern
 from detector.cli.common import (
     MODEL_HELP,
     RUNTIME_HELP,
@@ -32,6 +32,9 @@ UNIFORM_EVENTS, UNIFORM_STREAMS = 100_000, 10
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.from_kafka:
+        return backtest.cmd_train_from_kafka(args)
+    backtest.refuse_kafka_options(args)
     if own_pattern.labeled(args):
         return own_pattern.cmd_train(args)
     refuse_unless(args, "csv", "name")
@@ -194,6 +197,7 @@ def add_commands(command: Command) -> None:
                        help="training events (default: the feature set's recipe)")
     train.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
     train.add_argument("--out", default="models", help="output directory")
+    backtest.add_from_kafka_options(train)
 
     ev = command("evaluate", cmd_evaluate, "Agreement with the exact rule through the serving "
                  "step: on your CSV, on the battery, or on fresh uniform streams (the default).")

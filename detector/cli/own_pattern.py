@@ -7,10 +7,14 @@ import argparse
 import json
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 from detector.cli.common import refuse_unless, refuse_with, require_extra, runtime_of
 from detector.errors import UsageError
 from detector.model.features import HISTORY
+
+if TYPE_CHECKING:
+    from detector.training.labeled import LabeledFile
 
 #: The options of a labeled CSV, and those that only a labeled CSV takes.
 LABELED = ("value-column", "label-column", "stream-column")
@@ -50,6 +54,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.name:
         raise UsageError("--csv needs --name NAME: the model's (and its files') name")
     data = _read(args, min_events=HISTORY["window"])  # before TensorFlow's seconds of import
+    return train_on(args, data)
+
+
+def train_on(args: argparse.Namespace, data: LabeledFile) -> int:
+    """The window model on labeled streams (a file's, or the label topic's), as ``--name``."""
     require_extra("train", "train")
     from detector.training.own_pattern import EPOCHS, train_labeled
 

@@ -20,6 +20,7 @@ from detector.settings.bridge import BridgeSettings
 from detector.settings.detector import RUNTIMES, DetectorSettings
 from detector.settings.fields import add_options, build
 from detector.settings.kafka import KafkaSettings
+from detector.settings.labels import label_tables
 from detector.settings.producer import ProducerSettings
 
 #: The local broker's port by default: Kafka's, which every program here reaches by default.
@@ -94,6 +95,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     print(markdown_table(BridgeSettings, "DETECTOR"))
     print("\n### Producer (`python -m producer`)\n")
     print(markdown_table(ProducerSettings, "PRODUCER"))
+    print(label_tables(markdown_table(DetectorSettings, "DETECTOR")))
     return 0
 
 

@@ -28,18 +28,31 @@ Labeled = dict[str, tuple[np.ndarray, np.ndarray]]
 
 @dataclass(frozen=True)
 class LabeledFile:
+    """Labeled streams; a label below 0 is an event without one (context for the window, never
+    trained or scored on: ``train --from-kafka`` labels only some ranges of a stream)."""
+
     path: Path
     sha256: str
     streams: Labeled
+    #: The card's account of the data where it is not a file (``train --from-kafka``).
+    source: dict | None = None
 
     @property
     def events(self) -> int:
-        return sum(len(v) for v, _ in self.streams.values())
+        """Labeled events."""
+        return sum(int((y >= 0).sum()) for _, y in self.streams.values())
 
     @property
     def label_rate(self) -> float:
-        ones = sum(int(y.sum()) for _, y in self.streams.values())
+        ones = sum(int((y == 1).sum()) for _, y in self.streams.values())
         return ones / self.events if self.events else 0.0
+
+    def describe(self) -> dict:
+        """The model card's ``data``."""
+        if self.source is not None:
+            return dict(self.source)
+        return {"file": self.path.name, "sha256": self.sha256, "streams": len(self.streams),
+                "events": self.events, "label_rate": round(self.label_rate, 6)}
 
 
 def read_labeled(path: str | Path, value_column: str, label_column: str,
@@ -112,7 +125,9 @@ class Figures:
 
     @classmethod
     def of(cls, labels: np.ndarray, flags: np.ndarray) -> Figures:
-        y, f = np.asarray(labels, bool), np.asarray(flags, bool)
+        """Over the labeled events (a label below 0 is none)."""
+        known = np.asarray(labels) >= 0
+        y, f = np.asarray(labels)[known].astype(bool), np.asarray(flags, bool)[known]
         n = len(y)
         tp, fp, fn = int((f & y).sum()), int((f & ~y).sum()), int((~f & y).sum())
         precision = tp / (tp + fp) if tp + fp else 1.0

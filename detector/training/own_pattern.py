@@ -48,9 +48,11 @@ NORMALIZATION = (
 
 
 def _arrays(streams: Labeled, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The model's inputs ``(events, WINDOW, WINDOW + 1)`` and labels of these streams."""
-    x = [stream_inputs("window", streams[n][0])[0] for n in names]
-    y = [streams[n][1] for n in names]
+    """The model's inputs ``(events, WINDOW, WINDOW + 1)`` and labels of these streams' labeled
+    events (the others are only their context)."""
+    known = [streams[n][1] >= 0 for n in names]
+    x = [stream_inputs("window", streams[n][0])[0][k] for n, k in zip(names, known, strict=True)]
+    y = [streams[n][1][k] for n, k in zip(names, known, strict=True)]
     flat = np.concatenate(x) if x else np.zeros((0, FEATURE_WIDTH["window"]), np.float32)
     return (flat.reshape(len(flat), WINDOW, WINDOW + 1),
             np.concatenate(y).astype(np.float32) if y else np.zeros(0, np.float32))
@@ -122,9 +124,8 @@ def train_labeled(data: LabeledFile, name: str, out_dir: str | Path, epochs: int
                                "each compared with every value of the window",
         "normalization": NORMALIZATION, "can_express": CAN_EXPRESS,
         "cannot_express": CANNOT_EXPRESS,
-        "data": {"file": data.path.name, "sha256": data.sha256, "streams": len(data.streams),
-                 "events": data.events, "label_rate": round(data.label_rate, 6),
-                 "training_streams": len(train_names), "held_out_streams": held_names},
+        "data": data.describe() | {"training_streams": len(train_names),
+                                   "held_out_streams": held_names},
         "architecture": [describe_layer(layer) for layer in model.layers],
         "head_start": f"the first layer's units start as tanh(g * difference) for g in "
                       f"{list(WINDOW_GAINS)}, one per comparison of a step (trainable)",

@@ -34,11 +34,14 @@ import pytest
 
 from detector.kafka import clients, topics
 from detector.kafka.registry import Registry
+from detector.labels import topic
+from detector.labels.codec import RangeLabel, Verdict
 from detector.model.files import MODELS_DIR, sha256
 from detector.ops.metrics import BridgeMetrics, Metrics
 from detector.settings import fields
 from detector.settings.bridge import BridgeSettings
 from detector.settings.kafka import KafkaSettings
+from detector.settings.labels import LabelTopicSettings, ScoreSettings
 from detector.testing.apache_kafka import KafkaCluster, kafka_version
 from detector.testing.harness import read_topic, wait_for
 from detector.testing.local_broker import free_port
@@ -262,6 +265,17 @@ def test_compose_wiring_holds_together():
         {"targets": [f"alertmanager-bridge:{settings.metrics_port}"]}]
     assert str(settings.metrics_port) in bridge["expose"]
 
+    # The scorer: the program accepts its environment; it joins the labels with the detector's
+    # flags and its candidate's, and Prometheus scrapes it.
+    scorer = s["scorer"]
+    assert command(scorer) == ["python", "-m", "detector", "score"]
+    sc = fields.build(ScoreSettings, argparse.Namespace(), "DETECTOR", environment(scorer))
+    assert sc.output_topic == denv["DETECTOR_OUTPUT_TOPIC"]
+    assert sc.candidate_topic == denv["DETECTOR_CANDIDATE_TOPIC"]
+    assert sc.kafka.bootstrap_servers == internal and sc.metrics_host == "0.0.0.0"
+    assert jobs["scorer"]["static_configs"] == [{"targets": [f"scorer:{sc.metrics_port}"]}]
+    assert str(sc.metrics_port) in scorer["expose"]
+
     # Grafana: anonymous viewers, the provisioning and dashboards directories mounted.
     grafana = s["grafana"]
     genv = environment(grafana)
@@ -304,7 +318,9 @@ def test_compose_wiring_holds_together():
                    "sum(detector_assigned_partitions)", "max(detector_input_partitions)",
                    "detector_group_unsettled_seconds", "detector_group_rejoins_total",
                    "detector_model_info", "detector_shadow_disagreements_total",
-                   "detector_model_load_failures_total"):
+                   "detector_model_load_failures_total",
+                   'detector_label_events_total{outcome="tp"}', "detector_label_runs_total",
+                   "sum by (kind) (detector_labels)"):
         assert needle in exprs, f"no panel queries {needle}"
 
 
@@ -366,9 +382,12 @@ class Stack:
     detector: Service
     producer: Service
     metrics_port: int
+    scorer: Service
+    scorer_port: int
 
     def logs(self) -> str:
-        return f"\n--- detector:\n{self.detector.output()}\n--- producer:\n{self.producer.output()}"
+        return (f"\n--- detector:\n{self.detector.output()}\n--- producer:\n"
+                f"{self.producer.output()}\n--- scorer:\n{self.scorer.output()}")
 
 
 @pytest.fixture(scope="module")
@@ -398,11 +417,14 @@ def stack(tmp_path_factory):
         registry.close()
         detector = Service("detector", broker.bootstrap, workdir, metrics_port=port)
         producer = Service("producer", broker.bootstrap, workdir)
+        scorer_port = free_port()
+        scorer = Service("scorer", broker.bootstrap, workdir, metrics_port=scorer_port)
         try:
-            yield Stack(kafka, detector, producer, port)
+            yield Stack(kafka, detector, producer, port, scorer, scorer_port)
         finally:
             producer.stop()
             detector.stop()
+            scorer.stop()
 
 
 @pytest.mark.broker
@@ -429,17 +451,32 @@ def test_compose_services_turn_values_into_flags(stack):
 # --- a real Prometheus and the dashboard's queries -----------------------------------------
 
 
-def prometheus_config(path: Path, target: str) -> None:
-    """deploy/prometheus/prometheus.yml, with the detector's DNS discovery made a static target
-    and the rule files found from wherever this copy is written."""
+def write_labels(stack: Stack) -> None:
+    env = stack.scorer.compose_env
+    denv = stack.detector.compose_env
+    alerts = read_topic(stack.kafka, denv["DETECTOR_ALERT_TOPIC"], expect=1, timeout=60)
+    assert alerts, f"no run alert{stack.logs()}"
+    run = alerts[0].json()
+    labels = [RangeLabel("a", "s-1", "pattern", 0, 10**6),
+              RangeLabel("b", "s-2", "no_pattern", 0, 10**6),
+              Verdict("c", run["stream"], run["start_seq"], "right")]
+    topic.write(stack.kafka, LabelTopicSettings(labels_topic=env["DETECTOR_LABELS_TOPIC"]),
+                labels)
+
+
+def prometheus_config(path: Path, targets: dict[str, str]) -> None:
+    """deploy/prometheus/prometheus.yml, with the jobs of ``targets`` (the detector's DNS
+    discovery too) made static targets here and the rule files found from wherever this copy
+    is written."""
     config = load_yaml(PROMETHEUS_YML)
     import yaml  # present: load_yaml skips otherwise
 
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config["rule_files"] = [str(PROMETHEUS_YML.parent / f) for f in config["rule_files"]]
     for job in config["scrape_configs"]:
-        if job.pop("dns_sd_configs", None) is not None:
-            job["static_configs"] = [{"targets": [target]}]
+        if job["job_name"] in targets:
+            job.pop("dns_sd_configs", None)
+            job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
     path.write_text(yaml.safe_dump(config))
 
 
@@ -478,7 +515,8 @@ def test_every_dashboard_query_returns_data(prometheus_bin, stack, tmp_path):
     queries = [(title, expand(expr)) for title, expr in dashboard_queries()]
     assert len({t for t, _ in queries}) >= 10, queries
     config = tmp_path / "prometheus.yml"
-    prometheus_config(config, f"127.0.0.1:{stack.metrics_port}")
+    prometheus_config(config, {"detector": f"127.0.0.1:{stack.metrics_port}",
+                               "scorer": f"127.0.0.1:{stack.scorer_port}"})
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with (tmp_path / "prometheus.log").open("wb") as log:
@@ -498,6 +536,9 @@ def test_every_dashboard_query_returns_data(prometheus_bin, stack, tmp_path):
         producer.send(input_topic, key=b"s-bad", value=b"this is not JSON")
         producer.flush()
         producer.close()
+        # ... the ground truth's only once there are labels: ranges of both kinds, and a
+        # verdict on a run the detector alerted.
+        write_labels(stack)
 
         results: dict[str, list[dict]] = {}
 
