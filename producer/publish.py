@@ -8,6 +8,7 @@ measure the detector rather than the producer feeding it.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -15,13 +16,15 @@ from collections.abc import Callable
 
 from kafka.partitioner.default import murmur2
 
-from detector.kafka import clients
+from detector.kafka import clients, tansu
 from detector.kafka.outbox import Outbox
 from detector.settings.producer import ProducerSettings
 from producer.csv_source import CsvSource
 from producer.source import StreamSource
 
 PROGRESS_EVERY_S = 2.0
+#: How long records gather into one batch per partition, unless set (or on Tansu).
+LINGER_MS = 5
 #: The random streams' prefix when none is given (a CSV column's id is its name).
 RANDOM_PREFIX = "s-"
 
@@ -97,6 +100,10 @@ def publish(
         settings.kafka, [clients.TopicSpec(settings.topic, settings.partitions)]
     )
     partitions = counts[settings.topic]
+    linger, why = tansu.linger_ms(settings.linger_ms, LINGER_MS, settings.kafka)
+    settings = dataclasses.replace(settings, linger_ms=linger)
+    if why:
+        progress(f"producer: {why}")
     # Computing each key's partition once saves the pure-Python murmur2 on every send.
     targets = [java_partition(k, partitions) for k in source.keys]
     out = _Paced(settings) if settings.rate else _Batched(settings)

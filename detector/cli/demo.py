@@ -50,9 +50,6 @@ class _Thread(threading.Thread):
             self.error = exc
 
 
-DEMO_LINGER_MS = 100
-
-
 def demo(*, duration: float, streams: int, rate: float, model: str, metrics_port: int,
          csv: str | None, columns: tuple[str, ...], runtime: str, alert_min_length: int,
          out: Callable[[str], None] = _say) -> int:
@@ -60,13 +57,10 @@ def demo(*, duration: float, streams: int, rate: float, model: str, metrics_port
     from producer.publish import open_source, publish
 
     # The settings and the CSV are checked first: a wrong one is one line, before anything
-    # starts. Larger batches than the defaults: the local broker's fetches slow down with the
-    # number of batches its partitions hold, and a demo may run for hours.
+    # starts. Both programs batch as they do on Tansu (``detector/kafka/tansu.py``).
     settings = DetectorSettings(model=model, session_timeout_ms=6000, heartbeat_interval_ms=2000,
-                                checkpoint_interval_ms=500, linger_ms=DEMO_LINGER_MS,
-                                alert_min_length=alert_min_length)
-    producer_settings = ProducerSettings(streams=streams, rate=rate, from_csv=csv, column=columns,
-                                         linger_ms=DEMO_LINGER_MS)
+                                checkpoint_interval_ms=500, alert_min_length=alert_min_length)
+    producer_settings = ProducerSettings(streams=streams, rate=rate, from_csv=csv, column=columns)
     source = open_source(producer_settings)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())

@@ -22,7 +22,7 @@ from math import nan
 import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
-from detector.kafka import clients, versions
+from detector.kafka import clients, tansu, versions
 from detector.kafka.checkpoint import Checkpointer
 from detector.kafka.group_watch import GroupWatch
 from detector.kafka.outbox import Outbox
@@ -32,6 +32,7 @@ from detector.kafka.rollout import Rollout
 from detector.model.serving import ModelStep
 from detector.ops.metrics import Metrics
 from detector.ops.process_tuning import release_free_memory
+from detector.ops.stall import Progress, StallWatch, waiting
 from detector.settings.detector import DetectorSettings
 from detector.stream.codec import BadInput
 from detector.stream.engine import Batch, Engine, Result
@@ -86,6 +87,7 @@ class Pipeline:
         self._backoff = 0.5
         self._closed = False
         self._partitions: dict[str, int] = {}
+        self.stalls = StallWatch()
         metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
     @property
@@ -121,9 +123,12 @@ class Pipeline:
         if s.candidate_topic:
             self._partitions |= clients.ensure_topics(
                 kafka, [clients.TopicSpec(s.candidate_topic, n_in)])
+        linger_ms, why = tansu.linger_ms(s.linger_ms, 0, kafka)
+        if why:
+            log.info("outputs: %s", why)
         self.outbox = Outbox(kafka, [s.output_topic, s.alert_topic, s.dlq_topic, s.state_topic,
                                      *([s.candidate_topic] if s.candidate_topic else [])],
-                             linger_ms=s.linger_ms)
+                             linger_ms=linger_ms)
         self.publisher = Publisher(s, self.outbox, self._partitions, self.metrics, self._now)
         self.consumer = self._new_consumer()
         self.membership.attach(self.consumer, self.outbox)
@@ -234,7 +239,7 @@ class Pipeline:
         ago = time.monotonic() - last_ok
         if ago >= max(5.0, 3 * self.s.checkpoint_interval_ms / 1000):
             return f"last checkpoint {ago:.0f} s ago"
-        return ""
+        return self.stalls.why()
 
     # --- one poll's records -----------------------------------------------------------------
 
@@ -367,9 +372,20 @@ class Pipeline:
         self.metrics.active_streams.set(len(self.store))
         self.metrics.runs_firing.set(int(np.count_nonzero(self.store.run_fired)))
         self.metrics.evicted.inc(self.checkpoints.take_evicted())
-        lags = []
-        for tp, pos in self._positions.items():
-            high = self.consumer.highwater(tp)
-            if high is not None:
+        lags, progress = [], {}
+        for tp in self.consumer.assignment():  # also those that never returned a record
+            high, fetch = self.consumer.highwater(tp), self._fetch_position(tp)
+            pos = self._positions.get(tp, fetch)
+            if high is not None and pos is not None:
                 lags.append((tp.partition, max(0, high - pos)))
+                progress[tp.partition] = Progress(pos, waiting(pos, fetch, high))
         self.metrics.set_lag(lags)
+        self.stalls.observe(progress)
+
+    def _fetch_position(self, tp: TopicPartition) -> int | None:
+        """Where the consumer fetches ``tp`` next (past a commit marker it skipped), from its
+        subscription state: ``KafkaConsumer.position`` may ask the coordinator first."""
+        try:
+            return self.consumer._subscription.position(tp).offset
+        except (KeyError, AttributeError):  # not assigned any more, or no position yet
+            return None
