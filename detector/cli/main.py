@@ -37,6 +37,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+#: The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -44,3 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     except DetectorError as exc:
         print(f"detector: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C where no command waits for it: nothing left half done
+        print(f"detector: {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED

@@ -18,6 +18,7 @@ from detector.cli.common import (
     require_extra,
     runtime_of,
 )
+from detector.cli.outputs import check_out, staged
 from detector.errors import UsageError
 from detector.settings.detector import RUNTIMES
 
@@ -38,12 +39,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.features:
         raise UsageError("train needs --features seed|pair (a shipped model's recipe) or --csv "
                          "FILE with --value-column, --label-column and --name (your pattern)")
+    out = check_out(args.out)
     require_extra("train", "train")
     from detector.training.train import train
 
-    card = train(args.features, out_dir=args.out, epochs=args.epochs, events=args.events,
-                 seed=args.seed)
-    print(json.dumps(card, indent=2))
+    with staged(out) as stage:
+        card = train(args.features, out_dir=stage, epochs=args.epochs, events=args.events,
+                     seed=args.seed)
+    print(json.dumps(card, indent=2).replace(str(stage), str(out)))
     return 0
 
 

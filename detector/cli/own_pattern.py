@@ -9,6 +9,7 @@ import shlex
 import sys
 
 from detector.cli.common import refuse_unless, refuse_with, require_extra, runtime_of
+from detector.cli.outputs import check_name, check_out, staged
 from detector.errors import UsageError
 from detector.model.features import HISTORY
 
@@ -26,7 +27,8 @@ def add_labeled_options(parser: argparse.ArgumentParser) -> None:
 
 
 def labeled(args: argparse.Namespace) -> bool:
-    """Whether the command runs on a labeled CSV; refuses half of one."""
+    """Whether the command runs on a labeled CSV; refuses half of one, and one column in two
+    roles."""
     if args.label_column is None:
         refuse_unless(args, "label-column", "value-column", "stream-column")
         return False
@@ -34,6 +36,12 @@ def labeled(args: argparse.Namespace) -> bool:
         raise UsageError("--label-column needs --csv FILE (long format, one row per event)")
     if not args.value_column:
         raise UsageError("--label-column needs --value-column (the column of the values)")
+    roles = {"--value-column": args.value_column, "--label-column": args.label_column,
+             "--stream-column": args.stream_column}
+    for a, b in (("--value-column", "--label-column"), ("--value-column", "--stream-column"),
+                 ("--label-column", "--stream-column")):
+        if roles[a] is not None and roles[a] == roles[b]:
+            raise UsageError(f"{a} and {b} are both {roles[a]!r}: a column has one role")
     return True
 
 
@@ -45,17 +53,25 @@ def _read(args: argparse.Namespace, min_events: int = 1):  # type: ignore[no-unt
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``train --csv ...``: the window model on the file's labels."""
+    """``train --csv ...``: the window model on the file's labels, written whole or not at all
+    (``outputs``)."""
     refuse_with(args, "csv", "events", "features")
     if not args.name:
         raise UsageError("--csv needs --name NAME: the model's (and its files') name")
+    check_name(args.name)
+    out = check_out(args.out)
     data = _read(args, min_events=HISTORY["window"])  # before TensorFlow's seconds of import
     require_extra("train", "train")
     from detector.training.own_pattern import EPOCHS, train_labeled
 
     command = "python -m detector " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
-    train_labeled(data, args.name, args.out, epochs=args.epochs or EPOCHS, seed=args.seed,
-                  command=command)
+    with staged(out) as stage:
+        card = train_labeled(data, args.name, stage, epochs=args.epochs or EPOCHS,
+                             seed=args.seed, command=command)
+    reached = card["target"]["reached"]
+    print(f"train {args.name}: wrote {out / args.name}.keras, .tflite, .card.json and "
+          f".curves.png; {'it reaches the target' if reached else 'it DOES NOT reach the target'}"
+          f" (`models push` will {'take it' if reached else 'ask for --force'})", flush=True)
     return 0
 
 

@@ -156,6 +156,5 @@ def train_labeled(data: LabeledFile, name: str, out_dir: str | Path, epochs: int
     verdict = ("reaches the target" if reached else
                "DOES NOT reach the target (the model is written all the same)")
     print(f"train {name}: {verdict} (accuracy >= {TARGET['accuracy']:.1%}, F1 >= "
-          f"{TARGET['f1']}); {seconds:.0f} s of training; wrote {path}, {name}.tflite, "
-          f"{name}.card.json, {name}.curves.png", file=sys.stdout, flush=True)
+          f"{TARGET['f1']}); {seconds:.0f} s of training", file=sys.stdout, flush=True)
     return card
