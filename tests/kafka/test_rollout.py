@@ -237,3 +237,53 @@ def test_push_validates_and_counts_versions_per_name(kafka, tmp_path, capsys):
     assert main(["run", "--model", "nope", "--metrics-port", "0", *base]) == 2
     err = capsys.readouterr().err.strip()
     assert "model 'nope': not one of seed, pair" in err and "nothing live under that name" in err
+
+
+def copy_model(tmp_path, shipped: str, name: str, **card_changes) -> str:
+    """A shipped model's files under another name, its card changed."""
+    path = tmp_path / f"{name}.keras"
+    for suffix in (".keras", ".tflite"):
+        shutil.copy((MODELS_DIR / shipped).with_suffix(suffix), path.with_suffix(suffix))
+    card = json.loads((MODELS_DIR / f"{shipped}.card.json").read_text())
+    path.with_suffix(".card.json").write_text(json.dumps({**card, **card_changes}))
+    return str(path)
+
+
+def test_push_and_promote_ask_for_force_and_a_second_push_says_what_it_is(kafka, tmp_path,
+                                                                         capsys):
+    """A model whose card misses its target, or one that detects something else than the
+    live version of the name, is refused without --force (every detector following the
+    name would serve it); the same file pushed twice is the version it already is."""
+    base = ["--bootstrap-servers", kafka.bootstrap_servers, "--models-topic", kafka.models]
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main([*argv, *base])
+        out, err = capsys.readouterr()
+        return code, out, err.strip()
+
+    assert run("models", "push", "seed", "--name", "trend")[0] == 0
+    code, out, _ = run("models", "push", "seed", "--name", "trend")
+    assert code == 0 and "is trend v1 already (the same step): nothing pushed; it is live" in out
+    weak = copy_model(tmp_path, "pair", "weak", target={"accuracy": 0.999, "f1": 0.99,
+                                                        "reached": False},
+                      held_out={"accuracy": 0.97, "f1": 0.61})
+    code, _, err = run("models", "push", weak, "--name", "trend")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert ("does not reach its target (held out: accuracy 97.00%, f1 0.6100; target: "
+            "accuracy 0.999, f1 0.99): `models push ... --force`") in err
+    code, out, _ = run("models", "push", weak, "--name", "trend", "--force")
+    assert code == 0 and "pushed" in out and "as trend v2" in out
+    code, _, err = run("models", "promote", "trend", "2")
+    assert code == 2 and "trend v2 does not reach its target" in err
+    assert run("models", "promote", "trend", "2", "--force")[0] == 0
+    # A pattern model under a name that serves trends, and the other way round.
+    dip = copy_model(tmp_path, "pair", "dip", pattern="dip")
+    assert run("models", "push", dip, "--name", "dip")[0] == 0
+    code, _, err = run("models", "push", "seed", "--name", "dip")
+    assert code == 2 and "dip serves the pattern 'dip' (v1 live);" in err
+    assert "detects trends: `models push ... --force`" in err
+    assert run("models", "push", "seed", "--name", "dip", "--force")[0] == 0
+    code, _, err = run("models", "promote", "dip", "2")
+    assert code == 2 and "dip v2 detects trends" in err
+    assert run("models", "promote", "dip", "2", "--force")[0] == 0
+    assert run("models", "list", "--json")[0] == 0
