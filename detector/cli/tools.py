@@ -99,14 +99,16 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def add_commands(command: Command) -> None:
     tail = command("tail", cmd_tail, "Print one readable line per record of a topic (flags, "
-                   "run records or dead letters) until Ctrl-C. Every option --x-y is also the "
-                   "environment variable DETECTOR_X_Y.")
+                   "run records or dead letters) until Ctrl-C; a topic that does not exist yet "
+                   "is waited for. Every option --x-y is also the environment variable "
+                   "DETECTOR_X_Y.")
     tail.add_argument("--topic", default="trend-alerts", help="the topic to read: trend-alerts "
                       "(run records), trend-flags (every flag) or values.dlq (dead letters)")
     tail.add_argument("--from-beginning", action="store_true",
                       help="start at the topic's first record (default: only new ones)")
     tail.add_argument("--limit", type=positive_int,
-                      help="stop after this many records (default: run until Ctrl-C)")
+                      help="stop after this many records, and with --from-beginning also at the "
+                      "end of the topic (default: run until Ctrl-C)")
     add_options(tail, KafkaSettings, "DETECTOR")
 
     demo = command("demo", cmd_demo, "Local broker + producer + detector, alerts on screen "
