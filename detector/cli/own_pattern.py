@@ -45,11 +45,12 @@ def labeled(args: argparse.Namespace) -> bool:
     return True
 
 
-def _read(args: argparse.Namespace, min_events: int = 1):  # type: ignore[no-untyped-def]
+def _read(args: argparse.Namespace, min_events: int = 1, both_classes: bool = False
+          ):  # type: ignore[no-untyped-def]
     from detector.training.labeled import read_labeled
 
     return read_labeled(args.csv, args.value_column, args.label_column, args.stream_column,
-                        min_events=min_events)
+                        min_events=min_events, both_classes=both_classes)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -60,7 +61,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError("--csv needs --name NAME: the model's (and its files') name")
     check_name(args.name)
     out = check_out(args.out)
-    data = _read(args, min_events=HISTORY["window"])  # before TensorFlow's seconds of import
+    # Read before TensorFlow's seconds of import; a model learns from both classes.
+    data = _read(args, min_events=HISTORY["window"], both_classes=True)
     require_extra("train", "train")
     from detector.training.own_pattern import EPOCHS, train_labeled
 
@@ -84,15 +86,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report = score_labeled(ModelStep.load(args.model, runtime_of(args)), data.streams,
                            args.seed)
+    ones = sum(int(labels.sum()) for _, labels in data.streams.values())
     if args.json:
-        print(json.dumps(report.as_dict()))
+        print(json.dumps({**report.as_dict(), "labels": {"0": data.events - ones, "1": ones}}))
         return 0
     o = report.overall
     print(f"model {report.model} on {args.csv}: {o.events:,} labeled events in "
           f"{len(report.streams)} stream(s), through the serving step")
-    print(f"  accuracy {o.accuracy:.4%}, precision {o.precision:.4f}, recall {o.recall:.4f}, "
-          f"F1 {o.f1:.4f}; {o.false_alarms_per_1000:.2f} false alarms per 1,000 events, "
-          f"{o.missed} label-1 event(s) missed")
+    if ones in (0, data.events):
+        # One class only (a quiet period, say): the figures that need the other say nothing.
+        print(f"  every label is {int(ones > 0)}: accuracy {o.accuracy:.4%}; "
+              + (f"{o.false_alarms_per_1000:.2f} false alarms per 1,000 events "
+                 f"({round(o.false_alarms_per_1000 * o.events / 1000)} in all)" if not ones
+                 else f"{o.missed} event(s) missed")
+              + "; precision, recall and F1 need both classes")
+    else:
+        print(f"  accuracy {o.accuracy:.4%}, precision {o.precision:.4f}, recall "
+              f"{o.recall:.4f}, F1 {o.f1:.4f}; {o.false_alarms_per_1000:.2f} false alarms per "
+              f"1,000 events, {o.missed} label-1 event(s) missed")
     width = max(len(name) for name in report.streams)
     for name, f in sorted(report.streams.items(), key=lambda kv: (kv[1].accuracy, kv[0])):
         print(f"  {name:<{width}}  {f.accuracy:8.4%}  F1 {f.f1:.4f}  {f.events:>7,} events  "

@@ -180,3 +180,37 @@ def test_ctrl_c_in_training_is_one_line_and_leaves_nothing_half_written(tmp_path
     assert sorted(p.name for p in out.iterdir()) == ["mine.keras"]
     assert (out / "mine.keras").read_bytes() == b"an earlier model"
     assert not list(tmp_path.rglob(".training-*"))
+
+
+def test_evaluate_a_pattern_model_never_against_the_trend_rule(dip_model, tmp_path, capsys):
+    """On columns without labels a pattern model's flags are counted and nothing is compared
+    with them; without data at all it is refused; a labeled file of one class (a quiet
+    period) is scored for its false alarms."""
+    model, _ = dip_model
+    wide = tmp_path / "wide.csv"
+    wide.write_text("temp,load\n" + "\n".join(f"{t},{load}" for t, load in
+                                             zip([3, 1, 2, 5, 4, 6, 2, 3] * 10,
+                                                 [1, 2, 3, 4, 5, 6, 7, 8] * 10, strict=True)))
+    assert main(["evaluate", "--model", str(model), "--csv", str(wide)]) == 0
+    out = capsys.readouterr().out
+    assert "model dip detects the pattern 'dip' (its card):" in out
+    assert "no labels given, so no agreement to show" in out
+    assert "exact rule" not in out and "agreement with" not in out
+    assert main(["evaluate", "--model", str(model), "--csv", str(wide), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["pattern"] == "dip" and got["agreement"] is None and got["events"] == 160
+    # "load" climbs 1..8 and falls back to 1: a dip at each of its 9 falls but the first.
+    assert got["streams"]["load"] == {"events": 80, "flags": 9}
+    assert got["flags"] == 9 + got["streams"]["temp"]["flags"] > 9
+    assert main(["evaluate", "--model", str(model)]) == 2
+    assert "detects the pattern 'dip', not trends" in capsys.readouterr().err
+    quiet = write_labeled(tmp_path / "quiet.csv", {"q": np.array([3, 1, 2, 5, 4, 6] * 20, float)},
+                          lambda v: np.zeros(len(v), int))
+    base = ["evaluate", "--model", str(model), "--csv", str(quiet), "--value-column", "value",
+            "--label-column", "label", "--stream-column", "stream"]
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert "every label is 0: accuracy" in out and "false alarms per 1,000 events" in out
+    assert main([*base, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["labels"] == {"0": 120, "1": 0} and got["false_alarms_per_1000"] > 0
