@@ -28,6 +28,11 @@ def _note(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+#: How a run resolved without an event ending it ended (the record's ``reason``).
+_ENDED = {"model_swap": "ended by a model swap (the next model's runs start afresh)",
+          "model_changed": "ended at a restore under another model"}
+
+
 def _arrow(direction: str) -> str:
     return _ARROWS.get(direction, "?")
 
@@ -43,7 +48,9 @@ def _describe_run(r: RunAlert) -> str:
     """
     firing = r.status == "firing"
     unit = ("flag" if r.pattern else "value") + ("" if r.length == 1 else "s")
-    first, last = r.start_seq - (0 if r.pattern else 2), r.seq if firing else r.seq - 1
+    # A resolution at a change of model has no event that ended it: seq is the run's last.
+    first = r.start_seq - (0 if r.pattern else 2)
+    last = r.seq if firing or r.reason else r.seq - 1
     start = "first flag" if r.pattern else "3rd"  # a trend's first flag is its third value
     if first >= 0 and last - first + 1 == r.length:
         span = f"seq {first}..{last}"
@@ -54,7 +61,7 @@ def _describe_run(r: RunAlert) -> str:
     if firing:
         what = f"run of {r.length} {unit} so far, {span}, last value {r.value:.4f}"
     else:
-        what = f"run of {r.length} {unit}, {span}, ended by seq {r.seq}"
+        what = f"run of {r.length} {unit}, {span}, " + _ENDED.get(r.reason, f"ended by seq {r.seq}")
     kind = r.pattern if r.pattern else _arrow(r.direction)
     version = f" [{r.model} v{r.model_version}]" if r.model_version else ""
     return f"{_clock(r.time)} {r.status.upper():<8} {r.stream} {kind} {what}{version}"

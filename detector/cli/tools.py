@@ -25,8 +25,9 @@ from detector.settings.producer import ProducerSettings
 #: The local broker's port by default: Kafka's, which every program here reaches by default.
 BROKER_PORT = 9092
 DEMO_STREAMS = 30
-#: Values a run must reach before the demo's detector fires it: on random values a run of
-#: three starts at every third event or so, far too many to read.
+#: Values a trend run must reach before the demo's detector fires it: on random values a run
+#: of three starts at every third event or so, far too many to read. A pattern model's runs
+#: fire as its card says.
 DEMO_ALERT_MIN_LENGTH = 5
 
 
@@ -41,13 +42,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from detector.cli.demo import demo
 
-    refuse_unless(args, "csv", "column")
+    refuse_unless(args, "csv", "column", "value-column")
+    refuse_unless(args, "value-column", "stream-column")
     refuse_with(args, "csv", "streams")
-    if args.csv and not args.column:
-        raise UsageError("--csv needs at least one --column")
+    refuse_with(args, "value-column", "column")
     return demo(duration=args.duration, streams=args.streams or DEMO_STREAMS, rate=args.rate,
                 model=args.model, metrics_port=args.metrics_port, csv=args.csv,
-                columns=tuple(args.column or ()), runtime=runtime_of(args),
+                columns=tuple(args.column or ()), value_column=args.value_column,
+                stream_column=args.stream_column, runtime=runtime_of(args),
                 alert_min_length=args.alert_min_length)
 
 
@@ -121,12 +123,19 @@ def add_commands(command: Command) -> None:
     demo.add_argument("--metrics-port", type=int, default=9108,
                       help="port of the detector's metrics; a free one if it is taken")
     demo.add_argument("--alert-min-length", type=positive_int, default=DEMO_ALERT_MIN_LENGTH,
-                      help=f"values a run must reach before it fires, at least 3 (default: "
-                      f"{DEMO_ALERT_MIN_LENGTH}, where run's is 3: fewer runs to read)")
-    demo.add_argument("--csv", metavar="FILE", help="replay columns of this CSV instead of "
-                      "random values")
+                      help=f"values a trend run must reach before it fires, at least 3 (default: "
+                      f"{DEMO_ALERT_MIN_LENGTH}, where run's is 3: fewer runs to read); a model "
+                      "of your own pattern fires as its card says (--alert-min-flags of run)")
+    demo.add_argument("--csv", metavar="FILE", help="replay this CSV instead of random values: "
+                      "its --column(s), every numeric column, or with --value-column the long "
+                      "format")
     demo.add_argument("--column", action="append", metavar="NAME",
-                      help="a CSV column to replay as a stream (repeat for more)")
+                      help="a CSV column to replay as a stream (repeat for more; default: every "
+                      "numeric column)")
+    demo.add_argument("--value-column", metavar="V", help="with --csv in long format (one row "
+                      "an event, as train reads it): the values")
+    demo.add_argument("--stream-column", metavar="S", help="... the stream ids (default: the "
+                      "whole file is one stream)")
     demo.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
 
     broker = command("broker", cmd_broker, "A broker alone, until Ctrl-C, for the producer, "

@@ -34,7 +34,7 @@ from detector.ops.metrics import Metrics
 from detector.ops.process_tuning import release_free_memory
 from detector.ops.stall import Progress, StallWatch, waiting
 from detector.settings.detector import DetectorSettings
-from detector.stream.codec import BadInput
+from detector.stream.codec import MODEL_CHANGED, MODEL_SWAP, BadInput
 from detector.stream.engine import Batch, Engine, Result
 from detector.stream.mapping import InputMapping
 from detector.stream.rebuild import rebuild
@@ -69,7 +69,7 @@ class Pipeline:
         self.store = StreamStore(step.state_size if step else 0)
         self.rollout = Rollout(settings, step, metrics)
         self.engine = Engine(step, store=self.store, alert_min_length=settings.alert_min_length,
-                             wall_clock=wall_clock)
+                             alert_min_flags=settings.alert_min_flags, wall_clock=wall_clock)
         self.shadow: Shadow | None = None
         self.mapping = InputMapping(settings.mapping)
         self.stop_event = stop if stop is not None else threading.Event()
@@ -187,6 +187,8 @@ class Pipeline:
                     records = self.consumer.poll(timeout_ms=self._poll_wait_ms())
                     if self.membership.needs_recovery:
                         continue  # a rebalance callback failed: these records wait for recovery
+                    while self.membership.ended_runs:  # by a restore under another model
+                        self.publisher.ended(*self.membership.ended_runs.pop(0), MODEL_CHANGED)
                     if records:
                         self._handle(records)
                     if self.outbox.pending and not self.outbox.linger_left_s():
@@ -318,7 +320,7 @@ class Pipeline:
         if candidate is None:
             self.shadow = None
         elif self.shadow is None or self.shadow.step is not candidate:
-            self.shadow = Shadow(candidate, self.s.alert_min_length)
+            self.shadow = Shadow(candidate, self.s.alert_min_length, self.s.alert_min_flags)
 
     def _swap(self) -> None:
         """At a checkpoint: every partition not served by the live model is from here on. The
@@ -328,7 +330,10 @@ class Pipeline:
         if not parts:
             return
         live = self.step
-        before = {self.rollout.by_partition[p].version for p in parts}
+        before = {f"{s.name} v{s.version}" for s in map(self.rollout.by_partition.get, parts)}
+        for p in parts:  # a run is its model's: an open one ends here, under that model
+            old = self.rollout.marker(self.rollout.by_partition[p])
+            self.publisher.end_runs(self.store, p, old, MODEL_SWAP)
         self.checkpoints.complete(self.outbox, self.consumer, self._positions,
                                   markers={p: self.rollout.marker() for p in parts})
         self._checkpointed()
@@ -339,9 +344,9 @@ class Pipeline:
         self.store.dirty[slots] = True
         self.rollout.swapped(parts)
         self.metrics.model_swaps.inc(len(parts))
-        log.info("model %s v%d serves partitions %s from here on (was v%s); %d streams' state "
+        log.info("model %s v%d serves partitions %s from here on (was %s); %d streams' state "
                  "rebuilt in %.0f ms", live.name, live.version, sorted(parts),
-                 "/".join(map(str, sorted(before))), len(slots),
+                 "/".join(sorted(before)), len(slots),
                  1000 * (time.perf_counter() - started))
 
     # --- checkpoints ------------------------------------------------------------------------

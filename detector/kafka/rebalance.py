@@ -22,9 +22,12 @@ from detector.kafka.checkpoint import Checkpointer
 from detector.kafka.outbox import Outbox, OutputFailed
 from detector.kafka.predecessors import MemberRecords, remove_dead
 from detector.kafka.rollout import Rollout
+from detector.model.serving import ModelStep
 from detector.ops.metrics import Metrics
 from detector.settings.detector import DetectorSettings
+from detector.stream import runs
 from detector.stream.rebuild import rebuild
+from detector.stream.runs import EndedRun
 from detector.stream.state import (
     MODEL_MARKER_KEY,
     ModelMarker,
@@ -62,6 +65,8 @@ class Membership(ConsumerRebalanceListener):
         self.positions = positions
         self.needs_recovery = False
         self.joined = False  # a member of the group with an assignment (maybe empty)
+        #: Fired runs a restore ended (state another model wrote), for the loop to resolve.
+        self.ended_runs: list[tuple[list[EndedRun], ModelMarker]] = []
         # static members replace themselves; dynamic ones record their id for a restart
         self.records = (None if settings.group_instance_id
                         else MemberRecords.of(settings.member_dir, settings.group_id))
@@ -161,10 +166,24 @@ class Membership(ConsumerRebalanceListener):
             mine = slots[stale & (self.store.partition[slots] == p)]
             if len(mine):
                 rebuild(self.store, mine, step)
+                self._runs_end(p, mine, step, markers.get(p))
         if rejected:
             log.warning("skipped %d state records that are not ours or are damaged", rejected)
         self.metrics.restore_seconds.observe(time.perf_counter() - started)
         self.metrics.active_streams.set(len(self.store))
+
+    def _runs_end(self, partition: int, slots: np.ndarray, step: ModelStep,
+                  writer: ModelMarker | None) -> None:
+        """Streams whose state another model wrote: their runs start afresh under ``step``;
+        the fired ones are resolved under the writer (the loop sends them, ``ended_runs``)."""
+        ended = runs.end(self.store, slots)
+        if writer is not None and ended:
+            self.ended_runs.append((ended, writer))
+        log.info("partition %d: %d streams' state was written by %s, not by %s v%d, which "
+                 "serves them now: their runs start afresh (%d fired runs resolved%s)",
+                 partition, len(slots), f"{writer.name} v{writer.version}" if writer else
+                 "another model", step.name, step.version, len(ended) if writer else 0,
+                 f" under {writer.name}" if writer and ended else "")
 
     def _read_state(self, partitions: set[int]
                     ) -> tuple[dict[bytes, tuple[np.void, np.ndarray, bytes]],

@@ -55,17 +55,22 @@ class DetectorSettings:
     dlq_topic: str = opt("values.dlq", "Dead-letter topic for input that cannot be processed.")
     state_topic: str | None = opt(None, "Compacted per-stream state topic (<group-id>.state).",
                                   shown="<group-id>.state")
-    model: str = opt("seed", "Model: seed, pair, the path of a .keras file, or a name in the "
-                     "model registry; the registry's live version of the name serves when it "
-                     "has one, and a new one takes over without a restart.")
+    model: str = opt("seed", "Model: a name, or the path of a .keras file. A name follows the "
+                     "model registry: its live version serves, and a new one takes over without "
+                     "a restart; while the registry has none, the shipped model of that name "
+                     "(seed, pair) serves. A path (with a / or ending in .keras) pins that file: "
+                     "the registry is not followed.")
     models_topic: str = opt("detector-models", "The model registry: a compacted topic of model "
                             "versions and which of them is live (python -m detector models).")
     candidate_topic: str = opt("", "Where a shadowing candidate's flag records go (its "
                                "agreement with the live model is in the metrics either way); "
                                "empty: nowhere.")
-    alert_min_length: int = opt(3, "Values a run must reach before it fires (3: at its first "
-                                "flag 1; a pattern model's run counts flags, and fires at this "
-                                "minus 2 of them).")
+    alert_min_length: int = opt(3, "Values a trend run must reach before it fires (3: at its "
+                                "first flag 1).")
+    alert_min_flags: int | None = opt(
+        None, "Flags in a row a pattern model's run (a model trained on your labels) must reach "
+        "before it fires. Unset: its card's alert_min_flags, else 1 (such a pattern often "
+        "flags one event at a time).", shown="the card's, else 1")
     stream_ttl: str = opt("7d", "Forget a stream after this long without events (s, m, h or d "
                           "suffix; 0 = never): its state is deleted (a tombstone on the state "
                           "topic) and it starts afresh if it comes back.")
@@ -132,6 +137,8 @@ class DetectorSettings:
         if self.linger_ms is not None:
             not_negative("linger_ms", self.linger_ms)
         group_timing(self.session_timeout_ms, self.heartbeat_interval_ms)
+        if self.alert_min_flags is not None:
+            positive("alert_min_flags", self.alert_min_flags)
         if self.alert_min_length < 3:
             raise ConfigError("--alert-min-length must be at least 3 (a run's first flag has "
                               f"three values; got {self.alert_min_length})")

@@ -355,10 +355,13 @@ class ModelMarker:
     name: str
     version: int
     fingerprint: bytes
+    pattern: str = ""  # what the model flags ("": trends), for its runs' resolutions
 
     def encode(self) -> bytes:
         return _MARKER_MAGIC + json.dumps({"name": self.name, "version": self.version,
-                                           "fingerprint": self.fingerprint.hex()}).encode()
+                                           "fingerprint": self.fingerprint.hex(),
+                                           **({"pattern": self.pattern} if self.pattern
+                                              else {})}).encode()
 
     @classmethod
     def decode(cls, data: bytes | None) -> ModelMarker | None:
@@ -368,6 +371,6 @@ class ModelMarker:
         try:
             body = json.loads(data[len(_MARKER_MAGIC):])
             return cls(str(body["name"]), int(body["version"]),
-                       bytes.fromhex(body["fingerprint"]))
+                       bytes.fromhex(body["fingerprint"]), str(body.get("pattern", "")))
         except (ValueError, KeyError, TypeError):
             return None

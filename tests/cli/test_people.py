@@ -98,6 +98,11 @@ def test_describe_run_records_firing_and_resolved():
         "last value 0.7340")
     assert describe(run("resolved", 52, 9)).endswith(
         "run of 9 values, from its 3rd at seq 40 (seqs have gaps), ended by seq 52")
+    # A run another model ended: no event ended it, its seq is its last value's.
+    swap = {**json.loads(run("resolved", 46, 9)), "reason": "model_swap", "ts": None}
+    assert describe(json.dumps(swap).encode()).endswith(
+        "RESOLVED s-17 ↑ run of 9 values, seq 38..46, ended by a model swap (the next model's "
+        "runs start afresh)")
     # Without an event time, the detection time.
     later = time.strftime("%H:%M:%S", time.localtime(1764179402))
     assert describe(run("firing", 42, 3, ts=None)).startswith(f"{later}.500 FIRING ")

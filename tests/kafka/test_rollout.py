@@ -14,6 +14,7 @@ import pytest
 from detector.cli.main import main
 from detector.kafka.registry import Registry, Version
 from detector.model.files import MODELS_DIR, sha256
+from detector.model.serving import ModelStep
 from detector.settings.kafka import KafkaSettings
 from tests.support import (
     DetectorProcess,
@@ -287,3 +288,40 @@ def test_push_and_promote_ask_for_force_and_a_second_push_says_what_it_is(kafka,
     assert code == 2 and "dip v2 detects trends" in err
     assert run("models", "promote", "dip", "2", "--force")[0] == 0
     assert run("models", "list", "--json")[0] == 0
+
+
+def test_a_model_path_pins_the_file_and_a_name_follows_the_registry(kafka, tmp_path):
+    """``--model models/trend.keras`` serves that file even though the registry holds a live
+    ``trend`` (and a promotion under that name moves nothing); ``--model trend`` follows the
+    registry."""
+    registry = Registry(kafka, kafka.models)
+    pinned_file = copy_model(tmp_path, "seed", "trend")
+    try:
+        push_shipped(registry, "trend", "pair")
+        send(kafka, kafka.values, uniform_events(5, 40, seed=4))
+        pinned = DetectorThread(settings(kafka, model=pinned_file),
+                                ModelStep.load(pinned_file)).start()
+        try:
+            assert pinned.pipeline.rollout.pinned
+            wait_for(lambda: pinned.value("detector_events_processed_total") >= 200, 60)
+            push_shipped(registry, "trend", "seed")
+            registry.change("trend", "promote", 2)
+            send(kafka, kafka.values, uniform_events(5, 60, seed=4)[200:])
+            wait_for(lambda: pinned.value("detector_events_processed_total") >= 300, 60)
+            time.sleep(1)  # several looks at the registry
+            assert pinned.value("detector_model_swaps_total") == 0
+            assert pinned.value("detector_model_info", {"name": "trend", "version": "0",
+                                                       "role": "live"}) == 1
+        finally:
+            pinned.stop()
+    finally:
+        registry.close()
+    flags = [r.json() for r in read_topic(kafka, kafka.flags)]
+    assert len(flags) == 300 and {(f["model"], f["model_version"]) for f in flags} == {
+        ("trend", 0)}
+    follower = DetectorThread(settings(kafka, model="trend", group_id=kafka.name("other")),
+                              None).start()
+    try:
+        assert not follower.pipeline.rollout.pinned and follower.pipeline.step.version == 2
+    finally:
+        follower.stop()
