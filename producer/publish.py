@@ -19,7 +19,7 @@ from kafka.partitioner.default import murmur2
 from detector.kafka import clients, tansu
 from detector.kafka.outbox import Outbox
 from detector.settings.producer import ProducerSettings
-from producer.csv_source import CsvSource
+from producer.csv_source import CsvSource, LongCsvSource, stream_id_column
 from producer.source import StreamSource
 
 PROGRESS_EVERY_S = 2.0
@@ -28,14 +28,30 @@ LINGER_MS = 5
 #: The random streams' prefix when none is given (a CSV column's id is its name).
 RANDOM_PREFIX = "s-"
 
-Source = StreamSource | CsvSource
+Source = StreamSource | CsvSource | LongCsvSource
 
 
-def open_source(settings: ProducerSettings) -> Source:
+def open_source(settings: ProducerSettings,
+                note: Callable[[str], None] = lambda line: print(line, file=sys.stderr,
+                                                                 flush=True)) -> Source:
     """The CSV replay or the random streams the settings ask for; the CSV is read and checked
-    here, before any connection. Raises UsageError."""
+    here, before any connection, and what it leaves out is said (``note``). Raises
+    UsageError."""
+    prefix = settings.stream_prefix or ""
+    if settings.from_csv is not None and settings.value_column is not None:
+        return LongCsvSource(settings.from_csv, settings.value_column, settings.stream_column,
+                             prefix)
     if settings.from_csv is not None:
-        return CsvSource(settings.from_csv, settings.column, settings.stream_prefix or "")
+        source = CsvSource(settings.from_csv, settings.column, prefix)
+        for skipped in source.skipped:
+            note(f"producer: {skipped}")
+        ids = stream_id_column(settings.from_csv, tuple(c.name for c in source.columns))
+        if ids is not None:
+            sent = ", ".join(c.name for c in source.columns)
+            note(f"producer: note: column {ids!r} looks like stream ids; each column is "
+                 f"replayed as one stream ({sent}). For one row an event: --stream-column "
+                 f"{ids} --value-column NAME")
+        return source
     prefix = RANDOM_PREFIX if settings.stream_prefix is None else settings.stream_prefix
     return StreamSource(settings.streams, settings.pattern, settings.seed, prefix,
                         epoch=int(time.time() * 1000))
