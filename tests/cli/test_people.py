@@ -235,3 +235,35 @@ def test_broker_alone_serves_the_commands_it_prints_until_ctrl_c():
     assert lines[-1] == "broker: stopped\n"
     leftover = subprocess.run(["pgrep", "-f", f"tcp://127.0.0.1:{port}"], capture_output=True)
     assert leftover.returncode == 1, "the broker is still running"
+
+
+def test_the_demo_of_your_own_pattern_shows_its_runs_and_no_rule(tmp_path):
+    """A pattern model (here pair's step under a card naming the pattern "climb") on a
+    long-format file: the banner names the pattern, its runs fire at one flag (the card's
+    default), and the stats line counts its flags instead of agreeing with the trend rule."""
+    import shutil
+
+    from detector.model.files import MODELS_DIR
+
+    model = tmp_path / "climb.keras"
+    for suffix in (".keras", ".tflite"):
+        shutil.copy((MODELS_DIR / "pair").with_suffix(suffix), model.with_suffix(suffix))
+    card = json.loads((MODELS_DIR / "pair.card.json").read_text())
+    model.with_suffix(".card.json").write_text(json.dumps({**card, "pattern": "climb"}))
+    rows = ["sensor,value,label"] + [f"p-{t % 3},{(t // 3) % 7},0" for t in range(600)]
+    (tmp_path / "long.csv").write_text("\n".join(rows) + "\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "detector", "demo", "--model", str(model), "--csv",
+         str(tmp_path / "long.csv"), "--stream-column", "sensor", "--value-column", "value",
+         "--rate", "200", "--duration", "30", "--metrics-port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert any("long.csv: 3 stream(s), 600 values" in line for line in lines), lines
+    assert any("runs of the pattern 'climb' (1 or more flags in a row, as its card says)" in
+               line for line in lines), lines
+    firing = [line for line in lines if " FIRING " in line]
+    assert firing and all(" climb run of 1 flag so far" in line for line in firing), firing
+    stats = [line for line in lines if line.startswith("[stats]")]
+    assert stats and all("flags of climb" in s and "agreement" not in s for s in stats), stats
