@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -174,6 +175,11 @@ def main() -> None:
     p.add_argument("--sample-s", type=float, default=30)
     p.add_argument("--probe-s", type=float, default=5)
     p.add_argument("--table-every-min", type=float, default=5)
+    p.add_argument("--producer-args", default="", help="more options for the producer, such "
+                   "as the earlier defaults: '--linger-ms 5'")
+    p.add_argument("--run-args", default="", help="more options for run, such as the earlier "
+                   "defaults: '--fetch-max-wait-ms 10 --linger-ms 0'")
+    p.add_argument("--tag", default="", help="suffix of the results file's name")
     p.add_argument("--logs", help="keep the programs' logs here (default: a temporary dir)")
     args = p.parse_args()
     port, metrics_port = free_port(), free_port()
@@ -190,9 +196,10 @@ def main() -> None:
     try:
         wait_listening(bootstrap, 180)
         producer = start(["producer", *where, "--streams", str(args.streams), "--rate",
-                          str(args.rate)], logs / "producer.log")
-        detector = start(["detector", "run", *where, "--metrics-port", str(metrics_port)],
-                         logs / "detector.log")
+                          str(args.rate), *shlex.split(args.producer_args)],
+                         logs / "producer.log")
+        detector = start(["detector", "run", *where, "--metrics-port", str(metrics_port),
+                          *shlex.split(args.run_args)], logs / "detector.log")
         procs += [producer, detector]
         metrics_url = f"http://127.0.0.1:{metrics_port}"
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
@@ -230,6 +237,21 @@ def main() -> None:
         for proc in reversed(procs):
             stop(proc)
     report(args, samples, logs)
+
+
+def compact(s: dict, parts: list[int]) -> dict:
+    """A sample as the results file keeps it: per partition, in order, the records waiting;
+    which partitions were stalled, and which the plain consumer got nothing from."""
+    rows = [s["partitions"][q] for q in parts]
+    p50, p99 = s.get("latency_p50"), s.get("latency_p99")
+    return {"minute": s["minute"], "waiting": [r["waiting"] for r in rows],
+            "stalled": [q for q, r in zip(parts, rows, strict=True) if r["stalled"]],
+            "probe_empty": [q for q, r in zip(parts, rows, strict=True)
+                            if r["waiting"] > 0 and not r["probe_records"]],
+            "healthz": s["healthz"], "healthz_status": s["healthz_status"],
+            "latency_p50_ms": None if p50 is None else round(p50 * 1000),
+            "latency_p99_ms": None if p99 is None else round(p99 * 1000),
+            "broker_cpu": None if s["broker_cpu"] is None else round(s["broker_cpu"], 3)}
 
 
 def report(args: argparse.Namespace, samples: list[dict], logs: Path) -> None:
@@ -271,13 +293,14 @@ def report(args: argparse.Namespace, samples: list[dict], logs: Path) -> None:
     say(f"partition samples with records waiting where a plain consumer fetched none of them in "
         f"{args.probe_s:g} s: {probe_empty}")
     result = {"engine": args.engine, "minutes": args.minutes, "streams": args.streams,
-              "rate": args.rate, "sample_s": args.sample_s, "probe_s": args.probe_s,
+              "rate": args.rate, "producer_args": args.producer_args,
+              "run_args": args.run_args, "sample_s": args.sample_s, "probe_s": args.probe_s,
               "samples_taken": len(samples), "max_waiting": worst, "first_stalled": first,
               "listoffsets_shortfall": short, "ready_while_stalled": ready_while_stalled,
               "probe_empty": probe_empty,
-              "logs": str(logs), "samples": samples}
-    command = "PYTHONPATH=. python bench/broker_soak.py " + " ".join(sys.argv[1:])
-    save(f"latest-broker-soak-{args.engine}", result, command)
+              "logs": str(logs), "samples": [compact(s, parts) for s in samples]}
+    command = "PYTHONPATH=. python bench/broker_soak.py " + shlex.join(sys.argv[1:])
+    save(f"latest-broker-soak-{args.engine}{args.tag}", result, command)
 
 
 if __name__ == "__main__":
