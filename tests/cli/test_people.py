@@ -17,6 +17,7 @@ from detector.testing.local_broker import free_port
 from tests.support import (
     ROOT,
     DetectorThread,
+    copy_model,
     event,
     read_topic,
     send,
@@ -241,19 +242,11 @@ def test_the_demo_of_your_own_pattern_shows_its_runs_and_no_rule(tmp_path):
     """A pattern model (here pair's step under a card naming the pattern "climb") on a
     long-format file: the banner names the pattern, its runs fire at one flag (the card's
     default), and the stats line counts its flags instead of agreeing with the trend rule."""
-    import shutil
-
-    from detector.model.files import MODELS_DIR
-
-    model = tmp_path / "climb.keras"
-    for suffix in (".keras", ".tflite"):
-        shutil.copy((MODELS_DIR / "pair").with_suffix(suffix), model.with_suffix(suffix))
-    card = json.loads((MODELS_DIR / "pair.card.json").read_text())
-    model.with_suffix(".card.json").write_text(json.dumps({**card, "pattern": "climb"}))
+    model = copy_model(tmp_path, "pair", "climb", pattern="climb")
     rows = ["sensor,value,label"] + [f"p-{t % 3},{(t // 3) % 7},0" for t in range(600)]
     (tmp_path / "long.csv").write_text("\n".join(rows) + "\n")
     run = subprocess.run(
-        [sys.executable, "-m", "detector", "demo", "--model", str(model), "--csv",
+        [sys.executable, "-m", "detector", "demo", "--model", model, "--csv",
          str(tmp_path / "long.csv"), "--stream-column", "sensor", "--value-column", "value",
          "--rate", "200", "--duration", "30", "--metrics-port", "0"],
         cwd=ROOT, capture_output=True, text=True, timeout=180,

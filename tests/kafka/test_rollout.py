@@ -19,6 +19,7 @@ from detector.settings.kafka import KafkaSettings
 from tests.support import (
     DetectorProcess,
     DetectorThread,
+    copy_model,
     read_topic,
     send,
     settings,
@@ -238,16 +239,6 @@ def test_push_validates_and_counts_versions_per_name(kafka, tmp_path, capsys):
     assert main(["run", "--model", "nope", "--metrics-port", "0", *base]) == 2
     err = capsys.readouterr().err.strip()
     assert "model 'nope': not one of seed, pair" in err and "nothing live under that name" in err
-
-
-def copy_model(tmp_path, shipped: str, name: str, **card_changes) -> str:
-    """A shipped model's files under another name, its card changed."""
-    path = tmp_path / f"{name}.keras"
-    for suffix in (".keras", ".tflite"):
-        shutil.copy((MODELS_DIR / shipped).with_suffix(suffix), path.with_suffix(suffix))
-    card = json.loads((MODELS_DIR / f"{shipped}.card.json").read_text())
-    path.with_suffix(".card.json").write_text(json.dumps({**card, **card_changes}))
-    return str(path)
 
 
 def test_push_and_promote_ask_for_force_and_a_second_push_says_what_it_is(kafka, tmp_path,

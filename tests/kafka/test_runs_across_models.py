@@ -6,15 +6,13 @@ one model (or version) and resolved under another's name."""
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 
 from detector.kafka.registry import Registry
 from detector.model.files import MODELS_DIR, sha256
 from detector.model.serving import ModelStep
-from tests.support import DetectorThread, event, read_topic, send, settings, wait_for
+from tests.support import DetectorThread, copy_model, event, read_topic, send, settings, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -80,15 +78,6 @@ def test_a_promotion_resolves_open_runs_under_the_version_that_opened_them(kafka
     later = [recs for (stream, start), recs in by_run.items() if stream == "up" and start > 2]
     assert len(later) == 1 and later[0][0]["status"] == "firing"
     assert later[0][0]["model_version"] == 2 and later[0][0]["start_seq"] > last_seq
-
-
-def copy_model(tmp_path: Path, shipped: str, name: str, **card_changes) -> str:
-    path = tmp_path / f"{name}.keras"
-    for suffix in (".keras", ".tflite"):
-        shutil.copy((MODELS_DIR / shipped).with_suffix(suffix), path.with_suffix(suffix))
-    card = json.loads((MODELS_DIR / f"{shipped}.card.json").read_text())
-    path.with_suffix(".card.json").write_text(json.dumps({**card, **card_changes}))
-    return str(path)
 
 
 def test_a_restart_with_a_pattern_model_resolves_the_trend_run_under_its_own_model(

@@ -497,6 +497,24 @@ def test_producer_killed_and_restarted_loses_nothing(kafka, steps):
     assert not dlq and len(outputs) == len(inputs)
 
 
+def replay(kafka, steps, expect: int, *args: str) -> tuple[list, list[dict], DetectorThread]:
+    """The producer's replay (``args``, as fast as it goes) into the test's input topic, then a
+    detector over all of it: the input records, the flag records (every one checked against
+    an uninterrupted run; no dead letter) and the stopped detector."""
+    run = subprocess.run(producer_cmd(kafka, *args, "--rate", "0"), cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    inputs = read_topic(kafka, kafka.values, expect=expect)
+    det = DetectorThread(settings(kafka), steps("seed")).start()
+    try:
+        wait_for(lambda: det.value("detector_events_consumed_total") >= expect, 90)
+    finally:
+        det.stop()
+    outputs, dlq = check_every_record(kafka, steps("seed"), InputSettings())
+    assert not dlq
+    return inputs, outputs, det
+
+
 @pytest.mark.broker
 def test_csv_replay_end_to_end(kafka, steps, tmp_path):
     rows = ["t,load,queue,label"]
@@ -507,20 +525,10 @@ def test_csv_replay_end_to_end(kafka, steps, tmp_path):
         rows.append(f"{t},{load},{queue},row{t}")
     csv = tmp_path / "replay.csv"
     csv.write_text("\n".join(rows) + "\n")
-    run = subprocess.run(producer_cmd(kafka, "--from-csv", str(csv), "--column", "load",
-                                      "--column", "queue", "--rate", "0"),
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    inputs = read_topic(kafka, kafka.values, expect=119)
+    inputs, outputs, det = replay(kafka, steps, 119, "--from-csv", str(csv), "--column", "load",
+                                  "--column", "queue")
     assert len(inputs) == 119  # the empty cell is skipped
     assert all("epoch" not in json.loads(r.value) for r in inputs)
-    det = DetectorThread(settings(kafka), steps("seed")).start()
-    try:
-        wait_for(lambda: det.value("detector_events_consumed_total") >= 119, 90)
-    finally:
-        det.stop()
-    outputs, dlq = check_every_record(kafka, steps("seed"), InputSettings())
-    assert not dlq
     by_stream: dict[str, list[dict]] = {}
     for o in sorted(outputs, key=lambda o: o["seq"]):
         by_stream.setdefault(o["stream"], []).append(o)
@@ -547,19 +555,9 @@ def test_long_format_replay_end_to_end(kafka, steps, tmp_path):
         rows.append(f"{sensor},{value},{int(value > 0.5)}")
     csv = tmp_path / "long.csv"
     csv.write_text("\n".join(rows) + "\n")
-    run = subprocess.run(producer_cmd(kafka, "--from-csv", str(csv), "--stream-column",
-                                      "sensor", "--value-column", "value", "--rate", "0"),
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    inputs = read_topic(kafka, kafka.values, expect=90)
+    inputs, outputs, _ = replay(kafka, steps, 90, "--from-csv", str(csv), "--stream-column",
+                                "sensor", "--value-column", "value")
     assert len(inputs) == 90 and {r.key for r in inputs} == {s.encode() for s in values}
-    det = DetectorThread(settings(kafka), steps("seed")).start()
-    try:
-        wait_for(lambda: det.value("detector_events_processed_total") >= 90, 90)
-    finally:
-        det.stop()
-    outputs, dlq = check_every_record(kafka, steps("seed"), InputSettings())
-    assert not dlq
     for sensor, vs in values.items():
         mine = sorted((o for o in outputs if o["stream"] == sensor), key=lambda o: o["seq"])
         assert [o["seq"] for o in mine] == list(range(len(vs)))
