@@ -191,7 +191,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
         source = "a fresh uniform stream"
     from detector.model.serving import ModelStep
 
-    info = plot_stream(ModelStep.load(args.model, runtime_of(args)), values, args.out, source)
+    step = ModelStep.load(args.model, runtime_of(args))
+    if step.pattern:  # the plot draws the trend rule's flags beside the model's
+        raise UsageError(f"model {step.name} detects the pattern {step.pattern!r}, not trends: "
+                         "plot it on a labeled file (--csv FILE --value-column V "
+                         "--label-column L), its labels beside its flags")
+    info = plot_stream(step, values, args.out, source)
     print(f"wrote {info['out']}: {info['events']} events of {source}, "
           f"{info['disagreements']} disagreement(s) with the exact rule")
     return 0

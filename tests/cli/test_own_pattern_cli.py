@@ -204,6 +204,9 @@ def test_evaluate_a_pattern_model_never_against_the_trend_rule(dip_model, tmp_pa
     assert got["flags"] == 9 + got["streams"]["temp"]["flags"] > 9
     assert main(["evaluate", "--model", str(model)]) == 2
     assert "detects the pattern 'dip', not trends" in capsys.readouterr().err
+    assert main(["plot", "--model", str(model), "--csv", str(wide), "--out",
+                 str(tmp_path / "x.png")]) == 2  # it would draw the trend rule beside it
+    assert "plot it on a labeled file" in capsys.readouterr().err
     quiet = write_labeled(tmp_path / "quiet.csv", {"q": np.array([3, 1, 2, 5, 4, 6] * 20, float)},
                           lambda v: np.zeros(len(v), int))
     base = ["evaluate", "--model", str(model), "--csv", str(quiet), "--value-column", "value",
