@@ -118,7 +118,7 @@ def tail(kafka: KafkaSettings, topic: str, from_beginning: bool, stop: threading
     if from_beginning:
         consumer.seek_to_beginning(*tps)
     else:
-        consumer.seek_to_end(*tps)
+        _seek_to_fetched_end(consumer, tps, stop)
     # The end as a fetch first reports it: the local broker's ListOffsets falls short of it.
     ends: dict[TopicPartition, int] | None = {} if from_beginning and limit else None
     shown = 0
@@ -139,6 +139,25 @@ def tail(kafka: KafkaSettings, topic: str, from_beginning: bool, stop: threading
 
 #: How often ``tail`` looks again for a topic that does not exist yet.
 WAIT_FOR_TOPIC_S = 1.0
+
+
+#: How long ``tail`` may take to learn where each partition ends, from fetches.
+FIND_END_S = 10.0
+
+
+def _seek_to_fetched_end(consumer: KafkaConsumer, tps: list[TopicPartition],
+                         stop: threading.Event) -> None:
+    """Start at each partition's end as a fetch reports it: the local broker answers
+    ListOffsets(latest) short of the end (by a batch, and by many when it is busy), which
+    printed minutes-old records as new ones. What the fetches return before it is dropped."""
+    consumer.seek_to_end(*tps)
+    ends: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + FIND_END_S
+    while len(ends) < len(tps) and not stop.is_set() and time.monotonic() < deadline:
+        consumer.poll(timeout_ms=200)
+        ends |= {tp: high for tp in tps if (high := consumer.highwater(tp)) is not None}
+    for tp, end in ends.items():
+        consumer.seek(tp, end)
 
 
 def _at_end(consumer: KafkaConsumer, tps: list[TopicPartition],

@@ -53,3 +53,32 @@ def test_a_partition_tansu_stops_serving_makes_healthz_say_so(tansu, steps):
         assert det.value("detector_ready") == 0
     finally:
         det.stop()
+
+
+def test_tail_of_new_records_starts_at_the_end_a_fetch_reports(tansu):
+    """Tansu's ListOffsets(latest) falls short of a partition's end (here by a batch of three,
+    by many when it is busy): tail without --from-beginning must not print those old records
+    as new."""
+    import threading
+    import time
+
+    from detector.cli.tail import tail
+
+    clients.ensure_topics(tansu, [clients.TopicSpec("alerts", 1)])
+    out = Outbox(tansu, ["alerts"])
+    for i in range(50):
+        for j in range(3):
+            out.append("alerts", 0, b"k", f"old {3 * i + j}".encode())
+        out.flush()
+    out.wait(out.flush(), 30)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: tail(tansu, "alerts", False, threading.Event(),
+                                                  limit=1, out=lines.append))
+    reader.start()
+    time.sleep(5)  # tail finds where the partition ends (a fetch) before the new record
+    out.append("alerts", 0, b"k", b"new")
+    out.wait(out.flush(), 30)
+    out.close()
+    reader.join(60)
+    assert lines == ["new"]
+
