@@ -273,6 +273,14 @@ def test_run_help_gives_the_state_topic_default():
     assert "[env DETECTOR_STATE_TOPIC; default <group-id>.state]" in text
 
 
+def test_run_help_says_a_path_pins_the_model_and_a_name_follows_the_registry():
+    text = " ".join(subcommands()["run"].format_help().split())
+    assert ("A name follows the model registry: its live version serves, and a new one takes "
+            "over without a restart; while the registry has none, the shipped model of that "
+            "name (seed, pair) serves. A path (with a / or ending in .keras) pins that file: "
+            "the registry is not followed.") in text
+
+
 @pytest.mark.parametrize(("column", "says"), [("nope", "no column 'nope'"),
                                                ("note", "column 'note' is not numeric")])
 def test_evaluate_a_wrong_column_is_one_line(tmp_path, capsys, column, says):
