@@ -22,7 +22,6 @@ from detector.kafka.checkpoint import Checkpointer
 from detector.kafka.outbox import Outbox, OutputFailed
 from detector.kafka.predecessors import MemberRecords, remove_dead
 from detector.kafka.rollout import Rollout
-from detector.model.serving import ModelStep
 from detector.ops.metrics import Metrics
 from detector.settings.detector import DetectorSettings
 from detector.stream import runs
@@ -162,28 +161,31 @@ class Membership(ConsumerRebalanceListener):
         self.store.put(keys, rows, fits)
         slots = self.store.index.find(keys, self.store.keys) if keys else np.zeros(0, np.int64)
         stale = np.array([f is None for f in fits], bool)
+        taken_over = []
         for p, (step, _) in models.items():
             mine = slots[stale & (self.store.partition[slots] == p)]
             if len(mine):
                 rebuild(self.store, mine, step)
-                self._runs_end(p, mine, step, markers.get(p))
+                taken_over.append(self._runs_end(p, mine, markers.get(p)))
+        if taken_over:
+            log.info("state another model wrote, restored under %s v%d: %s; their runs start "
+                     "afresh", self.rollout.name, self.rollout.live.version if self.rollout.live
+                     else 0, "; ".join(taken_over))
         if rejected:
             log.warning("skipped %d state records that are not ours or are damaged", rejected)
         self.metrics.restore_seconds.observe(time.perf_counter() - started)
         self.metrics.active_streams.set(len(self.store))
 
-    def _runs_end(self, partition: int, slots: np.ndarray, step: ModelStep,
-                  writer: ModelMarker | None) -> None:
-        """Streams whose state another model wrote: their runs start afresh under ``step``;
-        the fired ones are resolved under the writer (the loop sends them, ``ended_runs``)."""
+    def _runs_end(self, partition: int, slots: np.ndarray, writer: ModelMarker | None) -> str:
+        """Streams whose state another model wrote: their runs start afresh; the fired ones
+        are resolved under the writer (the loop sends them, ``ended_runs``). What happened,
+        for the restore's one log line."""
         ended = runs.end(self.store, slots)
         if writer is not None and ended:
             self.ended_runs.append((ended, writer))
-        log.info("partition %d: %d streams' state was written by %s, not by %s v%d, which "
-                 "serves them now: their runs start afresh (%d fired runs resolved%s)",
-                 partition, len(slots), f"{writer.name} v{writer.version}" if writer else
-                 "another model", step.name, step.version, len(ended) if writer else 0,
-                 f" under {writer.name}" if writer and ended else "")
+        by = f"{writer.name} v{writer.version}" if writer else "an unnamed model"
+        return (f"partition {partition}, {len(slots)} streams written by {by}"
+                + (f", {len(ended)} fired run(s) resolved under it" if writer and ended else ""))
 
     def _read_state(self, partitions: set[int]
                     ) -> tuple[dict[bytes, tuple[np.void, np.ndarray, bytes]],
