@@ -8,6 +8,7 @@ measure the detector rather than the producer feeding it.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -15,24 +16,42 @@ from collections.abc import Callable
 
 from kafka.partitioner.default import murmur2
 
-from detector.kafka import acl, clients, topics
+from detector.kafka import acl, clients, tansu, topics
 from detector.kafka.outbox import Outbox
 from detector.settings.producer import ProducerSettings
-from producer.csv_source import CsvSource
+from producer.csv_source import CsvSource, LongCsvSource, stream_id_column
 from producer.source import StreamSource
 
 PROGRESS_EVERY_S = 2.0
+#: How long records gather into one batch per partition, unless set (or on Tansu).
+LINGER_MS = 5
 #: The random streams' prefix when none is given (a CSV column's id is its name).
 RANDOM_PREFIX = "s-"
 
-Source = StreamSource | CsvSource
+Source = StreamSource | CsvSource | LongCsvSource
 
 
-def open_source(settings: ProducerSettings) -> Source:
+def open_source(settings: ProducerSettings,
+                note: Callable[[str], None] = lambda line: print(line, file=sys.stderr,
+                                                                 flush=True)) -> Source:
     """The CSV replay or the random streams the settings ask for; the CSV is read and checked
-    here, before any connection. Raises UsageError."""
+    here, before any connection, and what it leaves out is said (``note``). Raises
+    UsageError."""
+    prefix = settings.stream_prefix or ""
+    if settings.from_csv is not None and settings.value_column is not None:
+        return LongCsvSource(settings.from_csv, settings.value_column, settings.stream_column,
+                             prefix)
     if settings.from_csv is not None:
-        return CsvSource(settings.from_csv, settings.column, settings.stream_prefix or "")
+        source = CsvSource(settings.from_csv, settings.column, prefix)
+        for skipped in source.skipped:
+            note(f"producer: {skipped}")
+        ids = stream_id_column(settings.from_csv, tuple(c.name for c in source.columns))
+        if ids is not None:
+            sent = ", ".join(c.name for c in source.columns)
+            note(f"producer: note: column {ids!r} looks like stream ids; each column is "
+                 f"replayed as one stream ({sent}). For one row an event: --stream-column "
+                 f"{ids} --value-column NAME")
+        return source
     prefix = RANDOM_PREFIX if settings.stream_prefix is None else settings.stream_prefix
     return StreamSource(settings.streams, settings.pattern, settings.seed, prefix,
                         epoch=int(time.time() * 1000))
@@ -113,6 +132,10 @@ def publish(
         settings.replication_factor
     )
     partitions = counts[settings.topic]
+    linger, why = tansu.linger_ms(settings.linger_ms, LINGER_MS, settings.kafka)
+    settings = dataclasses.replace(settings, linger_ms=linger)
+    if why:
+        progress(f"producer: {why}")
     # Computing each key's partition once saves the pure-Python murmur2 on every send.
     targets = [java_partition(k, partitions) for k in source.keys]
     out = _Paced(settings) if settings.rate else _Batched(settings)

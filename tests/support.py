@@ -366,3 +366,17 @@ def labeled_battery(path: Path, pattern: str) -> Path:
     streams = {f"{part}/{name}": v for part, named in battery().items()
                for name, v in named.items()}
     return write_labeled(path, streams, PATTERNS[pattern].label)
+
+
+def copy_model(directory: Path, shipped: str, name: str, **card_changes) -> str:
+    """A shipped model's files (``.keras``, ``.tflite``, card) as ``NAME.keras`` in
+    ``directory``, its card changed (say ``pattern=...`` to stand for a model of a pattern):
+    the path."""
+    from detector.model.files import MODELS_DIR
+
+    path = directory / f"{name}.keras"
+    for suffix in (".keras", ".tflite"):
+        shutil.copy((MODELS_DIR / shipped).with_suffix(suffix), path.with_suffix(suffix))
+    card = json.loads((MODELS_DIR / f"{shipped}.card.json").read_text())
+    path.with_suffix(".card.json").write_text(json.dumps({**card, **card_changes}))
+    return str(path)

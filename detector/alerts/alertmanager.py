@@ -103,12 +103,14 @@ def alert(run: Run, now: float, ttl_s: float, resolved: bool) -> dict:
         r = run.resolved
         assert r is not None
         ends = max(r.time, starts)
-        summary = (f"{r.stream} {did} for {r.length} {unit} from seq {r.start_seq}; "
-                   f"seq {r.seq} (value {r.value:.6g}) ended it")
+        ended = (f"seq {r.seq} (value {r.value:.6g}) ended it" if not r.reason else
+                 f"the model serving it changed after seq {r.seq} (value {r.value:.6g})")
+        summary = f"{r.stream} {did} for {r.length} {unit} from seq {r.start_seq}; {ended}"
     return {
         "labels": labels,
         "annotations": {"summary": summary, "length": str(r.length), "seq": str(r.seq),
-                        "value": f"{r.value:.6g}", "model_version": str(r.model_version)},
+                        "value": f"{r.value:.6g}", "model_version": str(r.model_version),
+                        **({"ended_by": r.reason} if r.reason else {})},
         "startsAt": _rfc3339(starts),
         "endsAt": _rfc3339(ends),
     }

@@ -118,6 +118,7 @@ def cmd_train_from_kafka(args: argparse.Namespace) -> int:
     refuse_with(args, "from-kafka", "csv", "features", "events")
     if not args.name:
         raise UsageError("--from-kafka needs --name NAME: the model's (and its files') name")
+    own_pattern.check_target(args)
     settings = build(HistorySettings, args, "DETECTOR")
     since = _since(args, "--from-kafka")
     from detector.training.from_kafka import labeled_history

@@ -50,24 +50,20 @@ class _Thread(threading.Thread):
             self.error = exc
 
 
-DEMO_LINGER_MS = 100
-
-
 def demo(*, duration: float, streams: int, rate: float, model: str, metrics_port: int,
          csv: str | None, columns: tuple[str, ...], runtime: str, alert_min_length: int,
+         value_column: str | None = None, stream_column: str | None = None,
          out: Callable[[str], None] = _say) -> int:
     """Run everything until Ctrl-C or ``duration``; the arguments are ``demo``'s options."""
     from producer.publish import open_source, publish
 
     # The settings and the CSV are checked first: a wrong one is one line, before anything
-    # starts. Larger batches than the defaults: the local broker's fetches slow down with the
-    # number of batches its partitions hold, and a demo may run for hours.
+    # starts. Both programs batch as they do on Tansu (``detector/kafka/tansu.py``).
     settings = DetectorSettings(model=model, session_timeout_ms=6000, heartbeat_interval_ms=2000,
-                                checkpoint_interval_ms=500, linger_ms=DEMO_LINGER_MS,
-                                alert_min_length=alert_min_length)
+                                checkpoint_interval_ms=500, alert_min_length=alert_min_length)
     producer_settings = ProducerSettings(streams=streams, rate=rate, from_csv=csv, column=columns,
-                                         linger_ms=DEMO_LINGER_MS)
-    source = open_source(producer_settings)
+                                         value_column=value_column, stream_column=stream_column)
+    source = open_source(producer_settings, note=lambda line: out(f"demo: {line}"))
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -110,15 +106,18 @@ def demo(*, duration: float, streams: int, rate: float, model: str, metrics_port
         workers.append(_Thread("producer", lambda: publish(
             producer_settings, stop, progress=lambda _: None, source=source)))
         workers[1].start()
-        what = (f"{csv}: {len(source.ids)} column(s), {source.events:,} values" if csv
+        what = (f"{csv}: {len(source.ids)} stream(s), {source.events:,} values" if csv
                 else f"{streams} streams")
         out(f"demo: producer sends {what} at {rate:g} events/s; detector model "
             f"{step.name}; metrics at {server.url} (health: /healthz)")
-        out(f"demo: runs of {alert_min_length} or more values moving the same way, as they fire "
-            f"and resolve, at most {ALERT_LINES_PER_SECOND} lines a second: (+N not shown) counts "
-            "the records skipped before a line (the tail command above shows every one); "
-            "Ctrl-C to stop")
-        _show(kafka, settings.alert_topic, metrics, server.url, stop, workers, duration, out)
+        runs = (f"runs of the pattern {step.pattern!r} ({step.alert_min_flags} or more flags "
+                "in a row, as its card says)" if step.pattern else
+                f"runs of {alert_min_length} or more values moving the same way")
+        out(f"demo: {runs}, as they fire and resolve, at most {ALERT_LINES_PER_SECOND} lines a "
+            "second: (+N not shown) counts the records skipped before a line (the tail command "
+            "above shows every one); Ctrl-C to stop")
+        _show(kafka, settings.alert_topic, metrics, server.url, stop, workers, duration, out,
+              step.pattern)
     finally:
         stop.set()
         for w in workers:
@@ -136,8 +135,11 @@ def demo(*, duration: float, streams: int, rate: float, model: str, metrics_port
 
 
 def _show(kafka: KafkaSettings, topic: str, metrics: Metrics, url: str, stop: threading.Event,
-          workers: list[_Thread], duration: float, out: Callable[[str], None]) -> None:
-    """Print paced alerts and periodic stats until stop, a worker failure or the duration."""
+          workers: list[_Thread], duration: float, out: Callable[[str], None],
+          pattern: str) -> None:
+    """Print paced alerts and periodic stats until stop, a worker failure or the duration.
+    A pattern model's stats count its flags: it has no rule to agree with, and the demo no
+    labels."""
     n = topics.partition_count(kafka, topic) or 1
     consumer = clients.consumer(kafka, group_id=None, enable_auto_commit=False)
     consumer.assign([TopicPartition(topic, p) for p in range(n)])
@@ -168,16 +170,20 @@ def _show(kafka: KafkaSettings, topic: str, metrics: Metrics, url: str, stop: th
             if now - last_stats >= STATS_EVERY_S:
                 processed = metrics.value("detector_events_processed_total")
                 rate = (processed - processed_before) / (now - last_stats)
-                wrong = metrics.value("detector_rule_disagreements_total")
-                agree = 1 - wrong / processed if processed else 1.0
+                if pattern:
+                    flagged = metrics.value("detector_flags_total", {"flag": "1"})
+                    judged = f"{flagged:,.0f} flags of {pattern}"
+                else:
+                    wrong = metrics.value("detector_rule_disagreements_total")
+                    judged = (f"agreement with exact rule "
+                              f"{1 - wrong / processed if processed else 1.0:.2%}")
                 buckets_now = metrics.buckets(latency_name)
                 p99 = histogram_quantile(0.99, buckets_before, buckets_now)
                 p99_text = "n/a" if p99 is None else f"{p99 * 1000:.0f} ms"
                 ready = "ready" if metrics.value("detector_ready") else "NOT READY"
                 fired = metrics.value("detector_run_alerts_total", {"status": "firing"})
                 out(f"[stats] {rate:,.0f} events/s | {processed:,.0f} events | {fired:,.0f} runs "
-                    f"fired | agreement with exact rule {agree:.2%} | p99 latency {p99_text} | "
-                    f"{ready} | {url}")
+                    f"fired | {judged} | p99 latency {p99_text} | {ready} | {url}")
                 processed_before, last_stats, buckets_before = processed, now, buckets_now
     finally:
         consumer.close(autocommit=False)

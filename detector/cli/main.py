@@ -37,6 +37,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+#: The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -50,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"detector: error: {line}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C where no command waits for it: nothing left half done
+        print(f"detector: {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 def kafka_error(exc: Exception) -> str | None:

@@ -5,13 +5,20 @@ connection settings as ``run`` does."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
+from typing import TYPE_CHECKING
 
 from detector.cli import backtest
 from detector.cli.common import Command
+from detector.errors import UsageError
+from detector.model.cards import detects, family, missed_target
 from detector.settings.fields import Parser, add_options, build
 from detector.settings.registry import RegistrySettings
+
+if TYPE_CHECKING:
+    from detector.kafka.registry import RegistryState
 
 
 def _registry(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -51,16 +58,48 @@ def cmd_push(args: argparse.Namespace) -> int:
     ModelStep.from_tflite(content, card, args.name, where=str(path))  # fits, and answers
     registry = _registry(args)
     try:
+        state = registry.state()
+        digest = hashlib.sha256(content).hexdigest()
+        known = [v for (n, _), v in sorted(state.versions.items())
+                 if n == args.name and v.sha256 == digest]
+        if not known:
+            _check(args, str(path), card, state, "push")
         version, live = registry.push(args.name, content, card, keras_sha)
     finally:
         registry.close()
-    print(f"pushed {path} as {args.name} v{version.version}"
-          + (" (nothing of that name was live: it is now)" if live else
-             f"; `python -m detector models promote {args.name} {version.version}` makes it "
-             "live"))
+    if known:
+        print(f"{path} is {args.name} v{version.version} already (the same step): nothing "
+              "pushed" + ("; it is live" if live else
+                          f"; `python -m detector models promote {args.name} "
+                          f"{version.version}` makes it live"))
+    else:
+        print(f"pushed {path} as {args.name} v{version.version}"
+              + (" (nothing of that name was live: it is now)" if live else
+                 f"; `python -m detector models promote {args.name} {version.version}` makes "
+                 "it live"))
     print(json.dumps({"name": version.name, "version": version.version,
                       "sha256": version.sha256}))
     return 0
+
+
+def _check(args: argparse.Namespace, what: str, card: dict, state: RegistryState,
+           action: str) -> None:
+    """Refuse (UsageError), unless ``--force``, a model whose card says it misses its target,
+    or one that detects something else than the version live under the name: every detector
+    following the name would serve it."""
+    if args.force:
+        return
+    missed = missed_target(card)
+    if missed:
+        raise UsageError(f"{what} does not reach its target ({missed}): `models {action} ... "
+                         "--force` to go on all the same")
+    pointer = state.pointers.get(args.name)
+    if pointer is not None and pointer.live is not None:
+        live = state.version(args.name, pointer.live)
+        if family(live.card) != family(card):
+            raise UsageError(f"{args.name} serves {detects(live.card)} (v{live.version} live); "
+                             f"{what} detects {detects(card)}: `models {action} ... --force` "
+                             "to go on all the same")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -116,6 +155,10 @@ def _change(action: str):  # type: ignore[no-untyped-def]
     def run(args: argparse.Namespace) -> int:
         registry = _registry(args)
         try:
+            if action == "promote":
+                state = registry.state()
+                version = state.version(args.name, args.version)
+                _check(args, f"{args.name} v{args.version}", version.card, state, action)
             pointer = registry.change(args.name, action, getattr(args, "version", None))
         finally:
             registry.close()
@@ -142,6 +185,9 @@ def add_commands(command: Command) -> None:
                   "is live at once.")
     push.add_argument("file", metavar="FILE", help="a .keras file, or a shipped model's name")
     push.add_argument("--name", required=True, help="the name detectors follow (--model NAME)")
+    push.add_argument("--force", action="store_true", help="push a model whose card says it "
+                      "misses its target, or that detects something else than the live version "
+                      "of NAME")
     listing = action("list", cmd_list, "The names, their versions, and which are live.")
     listing.add_argument("--json", action="store_true", help="one JSON object")
     for name, help in (("promote", "Make VERSION live: every detector following NAME swaps to "
@@ -151,6 +197,10 @@ def add_commands(command: Command) -> None:
         sp = action(name, _change(name), help)
         sp.add_argument("name", metavar="NAME")
         sp.add_argument("version", metavar="VERSION", type=int)
+        if name == "promote":
+            sp.add_argument("--force", action="store_true", help="promote a version whose card "
+                            "says it misses its target, or that detects something else than "
+                            "the live one")
     prune = action("prune", cmd_prune, "Delete old versions of NAME from the registry (their "
                    "records tombstoned): all but the live one, the candidate, those a rollback "
                    "can go back to, and the newest --keep.")

@@ -18,12 +18,14 @@ from detector.cli.common import (
     require_extra,
     runtime_of,
 )
+from detector.cli.outputs import check_out, staged
 from detector.errors import UsageError
 from detector.settings.detector import RUNTIMES
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from detector.model.serving import ModelStep
     from detector.stream.csv_columns import Skipped
     from detector.training.evaluation import Report
 
@@ -41,12 +43,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.features:
         raise UsageError("train needs --features seed|pair (a shipped model's recipe) or --csv "
                          "FILE with --value-column, --label-column and --name (your pattern)")
+    out = check_out(args.out)
     require_extra("train", "train")
     from detector.training.train import train
 
-    card = train(args.features, out_dir=args.out, epochs=args.epochs, events=args.events,
-                 seed=args.seed)
-    print(json.dumps(card, indent=2))
+    with staged(out) as stage:
+        card = train(args.features, out_dir=stage, epochs=args.epochs, events=args.events,
+                     seed=args.seed)
+    print(json.dumps(card, indent=2).replace(str(stage), str(out)))
     return 0
 
 
@@ -61,7 +65,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.csv or args.battery:
         streams, source, skipped = _named_streams(args)  # before loading the model
-        report = score(ModelStep.load(args.model, runtime_of(args)), streams, args.seed)
+        step = ModelStep.load(args.model, runtime_of(args))
+        if step.pattern:
+            return _pattern_flags(step, streams, source, skipped, args)
+        report = score(step, streams, args.seed)
         if not args.json:
             _print_report(report, source, skipped)
         else:
@@ -75,6 +82,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                               "skipped_columns": {s.name: s.why for s in skipped}}))
         return 0
     step = ModelStep.load(args.model, runtime_of(args))
+    if step.pattern:
+        raise UsageError(f"model {step.name} detects the pattern {step.pattern!r}, not trends: "
+                         "score it on labeled data (--csv FILE --value-column V "
+                         "--label-column L), or count its flags on columns (--csv FILE)")
     result = evaluate(step, args.events or UNIFORM_EVENTS, args.streams or UNIFORM_STREAMS,
                       args.seed)
     if args.json:
@@ -109,6 +120,35 @@ def _named_streams(args: argparse.Namespace
               f"(detector/task/shapes.py)")
     return ({f"{part}/{name}": v for part, named in parts.items() for name, v in named.items()},
             source, [])
+
+
+def _pattern_flags(step: ModelStep, streams: dict[str, np.ndarray], source: str,
+                   skipped: list[Skipped], args: argparse.Namespace) -> int:
+    """A pattern model on unlabeled streams: how often it flags, and nothing it is compared
+    with (the trend rule is not what it was trained for; labels score it)."""
+    import numpy as np
+
+    from detector.training.evaluation import run_streams
+
+    flags, _ = run_streams(step, list(streams.values()), np.random.default_rng(args.seed))
+    per = {name: (len(f), int(f.sum())) for name, f in zip(streams, flags, strict=True)}
+    events, flagged = sum(n for n, _ in per.values()), sum(k for _, k in per.values())
+    if args.json:
+        print(json.dumps({"model": step.name, "pattern": step.pattern, "events": events,
+                          "flags": flagged, "agreement": None,
+                          "streams": {n: {"events": e, "flags": k} for n, (e, k) in per.items()},
+                          "skipped_columns": {s.name: s.why for s in skipped}}))
+        return 0
+    print(f"model {step.name} detects the pattern {step.pattern!r} (its card): {flagged:,} "
+          f"flag(s) over {events:,} events in {len(per)} streams of {source}")
+    print("  no labels given, so no agreement to show: --value-column and --label-column "
+          "score it on a labeled file")
+    for s in skipped:
+        print(f"  {s}")
+    width = max(len(name) for name in per)
+    for name, (e, k) in sorted(per.items(), key=lambda kv: (-kv[1][1], kv[0])):
+        print(f"  {name:<{width}}  {k:>6,} flags  {e:>7,} events  {k / e if e else 0:8.3%}")
+    return 0
 
 
 def _print_report(report: Report, source: str, skipped: list[Skipped]) -> None:
@@ -154,7 +194,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
         source = "a fresh uniform stream"
     from detector.model.serving import ModelStep
 
-    info = plot_stream(ModelStep.load(args.model, runtime_of(args)), values, args.out, source)
+    step = ModelStep.load(args.model, runtime_of(args))
+    if step.pattern:  # the plot draws the trend rule's flags beside the model's
+        raise UsageError(f"model {step.name} detects the pattern {step.pattern!r}, not trends: "
+                         "plot it on a labeled file (--csv FILE --value-column V "
+                         "--label-column L), its labels beside its flags")
+    info = plot_stream(step, values, args.out, source)
     print(f"wrote {info['out']}: {info['events']} events of {source}, "
           f"{info['disagreements']} disagreement(s) with the exact rule")
     return 0
@@ -200,7 +245,9 @@ def add_commands(command: Command) -> None:
     backtest.add_from_kafka_options(train)
 
     ev = command("evaluate", cmd_evaluate, "Agreement with the exact rule through the serving "
-                 "step: on your CSV, on the battery, or on fresh uniform streams (the default).")
+                 "step: on your CSV, on the battery, or on fresh uniform streams (the default). "
+                 "A model of your own pattern: against the labels of a labeled CSV "
+                 "(--label-column), or its flags alone on columns or the battery.")
     ev.add_argument("--model", default="seed", help=MODEL_HELP)
     what = ev.add_mutually_exclusive_group()
     what.add_argument("--csv", help="a CSV file: each --column is one stream, in row order, "

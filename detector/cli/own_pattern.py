@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from detector.cli.common import refuse_unless, refuse_with, require_extra, runtime_of
+from detector.cli.outputs import check_name, check_out, staged
 from detector.errors import UsageError
 from detector.model.features import HISTORY
 
@@ -30,7 +31,8 @@ def add_labeled_options(parser: argparse.ArgumentParser) -> None:
 
 
 def labeled(args: argparse.Namespace) -> bool:
-    """Whether the command runs on a labeled CSV; refuses half of one."""
+    """Whether the command runs on a labeled CSV; refuses half of one, and one column in two
+    roles."""
     if args.label_column is None:
         refuse_unless(args, "label-column", "value-column", "stream-column")
         return False
@@ -38,33 +40,55 @@ def labeled(args: argparse.Namespace) -> bool:
         raise UsageError("--label-column needs --csv FILE (long format, one row per event)")
     if not args.value_column:
         raise UsageError("--label-column needs --value-column (the column of the values)")
+    roles = {"--value-column": args.value_column, "--label-column": args.label_column,
+             "--stream-column": args.stream_column}
+    for a, b in (("--value-column", "--label-column"), ("--value-column", "--stream-column"),
+                 ("--label-column", "--stream-column")):
+        if roles[a] is not None and roles[a] == roles[b]:
+            raise UsageError(f"{a} and {b} are both {roles[a]!r}: a column has one role")
     return True
 
 
-def _read(args: argparse.Namespace, min_events: int = 1):  # type: ignore[no-untyped-def]
+def _read(args: argparse.Namespace, min_events: int = 1, both_classes: bool = False
+          ):  # type: ignore[no-untyped-def]
     from detector.training.labeled import read_labeled
 
     return read_labeled(args.csv, args.value_column, args.label_column, args.stream_column,
-                        min_events=min_events)
+                        min_events=min_events, both_classes=both_classes)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``train --csv ...``: the window model on the file's labels."""
+    """``train --csv ...``: the window model on the file's labels, written whole or not at all
+    (``outputs``)."""
     refuse_with(args, "csv", "events", "features")
     if not args.name:
         raise UsageError("--csv needs --name NAME: the model's (and its files') name")
-    data = _read(args, min_events=HISTORY["window"])  # before TensorFlow's seconds of import
+    check_target(args)
+    # Read before TensorFlow's seconds of import; a model learns from both classes.
+    data = _read(args, min_events=HISTORY["window"], both_classes=True)
     return train_on(args, data)
+
+
+def check_target(args: argparse.Namespace) -> None:
+    """``--name`` and ``--out``, refused before any work (reading, training), not at the end."""
+    check_name(args.name)
+    check_out(args.out)
 
 
 def train_on(args: argparse.Namespace, data: LabeledFile) -> int:
     """The window model on labeled streams (a file's, or the label topic's), as ``--name``."""
+    out = check_out(args.out)
     require_extra("train", "train")
     from detector.training.own_pattern import EPOCHS, train_labeled
 
     command = "python -m detector " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
-    train_labeled(data, args.name, args.out, epochs=args.epochs or EPOCHS, seed=args.seed,
-                  command=command)
+    with staged(out) as stage:
+        card = train_labeled(data, args.name, stage, epochs=args.epochs or EPOCHS,
+                             seed=args.seed, command=command)
+    reached = card["target"]["reached"]
+    print(f"train {args.name}: wrote {out / args.name}.keras, .tflite, .card.json and "
+          f".curves.png; {'it reaches the target' if reached else 'it DOES NOT reach the target'}"
+          f" (`models push` will {'take it' if reached else 'ask for --force'})", flush=True)
     return 0
 
 
@@ -77,15 +101,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report = score_labeled(ModelStep.load(args.model, runtime_of(args)), data.streams,
                            args.seed)
+    ones = sum(int(labels.sum()) for _, labels in data.streams.values())
     if args.json:
-        print(json.dumps(report.as_dict()))
+        print(json.dumps({**report.as_dict(), "labels": {"0": data.events - ones, "1": ones}}))
         return 0
     o = report.overall
     print(f"model {report.model} on {args.csv}: {o.events:,} labeled events in "
           f"{len(report.streams)} stream(s), through the serving step")
-    print(f"  accuracy {o.accuracy:.4%}, precision {o.precision:.4f}, recall {o.recall:.4f}, "
-          f"F1 {o.f1:.4f}; {o.false_alarms_per_1000:.2f} false alarms per 1,000 events, "
-          f"{o.missed} label-1 event(s) missed")
+    if ones in (0, data.events):
+        # One class only (a quiet period, say): the figures that need the other say nothing.
+        print(f"  every label is {int(ones > 0)}: accuracy {o.accuracy:.4%}; "
+              + (f"{o.false_alarms_per_1000:.2f} false alarms per 1,000 events "
+                 f"({round(o.false_alarms_per_1000 * o.events / 1000)} in all)" if not ones
+                 else f"{o.missed} event(s) missed")
+              + "; precision, recall and F1 need both classes")
+    else:
+        print(f"  accuracy {o.accuracy:.4%}, precision {o.precision:.4f}, recall "
+              f"{o.recall:.4f}, F1 {o.f1:.4f}; {o.false_alarms_per_1000:.2f} false alarms per "
+              f"1,000 events, {o.missed} label-1 event(s) missed")
     width = max(len(name) for name in report.streams)
     for name, f in sorted(report.streams.items(), key=lambda kv: (kv[1].accuracy, kv[0])):
         print(f"  {name:<{width}}  {f.accuracy:8.4%}  F1 {f.f1:.4f}  {f.events:>7,} events  "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from typing import TYPE_CHECKING
 
 from detector.cli.common import Command, setup_logging, stop_on_signals
@@ -37,9 +36,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         pipeline.connect()
         settle_garbage_collector()
         step = pipeline.step
-        log.info("model %s v%d (%s features, %d state floats per stream) on %s; following it "
-                 "in the registry %s; metrics on %s", step.name, step.version, step.features,
-                 step.state_size, step.runtime, settings.models_topic, server.url)
+        follows = (f"the file {settings.model}, pinned (the registry is not followed)"
+                   if pipeline.rollout.pinned else
+                   f"following its name in the registry {settings.models_topic}")
+        log.info("model %s v%d (%s features, %d state floats per stream) on %s; %s; metrics on "
+                 "%s", step.name, step.version, step.features, step.state_size, step.runtime,
+                 follows, server.url)
         log.info("consuming %s as group %s; flags to %s, alerts to %s, dead letters to %s",
                  settings.input_topic, settings.group_id, settings.output_topic,
                  settings.alert_topic, settings.dlq_topic)
@@ -53,14 +55,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def initial_model(settings: DetectorSettings) -> ModelStep | None:
     """The shipped model or file ``--model`` names; None for a name only the model registry
     can hold (``Pipeline.connect`` reads it, and says so if it has none)."""
-    from detector.model.files import SHIPPED, ModelError
+    from detector.model.files import SHIPPED, ModelError, is_path
     from detector.model.serving import ModelStep
 
     try:
         return ModelStep.load(settings.model, settings.runtime)
     except ModelError:
-        if settings.model in SHIPPED or settings.model.endswith(".keras") or \
-                os.sep in settings.model:
+        if settings.model in SHIPPED or is_path(settings.model):
             raise
         return None
 

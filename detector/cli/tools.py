@@ -26,8 +26,9 @@ from detector.settings.producer import ProducerSettings
 #: The local broker's port by default: Kafka's, which every program here reaches by default.
 BROKER_PORT = 9092
 DEMO_STREAMS = 30
-#: Values a run must reach before the demo's detector fires it: on random values a run of
-#: three starts at every third event or so, far too many to read.
+#: Values a trend run must reach before the demo's detector fires it: on random values a run
+#: of three starts at every third event or so, far too many to read. A pattern model's runs
+#: fire as its card says.
 DEMO_ALERT_MIN_LENGTH = 5
 
 
@@ -42,13 +43,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from detector.cli.demo import demo
 
-    refuse_unless(args, "csv", "column")
+    refuse_unless(args, "csv", "column", "value-column")
+    refuse_unless(args, "value-column", "stream-column")
     refuse_with(args, "csv", "streams")
-    if args.csv and not args.column:
-        raise UsageError("--csv needs at least one --column")
+    refuse_with(args, "value-column", "column")
     return demo(duration=args.duration, streams=args.streams or DEMO_STREAMS, rate=args.rate,
                 model=args.model, metrics_port=args.metrics_port, csv=args.csv,
-                columns=tuple(args.column or ()), runtime=runtime_of(args),
+                columns=tuple(args.column or ()), value_column=args.value_column,
+                stream_column=args.stream_column, runtime=runtime_of(args),
                 alert_min_length=args.alert_min_length)
 
 
@@ -101,14 +103,16 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def add_commands(command: Command) -> None:
     tail = command("tail", cmd_tail, "Print one readable line per record of a topic (flags, "
-                   "run records or dead letters) until Ctrl-C. Every option --x-y is also the "
-                   "environment variable DETECTOR_X_Y.")
+                   "run records or dead letters) until Ctrl-C; a topic that does not exist yet "
+                   "is waited for. Every option --x-y is also the environment variable "
+                   "DETECTOR_X_Y.")
     tail.add_argument("--topic", default="trend-alerts", help="the topic to read: trend-alerts "
                       "(run records), trend-flags (every flag) or values.dlq (dead letters)")
     tail.add_argument("--from-beginning", action="store_true",
                       help="start at the topic's first record (default: only new ones)")
     tail.add_argument("--limit", type=positive_int,
-                      help="stop after this many records (default: run until Ctrl-C)")
+                      help="stop after this many records, and with --from-beginning also at the "
+                      "end of the topic (default: run until Ctrl-C)")
     add_options(tail, KafkaSettings, "DETECTOR")
 
     demo = command("demo", cmd_demo, "Local broker + producer + detector, alerts on screen "
@@ -121,12 +125,19 @@ def add_commands(command: Command) -> None:
     demo.add_argument("--metrics-port", type=int, default=9108,
                       help="port of the detector's metrics; a free one if it is taken")
     demo.add_argument("--alert-min-length", type=positive_int, default=DEMO_ALERT_MIN_LENGTH,
-                      help=f"values a run must reach before it fires, at least 3 (default: "
-                      f"{DEMO_ALERT_MIN_LENGTH}, where run's is 3: fewer runs to read)")
-    demo.add_argument("--csv", metavar="FILE", help="replay columns of this CSV instead of "
-                      "random values")
+                      help=f"values a trend run must reach before it fires, at least 3 (default: "
+                      f"{DEMO_ALERT_MIN_LENGTH}, where run's is 3: fewer runs to read); a model "
+                      "of your own pattern fires as its card says (--alert-min-flags of run)")
+    demo.add_argument("--csv", metavar="FILE", help="replay this CSV instead of random values: "
+                      "its --column(s), every numeric column, or with --value-column the long "
+                      "format")
     demo.add_argument("--column", action="append", metavar="NAME",
-                      help="a CSV column to replay as a stream (repeat for more)")
+                      help="a CSV column to replay as a stream (repeat for more; default: every "
+                      "numeric column)")
+    demo.add_argument("--value-column", metavar="V", help="with --csv in long format (one row "
+                      "an event, as train reads it): the values")
+    demo.add_argument("--stream-column", metavar="S", help="... the stream ids (default: the "
+                      "whole file is one stream)")
     demo.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
 
     broker = command("broker", cmd_broker, "A broker alone, until Ctrl-C, for the producer, "

@@ -38,6 +38,7 @@ from kafka.structs import MemberState
 
 from detector.kafka import clients
 from detector.kafka.group_requests import describe_group, join_as
+from detector.kafka.tansu import TANSU_CLUSTER_PREFIX
 from detector.ops.metrics import GroupMetrics
 from detector.settings.kafka import KafkaSettings
 
@@ -215,7 +216,7 @@ class GroupWatch:
             except KafkaError as exc:
                 log.debug("cannot describe the cluster (%s)", exc)
                 return
-        self.on_tansu = cluster_id.startswith("tansu")
+        self.on_tansu = cluster_id.startswith(TANSU_CLUSTER_PREFIX)
         if self.on_tansu:
             self.stall_s = STALL_SESSIONS * self.session_timeout_ms / 1000
             log.info("the broker is Tansu: a group whose leader left while it formed is "

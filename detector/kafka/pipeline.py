@@ -31,8 +31,9 @@ from detector.kafka.rollout import Rollout
 from detector.model.serving import ModelStep
 from detector.ops.metrics import Metrics
 from detector.ops.process_tuning import release_free_memory
+from detector.ops.stall import Progress, StallWatch, waiting
 from detector.settings.detector import DetectorSettings
-from detector.stream.codec import BadInput
+from detector.stream.codec import MODEL_CHANGED, MODEL_SWAP, BadInput
 from detector.stream.engine import Batch, Engine, Result
 from detector.stream.mapping import InputMapping
 from detector.stream.rebuild import rebuild
@@ -67,7 +68,7 @@ class Pipeline:
         self.store = StreamStore(step.state_size if step else 0)
         self.rollout = Rollout(settings, step, metrics)
         self.engine = Engine(step, store=self.store, alert_min_length=settings.alert_min_length,
-                             wall_clock=wall_clock)
+                             alert_min_flags=settings.alert_min_flags, wall_clock=wall_clock)
         self.shadow: Shadow | None = None
         self.mapping = InputMapping(settings.mapping)
         self.stop_event = stop if stop is not None else threading.Event()
@@ -88,6 +89,7 @@ class Pipeline:
         self._closed = False
         self._partitions: dict[str, int] = {}
         self._txn_lock: object = None  # holds this member's transactional id (exactly-once)
+        self.stalls = StallWatch()
         metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
     def _writer_of(self, partitions: np.ndarray) -> np.ndarray:
@@ -158,6 +160,8 @@ class Pipeline:
                     records = self.consumer.poll(timeout_ms=self._poll_wait_ms())
                     if self.membership.needs_recovery:
                         continue  # a rebalance callback failed: these records wait for recovery
+                    while self.membership.ended_runs:  # by a restore under another model
+                        self.publisher.ended(*self.membership.ended_runs.pop(0), MODEL_CHANGED)
                     if records:
                         self._handle(records)
                     self._advance_positions()
@@ -218,7 +222,7 @@ class Pipeline:
         ago = time.monotonic() - last_ok
         if ago >= max(5.0, 3 * self.s.checkpoint_interval_ms / 1000):
             return f"last checkpoint {ago:.0f} s ago"
-        return ""
+        return self.stalls.why()
 
     # --- one poll's records -----------------------------------------------------------------
 
@@ -308,7 +312,7 @@ class Pipeline:
         if candidate is None:
             self.shadow = None
         elif self.shadow is None or self.shadow.step is not candidate:
-            self.shadow = Shadow(candidate, self.s.alert_min_length)
+            self.shadow = Shadow(candidate, self.s.alert_min_length, self.s.alert_min_flags)
 
     def _swap(self) -> None:
         """At a checkpoint: every partition not served by the live model is from here on. The
@@ -318,7 +322,10 @@ class Pipeline:
         if not parts:
             return
         live = self.step
-        before = {self.rollout.by_partition[p].version for p in parts}
+        before = {f"{s.name} v{s.version}" for s in map(self.rollout.by_partition.get, parts)}
+        for p in parts:  # a run is its model's: an open one ends here, under that model
+            old = self.rollout.marker(self.rollout.by_partition[p])
+            self.publisher.end_runs(self.store, p, old, MODEL_SWAP)
         self.checkpoints.complete(self.outbox, self.consumer, self._positions,
                                   markers={p: self.membership.marker_for(p, live)
                                            for p in parts})
@@ -330,9 +337,9 @@ class Pipeline:
         self.store.dirty[slots] = True
         self.rollout.swapped(parts)
         self.metrics.model_swaps.inc(len(parts))
-        log.info("model %s v%d serves partitions %s from here on (was v%s); %d streams' state "
+        log.info("model %s v%d serves partitions %s from here on (was %s); %d streams' state "
                  "rebuilt in %.0f ms", live.name, live.version, sorted(parts),
-                 "/".join(map(str, sorted(before))), len(slots),
+                 "/".join(sorted(before)), len(slots),
                  1000 * (time.perf_counter() - started))
 
     # --- checkpoints ------------------------------------------------------------------------
@@ -369,9 +376,20 @@ class Pipeline:
         self.metrics.active_streams.set(len(self.store))
         self.metrics.runs_firing.set(int(np.count_nonzero(self.store.run_fired)))
         self.metrics.evicted.inc(self.checkpoints.take_evicted())
-        lags = []
-        for tp, pos in self._positions.items():
-            high = self.consumer.highwater(tp)
-            if high is not None:
+        lags, progress = [], {}
+        for tp in self.consumer.assignment():  # also those that never returned a record
+            high, fetch = self.consumer.highwater(tp), self._fetch_position(tp)
+            pos = self._positions.get(tp, fetch)
+            if high is not None and pos is not None:
                 lags.append((tp.partition, max(0, high - pos)))
+                progress[tp.partition] = Progress(pos, waiting(pos, fetch, high))
         self.metrics.set_lag(lags)
+        self.stalls.observe(progress)
+
+    def _fetch_position(self, tp: TopicPartition) -> int | None:
+        """Where the consumer fetches ``tp`` next (past a commit marker it skipped), from its
+        subscription state: ``KafkaConsumer.position`` may ask the coordinator first."""
+        try:
+            return self.consumer._subscription.position(tp).offset
+        except (KeyError, AttributeError):  # not assigned any more, or no position yet
+            return None

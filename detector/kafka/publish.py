@@ -16,6 +16,7 @@ from detector.kafka.outbox import Outbox
 from detector.model.serving import ModelStep
 from detector.ops.metrics import Metrics
 from detector.settings.detector import DetectorSettings
+from detector.stream import runs
 from detector.stream.codec import (
     BadInput,
     dead_letter,
@@ -25,6 +26,9 @@ from detector.stream.codec import (
     model_fields,
 )
 from detector.stream.engine import Batch, Result
+from detector.stream.runs import EndedRun
+from detector.stream.state import StreamStore
+from detector.stream.state_keys import ModelMarker
 
 
 class Publisher:
@@ -121,3 +125,25 @@ class Publisher:
             m.run_alerts.labels(run.status).inc()
             if run.status == "resolved":
                 m.run_length.observe(run.length)
+
+    def end_runs(self, store: StreamStore, partition: int, opened_by: ModelMarker,
+                 reason: str) -> None:
+        """End the open runs of a partition's streams (another model takes them over): the
+        fired ones resolved under ``opened_by``."""
+        self.ended(runs.end(store, np.nonzero(store.partition == partition)[0]), opened_by,
+                   reason)
+
+    def ended(self, ended: list[EndedRun], opened_by: ModelMarker, reason: str) -> None:
+        """Resolutions of fired runs that another model ends (``stream.runs.end``), under the
+        model that opened them, with the reason; ``seq`` is each run's last event's."""
+        model, version, pattern = opened_by.name, opened_by.version, opened_by.pattern
+        topic = self.s.alert_topic
+        n_alert, now, m = self.partitions[topic], self._now(), self.metrics
+        for run in ended:
+            key = run.stream if isinstance(run.stream, bytes) else str(run.stream).encode()
+            record = encode_run(key.decode(errors="replace"), "resolved", run.direction,
+                                run.start_seq, run.seq, run.length, run.value, model, None,
+                                now, version, pattern, reason)
+            self.outbox.append(topic, run.partition % n_alert, key, record)
+            m.run_alerts.labels("resolved").inc()
+            m.run_length.observe(run.length)

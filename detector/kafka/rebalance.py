@@ -28,7 +28,9 @@ from detector.kafka.restore import StateReader
 from detector.kafka.rollout import Rollout
 from detector.ops.metrics import Metrics
 from detector.settings.detector import DetectorSettings
+from detector.stream import runs
 from detector.stream.rebuild import rebuild
+from detector.stream.runs import EndedRun
 from detector.stream.state import StreamStore
 from detector.stream.state_keys import ModelMarker, marker_key, new_writer
 from detector.stream.state_restore import StateMerge
@@ -62,6 +64,9 @@ class Membership(ConsumerRebalanceListener):
         self.joined = False  # a member of the group with an assignment (maybe empty)
         self.writers: dict[int, int] = {}  # served partition -> this ownership's writer token
         self.ranks: dict[int, tuple[int, int]] = {}  # served partition -> its marker's rank
+        #: Fired runs a restore ended (state another model wrote), for the loop to resolve.
+        self.ended_runs: list[tuple[list[EndedRun], ModelMarker]] = []
+        self._taken_over: list[str] = []  # partitions restored under another model, for a log
         # static members replace themselves; dynamic ones record their id for a restart
         self.records = (None if settings.group_instance_id
                         else MemberRecords.of(settings.member_dir, settings.group_id))
@@ -165,6 +170,12 @@ class Membership(ConsumerRebalanceListener):
         for p in sorted(self.reader.step()):
             self._serve(p)
         if not self.restoring:
+            if self._taken_over:
+                live = self.rollout.live
+                log.info("state another model wrote, restored under %s v%d: %s; their runs "
+                         "start afresh", self.rollout.name, live.version if live else 0,
+                         "; ".join(self._taken_over))
+                self._taken_over.clear()
             if self.merge.rejected:
                 log.warning("skipped %d state records that are not ours or are damaged",
                             self.merge.rejected)
@@ -181,11 +192,13 @@ class Membership(ConsumerRebalanceListener):
         step = self.rollout.assign(partition, marker)
         size_before = self.store.state_size
         self.store.ensure_state_size(step.state_size)
+        other = self.merge.stale(partition, step.fingerprint)  # state another model wrote
         stale = (np.nonzero(self.store.partition == partition)[0]
-                 if step.state_size > size_before else self.merge.stale(partition,
-                                                                        step.fingerprint))
+                 if step.state_size > size_before else other)
         if len(stale):
             rebuild(self.store, stale, step)
+        if len(other):
+            self._taken_over.append(self._runs_end(partition, other, marker))
         self.writers[partition] = writer = new_writer()
         epoch = (marker.epoch if marker is not None else -1) + 1
         generation = self.consumer.group_metadata().generation_id
@@ -199,12 +212,24 @@ class Membership(ConsumerRebalanceListener):
                  partition, step.name, step.version,
                  int(np.count_nonzero(self.store.partition == partition)), len(stale))
 
+    def _runs_end(self, partition: int, slots: np.ndarray, writer: ModelMarker | None) -> str:
+        """Streams whose state another model wrote: their runs start afresh; the fired ones
+        are resolved under the writer (the loop sends them, ``ended_runs``). What happened,
+        for the restore's one log line."""
+        ended = runs.end(self.store, slots)
+        if writer is not None and ended:
+            self.ended_runs.append((ended, writer))
+        by = f"{writer.name} v{writer.version}" if writer else "an unnamed model"
+        return (f"partition {partition}, {len(slots)} streams written by {by}"
+                + (f", {len(ended)} fired run(s) resolved under it" if writer and ended else ""))
+
     def marker_for(self, partition: int, step: object | None = None) -> ModelMarker:
         """The marker saying ``step`` (by default the partition's model) serves ``partition``
         from here on, at this ownership's rank."""
         base = self.rollout.marker(step or self.rollout.by_partition.get(partition))
         epoch, generation = self.ranks.get(partition, (-1, -1))
-        return ModelMarker(base.name, base.version, base.fingerprint, epoch, generation)
+        return ModelMarker(base.name, base.version, base.fingerprint, epoch, generation,
+                           base.pattern)
 
     def recover(self) -> None:
         """Do what a restart does: forget memory and everything unacknowledged, restore state,

@@ -1,7 +1,8 @@
 """Which model serves each partition, and the moves between versions the registry asks for.
 
 The detector follows one model name in the registry (``registry``): the version live there
-serves, a candidate shadows beside it (``shadow``). A new version is loaded beside the current
+serves, a candidate shadows beside it (``shadow``); a ``--model`` that is a file's path pins
+that file and follows nothing. A new version is loaded beside the current
 one and checked (``ModelStep.from_tflite``) before anything changes; a load that fails keeps
 the current version, logs one line, counts in ``detector_model_load_failures_total`` and shows
 on ``/healthz``. A partition's model changes only at a checkpoint (``Pipeline._swap``) that
@@ -21,7 +22,7 @@ import numpy as np
 
 from detector.errors import DetectorError
 from detector.kafka.registry import RegistryReader
-from detector.model.files import SHIPPED, ModelError
+from detector.model.files import SHIPPED, ModelError, is_path
 from detector.model.serving import ModelStep
 from detector.ops.metrics import Metrics
 from detector.settings.detector import DetectorSettings
@@ -47,11 +48,13 @@ class Rollout:
         self.reader: RegistryReader | None = None
         self._loaded: dict[tuple[str, int], ModelStep] = {}
         self._next_look = 0.0
+        #: ``--model`` names a file: it serves as it is, whatever the registry holds.
+        self.pinned = is_path(settings.model)
 
     @property
     def name(self) -> str:
-        """The model name followed in the registry: a shipped or registry name as given, a
-        file's stem."""
+        """The model's name: the one followed in the registry (a shipped or registry name as
+        given), or a pinned file's stem."""
         return self.live.name if self.live is not None else self.s.model
 
     def start(self) -> ModelStep:
@@ -59,8 +62,8 @@ class Rollout:
         start with (ModelError when there is none at all)."""
         self.reader = RegistryReader(self.s.kafka, self.s.models_topic,
                                      self.s.replication_factor)
-        state = self.reader.read_all()
-        pointer = state.pointers.get(self.name)
+        state = self.reader.read_all()  # also for the versions partitions' markers name
+        pointer = None if self.pinned else state.pointers.get(self.name)
         if pointer is not None and pointer.live is not None:
             self._adopt(pointer.live)
         if self.live is None:
@@ -79,7 +82,7 @@ class Rollout:
         if self.reader is None or now < self._next_look:
             return False
         self._next_look = now + FOLLOW_EVERY_S
-        if self.name not in self.reader.poll():
+        if self.name not in self.reader.poll() or self.pinned:
             return False
         pointer = self.reader.state.pointers.get(self.name)
         if pointer is None:
@@ -163,7 +166,8 @@ class Rollout:
         step = self.live
         if marker is not None and marker.fingerprint != self.live.fingerprint:
             try:
-                step = self.load(marker.name, marker.version) if marker.version else self.live
+                step = (self.load(marker.name, marker.version) if marker.version
+                        else self._shipped(marker))
             except (ModelError, DetectorError) as exc:
                 log.warning("partition %d was served by %s v%d, which cannot be loaded (%s): "
                             "%s v%d serves it from its committed offset on", partition,
@@ -171,6 +175,19 @@ class Rollout:
                             self.live.version)
         self.by_partition[partition] = step
         return step
+
+    def _shipped(self, marker: ModelMarker) -> ModelStep:
+        """The shipped model a marker names (a detector restarted with another ``--model``),
+        so that the partition moves at a swap like any other; the live one when the marker
+        names a file (its path is not known here) and its runs start afresh at the restore."""
+        if marker.name not in SHIPPED:
+            return self.live  # type: ignore[return-value]
+        if (marker.name, 0) not in self._loaded:
+            step = ModelStep.load(marker.name, self.s.runtime)
+            if step.fingerprint != marker.fingerprint:
+                raise ModelError(f"the shipped {marker.name} is not the one that served it")
+            self._loaded[(marker.name, 0)] = step
+        return self._loaded[(marker.name, 0)]
 
     def forget(self, partitions: set[int]) -> None:
         for p in partitions:
@@ -205,7 +222,7 @@ class Rollout:
     def marker(self, step: ModelStep | None = None) -> ModelMarker:
         step = step or self.live
         assert step is not None
-        return ModelMarker(step.name, step.version, step.fingerprint)
+        return ModelMarker(step.name, step.version, step.fingerprint, pattern=step.pattern)
 
     def close(self) -> None:
         if self.reader is not None:

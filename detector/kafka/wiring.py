@@ -3,6 +3,7 @@ or transactional, under which transactional id) and its consumer in the group.""
 
 from __future__ import annotations
 
+import logging
 import secrets
 import socket
 import time
@@ -12,11 +13,13 @@ import kafka.errors as Errors
 from kafka import KafkaConsumer, TopicPartition
 
 from detector.errors import UsageError
-from detector.kafka import clients, topics, versions
+from detector.kafka import clients, tansu, topics, versions
 from detector.kafka.outbox import Outbox
 from detector.kafka.predecessors import claim_slot
 from detector.settings.detector import DetectorSettings
 from detector.settings.kafka import KafkaSettings
+
+log = logging.getLogger(__name__)
 
 
 def detector_topics(s: DetectorSettings) -> dict[str, int]:
@@ -106,7 +109,10 @@ def outbox(s: DetectorSettings, transactional: str | None) -> Outbox:
                *([s.candidate_topic] if s.candidate_topic else [])]
     if transactional:
         probe(s.kafka, f"{s.group_id}.txn-probe", transactional)
-    return Outbox(s.kafka, outputs, linger_ms=s.linger_ms, transactional_id=transactional,
+    linger_ms, why = tansu.linger_ms(s.linger_ms, 0, s.kafka)
+    if why:
+        log.info("outputs: %s", why)
+    return Outbox(s.kafka, outputs, linger_ms=linger_ms, transactional_id=transactional,
                   transaction_timeout_ms=s.transaction_timeout_ms)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from detector.kafka import clients
+from detector.kafka import clients, topics
 from detector.settings.kafka import KafkaSettings
 
 #: Longest a read may go without a record while the stretch is not read to its end.
@@ -33,7 +33,7 @@ def reader(kafka: KafkaSettings) -> KafkaConsumer:
 
 def partitions(kafka: KafkaSettings, topic: str) -> list[TopicPartition]:
     """The partitions of ``topic``; KafkaUnavailable when it does not exist."""
-    n = clients.partition_count(kafka, topic)
+    n = topics.partition_count(kafka, topic)
     if not n:
         raise clients.KafkaUnavailable(f"topic {topic} does not exist on "
                                        f"{kafka.bootstrap_servers}")

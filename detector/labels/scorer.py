@@ -21,7 +21,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
-from detector.kafka import clients
+from detector.kafka import clients, topics
 from detector.labels import readback, reading, topic
 from detector.labels.book import Position
 from detector.labels.codec import Label
@@ -82,7 +82,7 @@ class Scorer:
 
     def _wait_for(self, name: str) -> list[TopicPartition]:
         while not self.stop.is_set():
-            if clients.partition_count(self.s.kafka, name):
+            if topics.partition_count(self.s.kafka, name):
                 return reading.partitions(self.s.kafka, name)
             log.info("waiting for topic %s (the detector creates it)", name)
             self.stop.wait(TOPIC_WAIT_S)

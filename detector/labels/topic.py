@@ -11,7 +11,7 @@ from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
-from detector.kafka import clients
+from detector.kafka import clients, topics
 from detector.labels import codec, reading
 from detector.labels.book import LabelBook
 from detector.labels.codec import Label, LabelError
@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 
 
 def ensure(kafka: KafkaSettings, topic: LabelTopicSettings) -> None:
-    clients.ensure_topics(kafka, [clients.TopicSpec(
+    topics.ensure_topics(kafka, [topics.TopicSpec(
         topic.labels_topic, topic.labels_partitions,
-        {"cleanup.policy": "delete", "retention.ms": str(topic.retention_ms)})])
+        {"cleanup.policy": "delete", "retention.ms": str(topic.retention_ms)},
+        {"cleanup.policy": ("delete", "compaction would keep one label a stream")})])
 
 
 def write(kafka: KafkaSettings, topic: LabelTopicSettings, labels: list[Label]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,12 @@ CARD_KEY = "litert"
 
 class ModelError(UsageError):
     """A model name or file that cannot be served; the message is one readable line."""
+
+
+def is_path(model: str) -> bool:
+    """Whether ``--model`` names a file (a ``/`` in it, or a ``.keras`` suffix): a file is
+    served as it is, and pins the model; a name follows the model registry."""
+    return "/" in model or os.sep in model or model.endswith(".keras")
 
 
 def resolve_model_path(model: str) -> Path:

@@ -57,12 +57,13 @@ class ModelStep:
 
     ``pattern`` is the name of the pattern a model trained on someone's labels flags (its
     card's ``pattern``; "" for the trend models), ``history`` the values of a stream its flags
-    depend on (its card's ``history``, else its feature set's).
+    depend on (its card's ``history``, else its feature set's), ``alert_min_flags`` the flags
+    in a row a pattern's run needs to fire (its card's, else 1).
     """
 
     def __init__(self, run: Runner, features: FeatureSet, name: str, fingerprint: bytes,
                  runtime: str, path: Path, model: Any = None, pattern: str = "",
-                 history: int | None = None):
+                 history: int | None = None, alert_min_flags: int = 1):
         self._run = run
         self.features: FeatureSet = features
         self.state_size = run.state_size
@@ -73,6 +74,7 @@ class ModelStep:
         self.path = path
         self.pattern = pattern
         self.history = HISTORY[features] if history is None else history
+        self.alert_min_flags = alert_min_flags
         self.version = 0  # its version in the model registry; 0: a file or a shipped model
         self._model = model
 
@@ -97,7 +99,8 @@ class ModelStep:
         pattern, history = card.get("pattern"), card.get("history")
         step = cls(run, features, name, digest.digest()[:8], runtime, path, keras_model,
                    pattern if isinstance(pattern, str) else "",
-                   history if isinstance(history, int) and history > 0 else None)
+                   history if isinstance(history, int) and history > 0 else None,
+                   _min_flags(card))
         if runtime == "keras":
             step.warm_up()
         return step
@@ -133,7 +136,8 @@ class ModelStep:
         pattern, history = card.get("pattern"), card.get("history")
         step = cls(run, features, name, bytes.fromhex(keras_sha)[:8], "litert",
                    Path(where), None, pattern if isinstance(pattern, str) else "",
-                   history if isinstance(history, int) and history > 0 else None)
+                   history if isinstance(history, int) and history > 0 else None,
+                   _min_flags(card))
         step.version = version
         prob, state = step(np.zeros((2, run.width), np.float32))
         if prob.shape != (2,) or not np.isfinite(prob).all() or state.shape[0] != 2:
@@ -171,6 +175,12 @@ class ModelStep:
     def zero_state(self, batch: int) -> np.ndarray:
         """The state of a stream that has seen nothing yet."""
         return np.zeros((batch, self.state_size), np.float32)
+
+
+def _min_flags(card: dict[str, Any]) -> int:
+    """The flags in a row a pattern's run needs to fire, as the card says (1 otherwise)."""
+    n = card.get("alert_min_flags")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
 
 
 def _litert_runner(path: Path, name: str, keras_sha256: str) -> Runner | None:

@@ -80,11 +80,17 @@ class Metrics(MetricSet):
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # The names stay (the dashboard, the rules and the docs use them); the texts say what
+        # each counts: a record can hold many events (OBJECT.*, a line-protocol record), and
+        # a dead letter, duplicate or replay is consumed but not processed.
         self.events_consumed = Counter(
-            "detector_events_consumed", "Input records polled from Kafka.", registry=r
+            "detector_events_consumed", "Input records polled from Kafka (records, not events: "
+            "one record may hold many events, or none that is valid).", registry=r
         )
         self.events_processed = Counter(
-            "detector_events_processed", "Valid events applied to stream state.", registry=r
+            "detector_events_processed", "Events applied to stream state, each with a flag "
+            "record (events, not records; duplicates, replays and dead letters not counted).",
+            registry=r
         )
         self.flags = Counter(
             "detector_flags", "Output records by model flag.", ["flag"], registry=r

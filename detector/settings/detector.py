@@ -68,17 +68,22 @@ class DetectorSettings:
     dlq_topic: str = opt("values.dlq", "Dead-letter topic for input that cannot be processed.")
     state_topic: str | None = opt(None, "Compacted per-stream state topic (<group-id>.state).",
                                   shown="<group-id>.state")
-    model: str = opt("seed", "Model: seed, pair, the path of a .keras file, or a name in the "
-                     "model registry; the registry's live version of the name serves when it "
-                     "has one, and a new one takes over without a restart.")
+    model: str = opt("seed", "Model: a name, or the path of a .keras file. A name follows the "
+                     "model registry: its live version serves, and a new one takes over without "
+                     "a restart; while the registry has none, the shipped model of that name "
+                     "(seed, pair) serves. A path (with a / or ending in .keras) pins that file: "
+                     "the registry is not followed.")
     models_topic: str = opt("detector-models", "The model registry: a compacted topic of model "
                             "versions and which of them is live (python -m detector models).")
     candidate_topic: str = opt("", "Where a shadowing candidate's flag records go (its "
                                "agreement with the live model is in the metrics either way); "
                                "empty: nowhere.")
-    alert_min_length: int = opt(3, "Values a run must reach before it fires (3: at its first "
-                                "flag 1; a pattern model's run counts flags, and fires at this "
-                                "minus 2 of them).")
+    alert_min_length: int = opt(3, "Values a trend run must reach before it fires (3: at its "
+                                "first flag 1).")
+    alert_min_flags: int | None = opt(
+        None, "Flags in a row a pattern model's run (a model trained on your labels) must reach "
+        "before it fires. Unset: its card's alert_min_flags, else 1 (such a pattern often "
+        "flags one event at a time).", shown="the card's, else 1")
     stream_ttl: str = opt("7d", "Forget a stream after this long without events (s, m, h or d "
                           "suffix; 0 = never): its state is deleted (a tombstone on the state "
                           "topic) and it starts afresh if it comes back.")
@@ -91,13 +96,16 @@ class DetectorSettings:
     max_poll_records: int = opt(2000, "Most records taken per poll: the largest batch.")
     poll_timeout_ms: int = opt(100, "How long a poll waits for records.")
     fetch_max_wait_ms: int = opt(
-        10, "How long the broker may hold a fetch for more data; the local broker always "
-        "waits this long, so it bounds latency there."
+        500, "How long the broker may hold a fetch that finds no new records (Kafka's own "
+        "default; records that arrive end the wait). On Tansu it also bounds the time a fetch "
+        "may spend listing a partition's batches: a fetch that runs out of it comes back "
+        "empty."
     )
-    linger_ms: int = opt(
-        0, "How long a poll's outputs may wait for the next polls' before they are sent (one "
+    linger_ms: int | None = opt(
+        None, "How long a poll's outputs may wait for the next polls' before they are sent (one "
         "batch per partition either way): 0 sends each poll's at once; more makes fewer, "
-        "larger requests for up to that much latency."
+        "larger requests for up to that much latency. Unset: 0, and 250 on Tansu, whose "
+        "fetches slow down with every batch a partition holds.", shown="0 (250 on Tansu)"
     )
     checkpoint_interval_ms: int = opt(
         2000, "Outputs acknowledged, changed state written, offsets committed this often (and "
@@ -163,8 +171,11 @@ class DetectorSettings:
         for name in ("partitions", "max_poll_records", "poll_timeout_ms", "fetch_max_wait_ms",
                      "checkpoint_interval_ms", "retry_backoff_max_s", "max_poll_interval_ms"):
             positive(name, getattr(self, name))
-        not_negative("linger_ms", self.linger_ms)
+        if self.linger_ms is not None:
+            not_negative("linger_ms", self.linger_ms)
         group_timing(self.session_timeout_ms, self.heartbeat_interval_ms)
+        if self.alert_min_flags is not None:
+            positive("alert_min_flags", self.alert_min_flags)
         if self.alert_min_length < 3:
             raise ConfigError("--alert-min-length must be at least 3 (a run's first flag has "
                               f"three values; got {self.alert_min_length})")

@@ -41,10 +41,14 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a wrong argument in one line (no usage dump) and exits 2."""
+    """argparse that reports a wrong argument in one line (no usage dump) and exits 2, and
+    takes no abbreviation of an option."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("formatter_class", HelpFormatter)
+        # A prefix of an option is not that option: --bootstrap-server is a typo, and with
+        # abbreviations a new option could silently change what an old command line means.
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:

@@ -32,12 +32,22 @@ class ProducerSettings:
     stream_prefix: str | None = opt(
         None, "Prefix of stream ids (random streams: s- when not given; CSV columns: none).")
     from_csv: str | None = opt(
-        None, "Replay the --column(s) of this CSV file (a header row, then one row per step) "
-        "instead of random values, then exit.")
+        None, "Replay this CSV file (a header row, then one row per step) instead of random "
+        "values, then exit: its --column(s), every numeric column when none is named, or with "
+        "--value-column the long format (one row an event, as train and evaluate read it).")
     column: tuple[str, ...] = opt(
         (), "A CSV column to replay as a stream; repeat the flag for more (environment: "
         "comma-separated).")
-    linger_ms: int = opt(5, LINGER_HELP)
+    value_column: str | None = opt(
+        None, "With --from-csv in long format: the column of the values (other columns, such "
+        "as a label, are not sent).")
+    stream_column: str | None = opt(
+        None, "With --value-column: the column of the stream ids, each stream's events in the "
+        "order of its rows (default: the whole file is one stream, named after the value "
+        "column).")
+    linger_ms: int | None = opt(None, LINGER_HELP + " Unset: 5, and 250 on Tansu, whose fetches "
+                                "slow down with every batch a partition holds.",
+                                shown="5 (250 on Tansu)")
     replication_factor: int = opt(-1, REPLICATION_HELP)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
@@ -45,12 +55,20 @@ class ProducerSettings:
         if not self.topic.strip():
             raise ConfigError("--topic is empty")
         replication(self.replication_factor)
-        if self.from_csv is not None and not self.column:
-            raise ConfigError("--from-csv needs at least one --column")
-        if self.column and self.from_csv is None:
-            raise ConfigError("--column needs --from-csv FILE")
+        for name in ("column", "value_column"):
+            if getattr(self, name) and self.from_csv is None:
+                raise ConfigError(f"--{name.replace('_', '-')} needs --from-csv FILE")
+        if self.stream_column is not None and self.value_column is None:
+            raise ConfigError("--stream-column needs --value-column (the long format)")
+        if self.column and self.value_column is not None:
+            raise ConfigError("--column (a column a stream) and --value-column (one row an "
+                              "event) are two layouts of a CSV: give one")
+        if self.value_column is not None and self.value_column == self.stream_column:
+            raise ConfigError(f"--value-column and --stream-column are both "
+                              f"{self.value_column!r}: a column has one role")
         positive("partitions", self.partitions)
         positive("streams", self.streams)
         for name in ("rate", "count", "linger_ms"):
-            not_negative(name, getattr(self, name))
+            if getattr(self, name) is not None:
+                not_negative(name, getattr(self, name))
 

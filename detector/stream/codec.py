@@ -135,14 +135,16 @@ def encode_flag(
 
 def encode_run(stream: str, status: str, direction: int, start_seq: int, seq: int, length: int,
                value: float, model: str, ts: float | None, detected_at: float,
-               model_version: int = 0, pattern: str = "") -> bytes:
+               model_version: int = 0, pattern: str = "", reason: str = "") -> bytes:
     """One run lifecycle record (``detector.stream.runs``) for the alert topic: a trend run
-    has a ``direction``, a pattern model's run its ``pattern`` instead."""
+    has a ``direction``, a pattern model's run its ``pattern`` instead. A resolution with a
+    ``reason`` (``RUN_END_REASONS``) ended at a change of model, not at an event: its ``seq``
+    is then the run's last event's, and ``ts`` null."""
     kind = {"pattern": pattern} if pattern else {"direction": DIRECTIONS[direction]}
     return json.dumps({
         "status": status, "stream": stream, **kind, "start_seq": start_seq, "seq": seq,
         "length": length, "value": value, "model": model, "model_version": model_version,
-        "ts": ts, "detected_at": detected_at,
+        "ts": ts, "detected_at": detected_at, **({"reason": reason} if reason else {}),
     }, separators=(",", ":")).encode()
 
 
@@ -178,6 +180,10 @@ def dead_letter(
 
 RUN_STATUSES = ("firing", "resolved")
 RUN_DIRECTIONS = ("up", "down")
+#: Why a run was resolved without an event ending it (``detector.stream.runs.end``): another
+#: model took the stream over at a swap (a promotion, a rollback, a restart with another
+#: model), or the state was restored under another model than the one that wrote it.
+MODEL_SWAP, MODEL_CHANGED = RUN_END_REASONS = ("model_swap", "model_changed")
 
 
 def finite_number(x: Any) -> float | None:
@@ -214,6 +220,7 @@ class RunAlert:
     detected_at: float
     model_version: int = 0
     pattern: str = ""  # the pattern of a model trained on someone's labels
+    reason: str = ""  # a resolution at a change of model (RUN_END_REASONS); "" at an event
 
     @property
     def time(self) -> float:
@@ -232,6 +239,7 @@ def decode_run(value: bytes | None) -> RunAlert | None:
     ints = [r.get(k) for k in ("start_seq", "seq", "length")]
     numbers = [finite_number(r.get(k)) for k in ("value", "detected_at")]
     ts, version, pattern = r.get("ts"), r.get("model_version", 0), r.get("pattern", "")
+    reason = r.get("reason", "")
     kind_ok = (r.get("direction") in RUN_DIRECTIONS if "direction" in r
                else isinstance(pattern, str) and bool(pattern))
     if (r.get("status") not in RUN_STATUSES or not kind_ok
@@ -239,8 +247,9 @@ def decode_run(value: bytes | None) -> RunAlert | None:
             or not isinstance(r.get("model"), str)
             or any(isinstance(i, bool) or not isinstance(i, int) or i < 0
                    for i in (*ints, version))
-            or None in numbers or (ts is not None and finite_number(ts) is None)):
+            or None in numbers or (ts is not None and finite_number(ts) is None)
+            or (reason and (reason not in RUN_END_REASONS or r["status"] != "resolved"))):
         return None
     return RunAlert(r["status"], r["stream"], r.get("direction", ""), *ints, numbers[0],
                     r["model"], None if ts is None else float(ts), numbers[1], version,
-                    pattern if "direction" not in r else "")
+                    pattern if "direction" not in r else "", reason)

@@ -123,12 +123,14 @@ class Engine:
         clock: Callable[[], float] = time.perf_counter,
         wall_clock: Callable[[], float] = time.time,
         alert_min_length: int = FIRST_FLAG_LENGTH,
+        alert_min_flags: int | None = None,
     ):
         self.step = step  # the model a batch goes through unless ``process`` names another
         self.store = store if store is not None else StreamStore(step.state_size if step else 0)
         self._clock = clock
         self._wall = wall_clock
-        self.alert_min_length = alert_min_length
+        self.alert_min_length = alert_min_length  # values of a trend run
+        self.alert_min_flags = alert_min_flags  # flags of a pattern's run (None: its card's)
         self._conflicted: set[Hashable] = set()  # streams logged as on two partitions
         self._conflicts_capped = False
 
@@ -194,12 +196,12 @@ class Engine:
         ts = batch.ts[idx]
         # A pattern's run is its consecutive flags; a trend's also keeps one direction.
         pattern = bool(step.pattern)
-        first_length = 1 if pattern else runs.FIRST_FLAG_LENGTH
+        min_length = ((self.alert_min_flags or step.alert_min_flags) if pattern
+                      else self.alert_min_length)
         res.runs = runs.advance(
             store, s, idx, res.flag[idx], np.ones_like(step_dir) if pattern else step_dir,
-            out_seq, np.where(np.isnan(ts), now, ts),
-            self.alert_min_length - (runs.FIRST_FLAG_LENGTH - first_length), first,
-            first_length=first_length)
+            out_seq, np.where(np.isnan(ts), now, ts), min_length, first,
+            first_length=1 if pattern else runs.FIRST_FLAG_LENGTH)
         last = np.r_[first[1:], True]
         stream, at = s[last], idx[last]
         store.hist[stream] = recent[last, ::-1]

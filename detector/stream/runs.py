@@ -7,10 +7,16 @@ at the event where it reaches ``min_length`` values, and is *resolved* once, at 
 event that does not continue it (with its final length). A run shorter than ``min_length``
 gives nothing. The run's fields are stream state (``detector.stream.state``), so a crash replays the
 same records, never a second firing with other contents nor a lost resolution.
+
+A run belongs to the model that opened it: when another model takes a stream over (a swap, or
+a restore under another model than the one that wrote the state), its open run ends there
+(``end``), resolved under the model that opened it with the reason, and the new model's runs
+start afresh.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,3 +102,36 @@ def advance(store: StreamStore, slots: np.ndarray, index: np.ndarray, flag: np.n
     store.run_start_ts[stream] = start_ts[last]
     store.run_fired[stream] = fired_after[last]
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class EndedRun:
+    """A fired run ended without an event (``end``): what its resolution record needs."""
+
+    stream: Hashable  # the store's key
+    partition: int
+    direction: int
+    start_seq: int
+    length: int
+    seq: int  # its last event's
+    value: float  # its last event's
+
+
+def end(store: StreamStore, slots: np.ndarray) -> list[EndedRun]:
+    """End the open runs of ``slots`` now (another model takes the streams over); the fired
+    ones, to be resolved. Every run of these streams starts afresh after this."""
+    slots = np.asarray(slots, np.int64)
+    open_ = slots[store.run_dir[slots] != FLAT]
+    fired = open_[store.run_fired[open_]]
+    ended = [EndedRun(store.keys[s], int(p), int(d), int(start), int(n), int(seq), float(v))
+             for s, p, d, start, n, seq, v in zip(
+                 fired.tolist(), store.partition[fired].tolist(), store.run_dir[fired].tolist(),
+                 store.run_start_seq[fired].tolist(), store.run_len[fired].tolist(),
+                 store.last_seq[fired].tolist(), store.prev[fired].tolist(), strict=True)]
+    store.run_dir[open_] = FLAT
+    store.run_len[open_] = 0
+    store.run_start_seq[open_] = -1
+    store.run_start_ts[open_] = 0.0
+    store.run_fired[open_] = False
+    store.dirty[open_] = True
+    return ended

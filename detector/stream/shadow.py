@@ -20,9 +20,11 @@ from detector.stream.state import StreamStore
 
 
 class Shadow:
-    def __init__(self, step: ModelStep, alert_min_length: int):
+    def __init__(self, step: ModelStep, alert_min_length: int,
+                 alert_min_flags: int | None = None):
         self.step = step
-        self.engine = Engine(step, alert_min_length=alert_min_length)
+        self.engine = Engine(step, alert_min_length=alert_min_length,
+                             alert_min_flags=alert_min_flags)
 
     def seed(self, live: StreamStore, streams: list[Hashable]) -> None:
         """Before the live model takes a batch: its streams the shadow has not met, as the live

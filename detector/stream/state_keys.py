@@ -74,6 +74,7 @@ class ModelMarker:
     fingerprint: bytes
     epoch: int = -1
     generation: int = -1
+    pattern: str = ""  # what the model flags ("": trends), for its runs' resolutions
 
     @property
     def rank(self) -> tuple[int, int]:
@@ -82,7 +83,8 @@ class ModelMarker:
     def encode(self) -> bytes:
         return _MARKER_MAGIC + json.dumps({
             "name": self.name, "version": self.version, "fingerprint": self.fingerprint.hex(),
-            "epoch": self.epoch, "generation": self.generation}).encode()
+            "epoch": self.epoch, "generation": self.generation,
+            **({"pattern": self.pattern} if self.pattern else {})}).encode()
 
     @classmethod
     def decode(cls, data: bytes | None) -> ModelMarker | None:
@@ -93,7 +95,7 @@ class ModelMarker:
             body = json.loads(data[len(_MARKER_MAGIC):])
             return cls(str(body["name"]), int(body["version"]),
                        bytes.fromhex(body["fingerprint"]), int(body.get("epoch", -1)),
-                       int(body.get("generation", -1)))
+                       int(body.get("generation", -1)), str(body.get("pattern", "")))
         except (ValueError, KeyError, TypeError):
             return None
 

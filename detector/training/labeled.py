@@ -56,10 +56,12 @@ class LabeledFile:
 
 
 def read_labeled(path: str | Path, value_column: str, label_column: str,
-                 stream_column: str | None = None, min_events: int = 1) -> LabeledFile:
+                 stream_column: str | None = None, min_events: int = 1,
+                 both_classes: bool = True) -> LabeledFile:
     """The file's streams, checked: every value a finite number, every label 0 or 1, both
-    classes present, at least ``min_events`` events. Raises UsageError with the row and
-    column of the first mistake."""
+    classes present (to train on; a score may be of one, such as false alarms on a quiet
+    period), at least ``min_events`` events. Raises UsageError with the row and column of the
+    first mistake."""
     path = Path(path)
     wanted = tuple(c for c in (value_column, label_column, stream_column) if c is not None)
     rows, header, data = read_rows(path, wanted)
@@ -95,7 +97,7 @@ def read_labeled(path: str | Path, value_column: str, label_column: str,
         raise UsageError(f"{path}: {out.events} event(s); the model's window needs at least "
                          f"{min_events}")
     ones = sum(int(y.sum()) for _, y in streams.values())
-    if ones in (0, out.events):
+    if both_classes and ones in (0, out.events):
         raise UsageError(f"{path}: every label in column {label_column!r} is {int(ones > 0)}: "
                          "a model needs events of both classes to learn from")
     return out

@@ -29,6 +29,9 @@ from detector.training.train import describe_layer, tf_version
 #: What every order pattern of the battery reaches on streams held out (tests hold it).
 TARGET = {"accuracy": 0.999, "f1": 0.99}
 EPOCHS, BATCH, LEARNING_RATE = 20, 256, 3e-3
+#: A run of the pattern fires at its first flag: a pattern often holds at one event at a time
+#: (a dip, a new high), and a detector can ask for more (--alert-min-flags).
+ALERT_MIN_FLAGS = 1
 
 CAN_EXPRESS = (
     "patterns defined by the order and the relative size of a stream's last 8 values (the "
@@ -120,6 +123,7 @@ def train_labeled(data: LabeledFile, name: str, out_dir: str | Path, epochs: int
                  ("your training streams", "your streams held out"))
     card = {
         "name": name, "pattern": name, "features": "window", "history": HISTORY["window"],
+        "alert_min_flags": ALERT_MIN_FLAGS,
         "feature_description": "an LSTM over the stream's last 8 values, one step a value, "
                                "each compared with every value of the window",
         "normalization": NORMALIZATION, "can_express": CAN_EXPRESS,
@@ -157,6 +161,5 @@ def train_labeled(data: LabeledFile, name: str, out_dir: str | Path, epochs: int
     verdict = ("reaches the target" if reached else
                "DOES NOT reach the target (the model is written all the same)")
     print(f"train {name}: {verdict} (accuracy >= {TARGET['accuracy']:.1%}, F1 >= "
-          f"{TARGET['f1']}); {seconds:.0f} s of training; wrote {path}, {name}.tflite, "
-          f"{name}.card.json, {name}.curves.png", file=sys.stdout, flush=True)
+          f"{TARGET['f1']}); {seconds:.0f} s of training", file=sys.stdout, flush=True)
     return card

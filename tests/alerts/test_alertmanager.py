@@ -138,6 +138,25 @@ def test_alert_for_a_run_firing_and_resolved():
         "s-7 trended up for 7 values from seq 40; seq 47 (value 0.547) ended it"
 
 
+def test_a_run_another_model_ended_resolves_the_same_alert_and_says_why():
+    """Resolved at a model swap under the model that opened it: the same labels (so the same
+    Alertmanager alert as its firing), and the summary does not name an event that ended it."""
+    from detector.alerts.bridge import Run
+
+    fire = decode_run(firing("s-7", 40, ts=1764179385.123)[1])
+    end = decode_run(json.dumps({**json.loads(resolved("s-7", 40, length=7)[1]), "seq": 46,
+                                 "ts": None, "reason": "model_swap"}).encode())
+    run = Run(partition=0, offset=0, firing=fire)
+    run.resolved = end
+    body = alert(run, now=1764179400.0, ttl_s=300, resolved=True)
+    assert body["labels"] == alert(Run(partition=0, offset=0, firing=fire), 1764179400.0, 300,
+                                   False)["labels"]
+    assert body["annotations"]["summary"] == ("s-7 trended up for 7 values from seq 40; the "
+                                              "model serving it changed after seq 46 (value "
+                                              "0.547)")
+    assert body["annotations"]["ended_by"] == "model_swap"
+
+
 @pytest.mark.parametrize("bad", [
     b"", b"{oops", b"[]", b'{"stream": "s-1", "seq": 4, "flag": 1}',
     json.dumps({**json.loads(firing("s", 1)[1]), "status": "pending"}).encode(),

@@ -46,6 +46,12 @@ def one_line(capsys) -> str:
         (["alertmanager", "--url", "http://am:9093", "--resend-interval-s", "400"], 2,
          "--firing-ttl-s must exceed"),
         (["nonsense"], 2, "invalid choice"),
+        # A prefix of an option is not the option: a typo, not a guess.
+        (["run", "--bootstrap-server", "k1:9092"], 2, "unrecognized arguments: --bootstrap-server"),
+        (["evaluate", "--csv", "f.csv", "--value-col", "v", "--label-column", "l"], 2,
+         "unrecognized arguments: --value-col"),
+        (["tail", "--from-begin"], 2, "unrecognized arguments: --from-begin"),
+        (["models", "list", "--js"], 2, "unrecognized arguments: --js"),
         # Options that do not apply are refused, not ignored.
         (["evaluate", "--column", "x"], 2, "--column needs --csv"),
         (["evaluate", "--battery", "--column", "x"], 2, "--column needs --csv"),
@@ -115,6 +121,13 @@ def test_wrong_environment_variable_names_the_variable(monkeypatch, capsys):
 def test_producer_wrong_arguments(argv, says, capsys):
     assert producer_main(argv) == 2
     assert says in one_line(capsys)
+
+
+def test_producer_takes_no_abbreviated_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        producer_main(["--stream", "3"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --stream 3" in one_line(capsys)
 
 
 def test_producer_bootstrap_server_without_a_port_is_a_setting(capsys):
@@ -258,6 +271,14 @@ def test_tail_help_lists_only_its_own_options_and_the_connection():
 def test_run_help_gives_the_state_topic_default():
     text = " ".join(subcommands()["run"].format_help().split())
     assert "[env DETECTOR_STATE_TOPIC; default <group-id>.state]" in text
+
+
+def test_run_help_says_a_path_pins_the_model_and_a_name_follows_the_registry():
+    text = " ".join(subcommands()["run"].format_help().split())
+    assert ("A name follows the model registry: its live version serves, and a new one takes "
+            "over without a restart; while the registry has none, the shipped model of that "
+            "name (seed, pair) serves. A path (with a / or ending in .keras) pins that file: "
+            "the registry is not followed.") in text
 
 
 @pytest.mark.parametrize(("column", "says"), [("nope", "no column 'nope'"),

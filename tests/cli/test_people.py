@@ -17,6 +17,7 @@ from detector.testing.local_broker import free_port
 from tests.support import (
     ROOT,
     DetectorThread,
+    copy_model,
     event,
     read_topic,
     send,
@@ -68,6 +69,13 @@ def test_describe_dead_letters_and_foreign_text():
                                ("dlq.source.line", b"3")])
     assert line == "DEAD LETTER bad_line from values:1@9 line 3: 'm f=x'"
     assert describe(b"plain text") == "plain text"
+    # The reason's detail, as the detector wrote it, is shown too.
+    line = describe(b'{"stream": "s-1", "seq": 1, "value": "x"}', [
+        ("dlq.reason", b"bad_value"), ("dlq.error", b"value is not a finite number: 'x'"),
+        ("dlq.source.topic", b"values"), ("dlq.source.partition", b"0"),
+        ("dlq.source.offset", b"4")])
+    assert line == ("DEAD LETTER bad_value from values:0@4: '{\"stream\": \"s-1\", \"seq\": 1, "
+                    "\"value\": \"x\"}' (value is not a finite number: 'x')")
 
 
 def test_describe_run_records_firing_and_resolved():
@@ -91,6 +99,11 @@ def test_describe_run_records_firing_and_resolved():
         "last value 0.7340")
     assert describe(run("resolved", 52, 9)).endswith(
         "run of 9 values, from its 3rd at seq 40 (seqs have gaps), ended by seq 52")
+    # A run another model ended: no event ended it, its seq is its last value's.
+    swap = {**json.loads(run("resolved", 46, 9)), "reason": "model_swap", "ts": None}
+    assert describe(json.dumps(swap).encode()).endswith(
+        "RESOLVED s-17 ↑ run of 9 values, seq 38..46, ended by a model swap (the next model's "
+        "runs start afresh)")
     # Without an event time, the detection time.
     later = time.strftime("%H:%M:%S", time.localtime(1764179402))
     assert describe(run("firing", 42, 3, ts=None)).startswith(f"{later}.500 FIRING ")
@@ -102,6 +115,48 @@ def test_describe_run_records_firing_and_resolved():
     flag["flag"] = flag["rule_flag"] = 0
     assert re.search(r"flag 0 +s-1 seq 4 ", describe(json.dumps(flag).encode()))
     assert "ALERT" not in describe(json.dumps(flag).encode())
+    # A pattern model's flag names the pattern (no direction, no rule to compare with).
+    pattern = {**flag, "flag": 1, "pattern": "rebound_high"}
+    del pattern["rule_flag"]
+    assert re.search(r"FLAG 1 +s-1 seq 4 +value 0\.5000 rebound_high p=0\.990$",
+                     describe(json.dumps(pattern).encode()))
+
+
+def test_describe_a_pattern_run_counts_flags_in_the_singular_too():
+    def run(status: str, seq: int, length: int) -> bytes:
+        return json.dumps({"status": status, "stream": "p-3", "pattern": "rebound_high",
+                           "start_seq": 40, "seq": seq, "length": length, "value": 2.5,
+                           "model": "rebound_high", "model_version": 2, "ts": 1764179401.0,
+                           "detected_at": 1764179402.5}).encode()
+
+    assert describe(run("firing", 40, 1)).endswith(
+        "FIRING   p-3 rebound_high run of 1 flag so far, seq 40..40, last value 2.5000 "
+        "[rebound_high v2]")
+    assert describe(run("resolved", 42, 2)).endswith(
+        "RESOLVED p-3 rebound_high run of 2 flags, seq 40..41, ended by seq 42 "
+        "[rebound_high v2]")
+
+
+def test_tail_waits_for_its_topic_and_with_a_limit_ends_at_the_end_of_the_topic(kafka):
+    """Started before the detector: the topic does not exist yet, which is said once, and
+    tail waits for it. From the beginning with a limit above what the topic holds, it ends
+    at the topic's end instead of waiting for more."""
+    notes: list[str] = []
+    lines: list[str] = []
+    stop = threading.Event()
+    reader = threading.Thread(target=lambda: tail(kafka, kafka.alerts, True, stop, limit=10,
+                                                  out=lines.append, note=notes.append))
+    reader.start()
+    wait_for(lambda: notes, 30, what="the note that the topic does not exist yet")
+    assert notes == [f"tail: topic {kafka.alerts} does not exist yet on "
+                     f"{kafka.bootstrap_servers}; waiting for it (Ctrl-C stops)"]
+    send(kafka, kafka.alerts, [(b"k", f"line {i}".encode()) for i in range(3)], partitions=2)
+    reader.join(60)
+    try:
+        assert not reader.is_alive(), "tail did not end at the end of the topic"
+    finally:
+        stop.set()
+    assert sorted(lines) == ["line 0", "line 1", "line 2"] and len(notes) == 1
 
 
 def test_demo_shows_runs_says_how_to_see_every_record_then_stops_everything_on_ctrl_c():
@@ -181,3 +236,27 @@ def test_broker_alone_serves_the_commands_it_prints_until_ctrl_c():
     assert lines[-1] == "broker: stopped\n"
     leftover = subprocess.run(["pgrep", "-f", f"tcp://127.0.0.1:{port}"], capture_output=True)
     assert leftover.returncode == 1, "the broker is still running"
+
+
+def test_the_demo_of_your_own_pattern_shows_its_runs_and_no_rule(tmp_path):
+    """A pattern model (here pair's step under a card naming the pattern "climb") on a
+    long-format file: the banner names the pattern, its runs fire at one flag (the card's
+    default), and the stats line counts its flags instead of agreeing with the trend rule."""
+    model = copy_model(tmp_path, "pair", "climb", pattern="climb")
+    rows = ["sensor,value,label"] + [f"p-{t % 3},{(t // 3) % 7},0" for t in range(600)]
+    (tmp_path / "long.csv").write_text("\n".join(rows) + "\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "detector", "demo", "--model", model, "--csv",
+         str(tmp_path / "long.csv"), "--stream-column", "sensor", "--value-column", "value",
+         "--rate", "200", "--duration", "30", "--metrics-port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert any("long.csv: 3 stream(s), 600 values" in line for line in lines), lines
+    assert any("runs of the pattern 'climb' (1 or more flags in a row, as its card says)" in
+               line for line in lines), lines
+    firing = [line for line in lines if " FIRING " in line]
+    assert firing and all(" climb run of 1 flag so far" in line for line in firing), firing
+    stats = [line for line in lines if line.startswith("[stats]")]
+    assert stats and all("flags of climb" in s and "agreement" not in s for s in stats), stats

@@ -15,10 +15,12 @@ import pytest
 from detector.cli.main import main
 from detector.kafka.registry import Registry, Version
 from detector.model.files import MODELS_DIR, sha256
+from detector.model.serving import ModelStep
 from detector.settings.kafka import KafkaSettings
 from tests.support import (
     DetectorProcess,
     DetectorThread,
+    copy_model,
     read_topic,
     send,
     settings,
@@ -239,3 +241,80 @@ def test_push_validates_and_counts_versions_per_name(kafka, tmp_path, capsys):
     assert main(["run", "--model", "nope", "--metrics-port", "0", *base]) == 2
     err = capsys.readouterr().err.strip()
     assert "model 'nope': not one of seed, pair" in err and "nothing live under that name" in err
+
+
+def test_push_and_promote_ask_for_force_and_a_second_push_says_what_it_is(kafka, tmp_path,
+                                                                         capsys):
+    """A model whose card misses its target, or one that detects something else than the
+    live version of the name, is refused without --force (every detector following the
+    name would serve it); the same file pushed twice is the version it already is."""
+    base = ["--bootstrap-servers", kafka.bootstrap_servers, "--models-topic", kafka.models]
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main([*argv, *base])
+        out, err = capsys.readouterr()
+        return code, out, err.strip()
+
+    assert run("models", "push", "seed", "--name", "trend")[0] == 0
+    code, out, _ = run("models", "push", "seed", "--name", "trend")
+    assert code == 0 and "is trend v1 already (the same step): nothing pushed; it is live" in out
+    weak = copy_model(tmp_path, "pair", "weak", target={"accuracy": 0.999, "f1": 0.99,
+                                                        "reached": False},
+                      held_out={"accuracy": 0.97, "f1": 0.61})
+    code, _, err = run("models", "push", weak, "--name", "trend")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert ("does not reach its target (held out: accuracy 97.00%, f1 0.6100; target: "
+            "accuracy 0.999, f1 0.99): `models push ... --force`") in err
+    code, out, _ = run("models", "push", weak, "--name", "trend", "--force")
+    assert code == 0 and "pushed" in out and "as trend v2" in out
+    code, _, err = run("models", "promote", "trend", "2")
+    assert code == 2 and "trend v2 does not reach its target" in err
+    assert run("models", "promote", "trend", "2", "--force")[0] == 0
+    # A pattern model under a name that serves trends, and the other way round.
+    dip = copy_model(tmp_path, "pair", "dip", pattern="dip")
+    assert run("models", "push", dip, "--name", "dip")[0] == 0
+    code, _, err = run("models", "push", "seed", "--name", "dip")
+    assert code == 2 and "dip serves the pattern 'dip' (v1 live);" in err
+    assert "detects trends: `models push ... --force`" in err
+    assert run("models", "push", "seed", "--name", "dip", "--force")[0] == 0
+    code, _, err = run("models", "promote", "dip", "2")
+    assert code == 2 and "dip v2 detects trends" in err
+    assert run("models", "promote", "dip", "2", "--force")[0] == 0
+    assert run("models", "list", "--json")[0] == 0
+
+
+def test_a_model_path_pins_the_file_and_a_name_follows_the_registry(kafka, tmp_path):
+    """``--model models/trend.keras`` serves that file even though the registry holds a live
+    ``trend`` (and a promotion under that name moves nothing); ``--model trend`` follows the
+    registry."""
+    registry = Registry(kafka, kafka.models)
+    pinned_file = copy_model(tmp_path, "seed", "trend")
+    try:
+        push_shipped(registry, "trend", "pair")
+        send(kafka, kafka.values, uniform_events(5, 40, seed=4))
+        pinned = DetectorThread(settings(kafka, model=pinned_file),
+                                ModelStep.load(pinned_file)).start()
+        try:
+            assert pinned.pipeline.rollout.pinned
+            wait_for(lambda: pinned.value("detector_events_processed_total") >= 200, 60)
+            push_shipped(registry, "trend", "seed")
+            registry.change("trend", "promote", 2)
+            send(kafka, kafka.values, uniform_events(5, 60, seed=4)[200:])
+            wait_for(lambda: pinned.value("detector_events_processed_total") >= 300, 60)
+            time.sleep(1)  # several looks at the registry
+            assert pinned.value("detector_model_swaps_total") == 0
+            assert pinned.value("detector_model_info", {"name": "trend", "version": "0",
+                                                       "role": "live"}) == 1
+        finally:
+            pinned.stop()
+    finally:
+        registry.close()
+    flags = [r.json() for r in read_topic(kafka, kafka.flags)]
+    assert len(flags) == 300 and {(f["model"], f["model_version"]) for f in flags} == {
+        ("trend", 0)}
+    follower = DetectorThread(settings(kafka, model="trend", group_id=kafka.name("other")),
+                              None).start()
+    try:
+        assert not follower.pipeline.rollout.pinned and follower.pipeline.step.version == 2
+    finally:
+        follower.stop()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from kafka import TopicPartition
 
-from detector.kafka import clients
+from detector.kafka import clients, topics
 from detector.labels import topic
 from detector.labels.codec import Label, RangeLabel, Verdict
 from detector.labels.figures import Counts
@@ -83,7 +83,7 @@ class Running:
 
 
 def test_late_labels_are_scored_or_counted_as_too_late(kafka):
-    clients.ensure_topics(kafka, [clients.TopicSpec(kafka.flags, 3)])
+    topics.ensure_topics(kafka, [topics.TopicSpec(kafka.flags, 3)])
     labels_topic = LabelTopicSettings(labels_topic=kafka.name("detector-labels"))
     flags: dict = {}
     old = int(time.time() * 1000) - 3 * HOUR_MS

@@ -37,3 +37,14 @@ def test_every_reason_and_flag_is_exported_from_the_start():
     text = "\n".join(f"{s.name}{s.labels}" for fam in m.registry.collect() for s in fam.samples)
     assert "detector_dlq_messages_total{'reason': 'bad_value'}" in text
     assert "detector_flags_total{'flag': '1'}" in text
+
+
+def test_help_texts_say_whether_a_counter_counts_records_or_events():
+    """``_consumed`` counts input records (one may hold many events, or none that is valid);
+    ``_processed`` counts events: their names stay, as the dashboard and rules use them."""
+    helps = {f.name: f.documentation for f in Metrics().registry.collect()}
+    assert helps["detector_events_consumed"].startswith("Input records polled from Kafka "
+                                                        "(records, not events")
+    assert helps["detector_events_processed"].startswith("Events applied to stream state, "
+                                                         "each with a flag record (events, not "
+                                                         "records")

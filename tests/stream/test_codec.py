@@ -148,6 +148,20 @@ def test_a_pattern_run_record_carries_the_pattern_where_a_trend_has_its_directio
     assert decode_run(json.dumps({**rec, "pattern": ""}).encode()) is None
 
 
+def test_a_run_resolved_at_a_change_of_model_says_why_and_only_gains_a_field():
+    """The resolution of a run another model ends: the record of an event's resolution plus
+    ``reason``; a reason on a firing, or one not known, is not a run record."""
+    raw = encode_run("s-1", "resolved", 1, 40, 46, 9, 2.5, "seed", None, 6.0, 1,
+                     reason="model_swap")
+    rec = json.loads(raw)
+    plain = json.loads(encode_run("s-1", "resolved", 1, 40, 46, 9, 2.5, "seed", None, 6.0, 1))
+    assert rec == {**plain, "reason": "model_swap"}
+    assert decode_run(raw).reason == "model_swap" and decode_run(json.dumps(plain).encode()
+                                                                 ).reason == ""
+    assert decode_run(json.dumps({**rec, "status": "firing"}).encode()) is None
+    assert decode_run(json.dumps({**rec, "reason": "whim"}).encode()) is None
+
+
 def test_dead_letter_keeps_bytes_and_says_when_cut():
     bad = BadInput("not_json", "boom")
     body, headers = dead_letter(bad, b"k", b"\x00abc", "values", 2, 77)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from detector.stream.codec import REASONS, BadInput, Event, encode_event
 from detector.stream.csv_columns import json_number, read_columns
 from detector.stream.mapping import InputMapping, decode_event
 from detector.task.rule import exact_flags
-from producer.csv_source import CsvSource
+from producer.csv_source import CsvSource, LongCsvSource
 from producer.publish import open_source
 from tests.support import (
     ROOT,
@@ -226,6 +227,59 @@ def test_csv_cells_are_sent_as_written(tmp_path):
                                    [("a", 2, 1), ("b", 2, 3)]]
     assert b'"value":2.50,' in rounds[0][1]  # the cell's text, not 2.5
     assert CsvSource(str(f), ("b",), "x-").ids == ["x-b"]
+
+
+def test_a_long_format_csv_is_replayed_a_row_an_event_each_stream_counting_its_own(tmp_path):
+    """The file train and evaluate read: each row one event of its stream, in file order;
+    seq counts each stream's rows; the label is not sent."""
+    f = tmp_path / "long.csv"
+    f.write_text("sensor,value,label\np-1,1.50,0\np-2,7,0\n\np-1,2,1\np-1,3,0\np-2,6,1\n")
+    source = LongCsvSource(str(f), "value", "sensor", "x-")
+    assert source.ids == ["x-p-1", "x-p-2"] and source.events == 5 and source.skipped == []
+    sent = []
+    while (streams := source.next_round()) is not None:
+        sent += [json.loads(source.record(i, 1.0)) for i in streams]
+    assert [(r["stream"], r["seq"], r["value"]) for r in sent] == [
+        ("x-p-1", 0, 1.5), ("x-p-2", 0, 7), ("x-p-1", 1, 2), ("x-p-1", 2, 3), ("x-p-2", 1, 6)]
+    assert all("label" not in r for r in sent)
+    one = LongCsvSource(str(f), "value", None)  # no stream column: one stream
+    assert one.ids == ["value"] and one.events == 5
+    for text, says in (("sensor,value\np-1,x\n", "row 2, column 'value': 'x' is not a finite"),
+                       ("sensor,value\n,1\n", "row 2, column 'sensor': no stream id"),
+                       ("sensor,reading\np-1,1\n", "no column 'value'")):
+        f.write_text(text)
+        with pytest.raises(UsageError, match=re.escape(says)):
+            LongCsvSource(str(f), "value", "sensor")
+
+
+def test_a_wide_replay_without_columns_sends_every_numeric_one_and_says_what_it_leaves(tmp_path):
+    """As evaluate reads it: every numeric column; the others named. A column of text ids
+    next to the values is said to look like the long format."""
+    f = tmp_path / "wide.csv"
+    f.write_text("when,a,b,note\n2024-01-01,1,2,x\n2024-01-02,2,3,y\n")
+    notes: list[str] = []
+    source = open_source(ProducerSettings(from_csv=str(f)), note=notes.append)
+    assert source.ids == ["a", "b"]
+    assert notes == ["producer: column 'when' skipped: data row 1 has '2024-01-01'",
+                     "producer: column 'note' skipped: data row 1 has 'x'"]
+    f.write_text("sensor,value,label\n" + "".join(f"p-{i % 3},{i},0\n" for i in range(12)))
+    notes.clear()
+    source = open_source(ProducerSettings(from_csv=str(f), column=("value",)),
+                         note=notes.append)
+    assert source.ids == ["value"] and notes == [
+        "producer: note: column 'sensor' looks like stream ids; each column is replayed as "
+        "one stream (value). For one row an event: --stream-column sensor --value-column NAME"]
+
+
+@pytest.mark.parametrize(("settings", "says"), [
+    ({"value_column": "v"}, "--value-column needs --from-csv FILE"),
+    ({"from_csv": "f.csv", "stream_column": "s"}, "--stream-column needs --value-column"),
+    ({"from_csv": "f.csv", "column": ("a",), "value_column": "v"}, "two layouts of a CSV"),
+    ({"from_csv": "f.csv", "value_column": "v", "stream_column": "v"}, "a column has one role"),
+])
+def test_producer_csv_options_that_do_not_fit_are_refused(settings, says):
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        ProducerSettings(**settings)
 
 
 @pytest.mark.parametrize(("text", "columns", "says"), [
@@ -443,6 +497,24 @@ def test_producer_killed_and_restarted_loses_nothing(kafka, steps):
     assert not dlq and len(outputs) == len(inputs)
 
 
+def replay(kafka, steps, expect: int, *args: str) -> tuple[list, list[dict], DetectorThread]:
+    """The producer's replay (``args``, as fast as it goes) into the test's input topic, then a
+    detector over all of it: the input records, the flag records (every one checked against
+    an uninterrupted run; no dead letter) and the stopped detector."""
+    run = subprocess.run(producer_cmd(kafka, *args, "--rate", "0"), cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    inputs = read_topic(kafka, kafka.values, expect=expect)
+    det = DetectorThread(settings(kafka), steps("seed")).start()
+    try:
+        wait_for(lambda: det.value("detector_events_consumed_total") >= expect, 90)
+    finally:
+        det.stop()
+    outputs, dlq = check_every_record(kafka, steps("seed"), InputSettings())
+    assert not dlq
+    return inputs, outputs, det
+
+
 @pytest.mark.broker
 def test_csv_replay_end_to_end(kafka, steps, tmp_path):
     rows = ["t,load,queue,label"]
@@ -453,20 +525,10 @@ def test_csv_replay_end_to_end(kafka, steps, tmp_path):
         rows.append(f"{t},{load},{queue},row{t}")
     csv = tmp_path / "replay.csv"
     csv.write_text("\n".join(rows) + "\n")
-    run = subprocess.run(producer_cmd(kafka, "--from-csv", str(csv), "--column", "load",
-                                      "--column", "queue", "--rate", "0"),
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    inputs = read_topic(kafka, kafka.values, expect=119)
+    inputs, outputs, det = replay(kafka, steps, 119, "--from-csv", str(csv), "--column", "load",
+                                  "--column", "queue")
     assert len(inputs) == 119  # the empty cell is skipped
     assert all("epoch" not in json.loads(r.value) for r in inputs)
-    det = DetectorThread(settings(kafka), steps("seed")).start()
-    try:
-        wait_for(lambda: det.value("detector_events_consumed_total") >= 119, 90)
-    finally:
-        det.stop()
-    outputs, dlq = check_every_record(kafka, steps("seed"), InputSettings())
-    assert not dlq
     by_stream: dict[str, list[dict]] = {}
     for o in sorted(outputs, key=lambda o: o["seq"]):
         by_stream.setdefault(o["stream"], []).append(o)
@@ -477,3 +539,27 @@ def test_csv_replay_end_to_end(kafka, steps, tmp_path):
     for name, recs in by_stream.items():
         assert [o["value"] for o in recs] == columns[name].values()
     assert det.value("detector_seq_gaps_total") == 1  # row 17 of "queue"
+
+
+@pytest.mark.broker
+def test_long_format_replay_end_to_end(kafka, steps, tmp_path):
+    """The labeled file of your own pattern replayed as it is: a stream per sensor, keyed by
+    it, each with seq 0.. in its rows' order; every flag the detector gives is the rule's on
+    that stream's own values."""
+    rng = np.random.default_rng(9)
+    rows, values = ["sensor,value,label"], {f"p-{i}": [] for i in range(3)}
+    for _ in range(90):
+        sensor = f"p-{rng.integers(0, 3)}"
+        value = round(float(rng.random()), 4)
+        values[sensor].append(value)
+        rows.append(f"{sensor},{value},{int(value > 0.5)}")
+    csv = tmp_path / "long.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    inputs, outputs, _ = replay(kafka, steps, 90, "--from-csv", str(csv), "--stream-column",
+                                "sensor", "--value-column", "value")
+    assert len(inputs) == 90 and {r.key for r in inputs} == {s.encode() for s in values}
+    for sensor, vs in values.items():
+        mine = sorted((o for o in outputs if o["stream"] == sensor), key=lambda o: o["seq"])
+        assert [o["seq"] for o in mine] == list(range(len(vs)))
+        assert [o["value"] for o in mine] == vs
+        assert [o["flag"] for o in mine] == exact_flags(np.array(vs)).tolist()

@@ -82,3 +82,25 @@ def test_polls_of_many_events_equal_one_event_at_a_time(seed):
     cuts = np.sort(rng.choice(np.arange(1, 3000), 12, replace=False))
     for min_length in (3, 4, 7):
         assert in_polls(values, cuts, min_length, flags) == lifecycle(values, min_length, flags)
+
+
+def test_end_closes_open_runs_and_returns_the_fired_ones_to_resolve():
+    """Another model takes the streams over: each open run ends (the fired ones returned,
+    with their last event's seq and value), and the next flags start a new run."""
+    store = StreamStore(state_size=0)
+    slots = store.lookup(["up", "short", "none"], np.array([0, 1, 1]))
+    values = {"up": [0, 1, 2, 3, 4], "short": [5, 1, 0], "none": [1, 1, 1]}
+    for name, slot in zip(values, slots.tolist(), strict=True):
+        v = np.asarray(values[name], np.float64)
+        n = len(v)
+        runs.advance(store, np.full(n, slot), np.arange(n), exact_flags(v), directions(v),
+                     np.arange(10, 10 + n), np.arange(n, dtype=float), 4,
+                     np.r_[True, np.zeros(n - 1, bool)])
+        store.last_seq[slot], store.prev[slot] = 9 + n, v[-1]
+    assert store.run_fired[slots].tolist() == [True, False, False]  # "short" has 3 of 4
+    ended = runs.end(store, slots)
+    assert ended == [runs.EndedRun("up", 0, 1, 12, 5, 14, 4.0)]
+    assert store.run_dir[slots].tolist() == [0, 0, 0] and not store.run_fired[slots].any()
+    assert store.run_len[slots].tolist() == [0, 0, 0]
+    assert store.dirty[slots].tolist() == [True, True, False]  # the ended runs: to checkpoint
+    assert runs.end(store, slots) == []  # nothing open any more

@@ -201,3 +201,12 @@ def test_index_same_new_stream_twice_in_one_batch():
     store = StreamStore(state_size=0)
     slots = store.lookup([b"a", b"b", b"a"], np.zeros(3, np.int32))
     assert slots[0] == slots[2] != slots[1]
+
+
+def test_a_model_marker_round_trips_its_pattern_and_an_older_one_has_none():
+    from detector.stream.state_keys import ModelMarker
+
+    marker = ModelMarker("dip", 3, b"\x01" * 8, epoch=2, generation=5, pattern="dip")
+    assert ModelMarker.decode(marker.encode()) == marker
+    older = ModelMarker("seed", 0, b"\x02" * 8).encode()  # written before markers had one
+    assert b"pattern" not in older and ModelMarker.decode(older).pattern == ""
