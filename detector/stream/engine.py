@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from detector.model.features import WINDOW, advance, model_input
+from detector.model.features import advance, model_input
 from detector.stream import runs
 from detector.stream.runs import FIRST_FLAG_LENGTH, RunRecord
-from detector.stream.state import HISTORY, StreamStore
+from detector.stream.state import StreamStore
 from detector.task import segments
 from detector.task.rule import step_flags
 
@@ -143,6 +143,7 @@ class Engine:
         assert step is not None, "no model to process with"
         n = len(batch.streams)
         store = self.store
+        store.ensure_history(step.history)
         slots = store.lookup(batch.streams, batch.partition)
         conflicts = np.nonzero(store.partition[slots] != batch.partition)[0]
         if len(conflicts):
@@ -171,8 +172,8 @@ class Engine:
         u, step_dir, scale, unit = advance(value, store.prev[s], store.scale[s], store.seen[s],
                                            first)
         prev_dir = segments.shift(step_dir, store.prev_dir[s], first)
-        recent = segments.recent(value, store.hist[s], first, HISTORY)
-        window = recent[:, :WINDOW] if step.features == "window" else None
+        recent = segments.recent(value, store.hist[s], first, store.history)
+        window = recent[:, :step.history] if step.features in ("window", "long") else None
         x = model_input(step.features, u, prev_dir, window, unit)
         if step.state_size:
             prob = self._recurrent(res, x, s, first, step)

@@ -16,14 +16,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Magic and version: a record from another program or layout is rejected, not misread.
-#: Version 3 added the stream's recent values; a version 2 record restores without them.
-STATE_MAGIC = b"TDS\x03"
-_V2_MAGIC = b"TDS\x02"
-#: Recent values each stream keeps (float64, as they arrived, oldest first; NaN before its
-#: first): what a model's window reads, and what a new model's state is rebuilt from at a swap.
-HISTORY = 8
+from detector.model.features import LONGEST
+from detector.stream.index import StreamIndex
 
+#: Magic and version: a record from another program or layout is rejected, not misread.
+#: Version 3 added the stream's recent values (8 of them), version 4 keeps as many as the
+#: writer kept (8 .. ``LONGEST``); versions 2 and 3 restore (2 without recent values).
+STATE_MAGIC = b"TDS\x04"
+_V3_MAGIC, _V2_MAGIC = b"TDS\x03", b"TDS\x02"
+#: Recent values each stream keeps at least (float64, as they arrived, oldest first; NaN before
+#: its first): what the ``window`` model reads, and what a new model's LSTM state is rebuilt
+#: from at a swap. A model with a longer history (``long``, up to ``LONGEST``) makes the store
+#: keep that many (``StreamStore.ensure_history``).
+HISTORY = 8
 #: What a stream carries from event to event: (name, dtype, value of a fresh stream). One list
 #: makes both the store's arrays and the state record's layout, so they cannot drift apart.
 FIELDS: tuple[tuple[str, str, float], ...] = (
@@ -44,7 +49,12 @@ FIELDS: tuple[tuple[str, str, float], ...] = (
 )
 _V2_HEADER = np.dtype([("magic", "S4"), ("fingerprint", "S8"),
                        *((n, t) for n, t, _ in FIELDS), ("size", "<u2")])
-_HEADER = np.dtype([*_V2_HEADER.descr[:-1], ("hist", "<f8", (HISTORY,)), ("size", "<u2")])
+_V3_HEADER = np.dtype([*_V2_HEADER.descr[:-1], ("hist", "<f8", (HISTORY,)), ("size", "<u2")])
+#: Version 4: the fields, how many recent values follow (``kept``) and how many LSTM floats
+#: follow them; then the values (float64), then the LSTM state (float32).
+_HEADER = np.dtype([*_V2_HEADER.descr[:-1], ("kept", "<u1"), ("size", "<u2")])
+#: A decoded record, whatever its version: the recent values right-aligned in ``LONGEST``.
+_ROW = np.dtype([*_HEADER.descr, ("hist", "<f8", (LONGEST,))])
 
 
 class StateRecordError(ValueError):
@@ -52,46 +62,47 @@ class StateRecordError(ValueError):
 
 
 def decode_state(data: bytes | None) -> tuple[np.void, np.ndarray, bytes]:
-    """A state record: its fields (a numpy record), its LSTM state and the model fingerprint.
+    """A state record: its fields (a numpy record with every recent value it kept, in
+    ``hist``, and how many, in ``kept``), its LSTM state and the model fingerprint.
 
     Raises StateRecordError for a tombstone, a foreign record or a damaged one.
     """
     if data is None:
         raise StateRecordError("state record has no value (a tombstone)")
     magic = bytes(data[:4])
-    if len(data) >= 4 and magic not in (STATE_MAGIC, _V2_MAGIC):
+    header = {STATE_MAGIC: _HEADER, _V3_MAGIC: _V3_HEADER, _V2_MAGIC: _V2_HEADER}.get(magic)
+    if header is None and len(data) >= 4:
         raise StateRecordError(f"not a detector state record (magic {magic!r})")
-    header = _V2_HEADER if magic == _V2_MAGIC else _HEADER
-    if len(data) < header.itemsize:
+    if header is None or len(data) < header.itemsize:
         raise StateRecordError(f"state record too short: {len(data)} bytes")
-    row = np.frombuffer(data, header, count=1)[0]
-    if header is _V2_HEADER:
-        row = _upgrade(row)
-    size = int(row["size"])
-    if len(data) != header.itemsize + 4 * size:
-        raise StateRecordError(
-            f"state record length {len(data)} does not match its {size} LSTM values")
+    head = np.frombuffer(data, header, count=1)[0]
+    kept = int(head["kept"]) if header is _HEADER else HISTORY
+    values = 8 * kept if header is _HEADER else 0
+    size = int(head["size"])
+    if len(data) != header.itemsize + values + 4 * size:
+        raise StateRecordError(f"state record length {len(data)} does not match its {kept} "
+                               f"recent values and {size} LSTM values")
+    row = np.zeros(1, _ROW)[0]
+    for name in _V2_HEADER.names:
+        row[name] = head[name]
+    row["kept"], row["hist"] = kept, np.nan
+    if header is _HEADER:
+        row["hist"][LONGEST - kept:] = np.frombuffer(data, "<f8", kept, header.itemsize)
+    elif header is _V3_HEADER:
+        row["hist"][-HISTORY:] = head["hist"]
+    else:
+        row["hist"][-1] = head["prev"]  # the one recent value a version 2 record knows
     if (abs(int(row["prev_dir"])) > 1 or abs(int(row["run_dir"])) > 1 or row["seen"] < 0
             or row["last_seq"] < -1 or row["last_offset"] < -1 or row["run_len"] < 0
-            or not 0 <= row["partition"] < 2**15
+            or not 0 <= row["partition"] < 2**15 or not HISTORY <= kept <= LONGEST
             or not all(np.isfinite(row[n]) for n in ("scale", "run_start_ts", "last_active"))
             or (row["seen"] > 0 and not np.isfinite(row["prev"]))
             or row["scale"] < 0 or np.isinf(row["hist"]).any()):
         raise StateRecordError("state record fields out of range")
-    lstm = np.frombuffer(data, "<f4", offset=header.itemsize).astype(np.float32)
+    lstm = np.frombuffer(data, "<f4", offset=header.itemsize + values).astype(np.float32)
     if not np.all(np.isfinite(lstm)):
         raise StateRecordError("state record holds a non-finite LSTM value")
     return row, lstm, bytes(row["fingerprint"])
-
-
-def _upgrade(old: np.void) -> np.void:
-    """A version 2 record's fields in the current layout, without recent values."""
-    row = np.zeros(1, _HEADER)[0]
-    for name in _V2_HEADER.names:
-        row[name] = old[name]
-    row["hist"] = np.nan
-    row["hist"][-1] = old["prev"]  # the one recent value a version 2 record knows
-    return row
 
 
 @dataclass(frozen=True)
@@ -111,69 +122,6 @@ class StateSnapshot:
         parts = part["partition"].tolist()
         return [(key if isinstance(key, bytes) else key.encode(), raw[i * size:(i + 1) * size],
                  parts[i]) for i, key in enumerate(self.keys[start:stop])]
-
-
-class StreamIndex:
-    """Stream id -> slot, without keeping a Python object (a dict entry, an int) per stream.
-
-    Settled ids live in two sorted numpy arrays, their Python hash and their slot (16 bytes a
-    stream against ~70 for a dict entry and its int); ids added since the last merge wait in a
-    small dict. A 64-bit hash can collide, so a found slot is confirmed by comparing ids, and
-    an id whose hash is taken stays in the dict for good.
-    """
-
-    def __init__(self) -> None:
-        self.hashes = np.empty(0, np.int64)
-        self.slots = np.empty(0, np.int32)  # 2^31 streams a detector are plenty
-        self.recent: dict[Hashable, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.hashes) + len(self.recent)
-
-    def find(self, ids: list[Hashable], id_of_slot: list[Hashable | None]) -> np.ndarray:
-        """The slot of each id, -1 for ids not in the index."""
-        n = len(ids)
-        out = np.full(n, -1, np.int64)
-        if len(self.hashes):
-            hs = np.fromiter(map(hash, ids), np.int64, n)
-            pos = np.minimum(np.searchsorted(self.hashes, hs), len(self.hashes) - 1)
-            hit = np.nonzero(self.hashes[pos] == hs)[0]
-            cand = self.slots[pos[hit]]
-            same = [id_of_slot[c] == ids[i] for i, c in zip(hit.tolist(), cand.tolist(),
-                                                             strict=True)]
-            out[hit[same]] = cand[same]
-        if self.recent:
-            get = self.recent.get
-            for i in np.nonzero(out < 0)[0].tolist():
-                out[i] = get(ids[i], -1)
-        return out
-
-    def add(self, stream: Hashable, slot: int) -> None:
-        self.recent[stream] = slot
-        if len(self.recent) >= max(50_000, len(self.hashes) // 8):
-            self._merge()
-
-    def _merge(self) -> None:
-        ids = list(self.recent)
-        hs = np.fromiter(map(hash, ids), np.int64, len(ids))
-        pos = np.minimum(np.searchsorted(self.hashes, hs), max(len(self.hashes) - 1, 0))
-        taken = (self.hashes[pos] == hs) if len(self.hashes) else np.zeros(len(ids), bool)
-        _, first = np.unique(hs, return_index=True)
-        unique = np.zeros(len(ids), bool)
-        unique[first] = True
-        move = unique & ~taken
-        slots = np.fromiter((self.recent[k] for k in ids), np.int32, len(ids))
-        hashes = np.concatenate([self.hashes, hs[move]])
-        order = np.argsort(hashes, kind="stable")
-        self.hashes = hashes[order]
-        self.slots = np.concatenate([self.slots, slots[move]])[order]
-        self.recent = {ids[i]: int(slots[i]) for i in np.nonzero(~move)[0].tolist()}
-
-    def remove(self, slots: np.ndarray) -> None:
-        keep = ~np.isin(self.slots, slots)
-        self.hashes, self.slots = self.hashes[keep], self.slots[keep]
-        gone = set(slots.tolist())
-        self.recent = {k: v for k, v in self.recent.items() if v not in gone}
 
 
 class StreamStore:
@@ -199,7 +147,7 @@ class StreamStore:
                 arr[:n] = getattr(self, name)
             setattr(self, name, arr)
         lstm = np.zeros((capacity, self.state_size), np.float32)
-        hist = np.full((capacity, HISTORY), np.nan)
+        hist = np.full((capacity, HISTORY if old is None else old.shape[1]), np.nan)
         if old is not None:
             lstm[:n], hist[:n] = self.lstm, self.hist
         self.lstm, self.hist = lstm, hist
@@ -217,9 +165,27 @@ class StreamStore:
         mine = self.lookup([other.keys[s] for s in slots.tolist()], other.partition[slots])
         for name, _, _ in FIELDS:
             getattr(self, name)[mine] = getattr(other, name)[slots]
-        self.hist[mine] = other.hist[slots]
+        width = other.history
+        self.ensure_history(width)
+        self.hist[mine] = np.nan
+        self.hist[mine, -width:] = other.hist[slots]
         self.lstm[mine] = 0.0
         return mine
+
+    @property
+    def history(self) -> int:
+        """Recent values each stream keeps (at least ``HISTORY``)."""
+        return self.hist.shape[1]
+
+    def ensure_history(self, values: int) -> None:
+        """Keep ``values`` recent values per stream from here on (a model with a longer
+        history took over or shadows). The values a stream had not kept are absent (NaN):
+        it has as many as it kept until it has seen that many more."""
+        if values > self.history:
+            wider = np.full((len(self.hist), values), np.nan)
+            wider[:, values - self.history:] = self.hist
+            self.hist = wider
+            self.prev = wider[:, -1]
 
     def ensure_state_size(self, size: int) -> None:
         """Room for ``size`` LSTM floats per stream (a model with more state took over)."""
@@ -273,9 +239,10 @@ class StreamStore:
         of ``None`` (written by another model) starts afresh."""
         if not streams:
             return
-        table = np.array(rows, dtype=_HEADER)
+        table = np.array(rows, dtype=_ROW)
+        self.ensure_history(int(table["kept"].max()))  # what the writer's model needed
         slots = self.lookup(streams, table["partition"].astype(np.int64))
-        self.hist[slots] = table["hist"]
+        self.hist[slots] = table["hist"][:, LONGEST - self.history:]
         for name, _, _ in FIELDS:
             getattr(self, name)[slots] = table[name]
         for slot, lstm in zip(slots.tolist(), lstms, strict=True):
@@ -292,14 +259,15 @@ class StreamStore:
         million streams neither stops the loop nor leaves a million Python objects behind;
         records are cut from it a slice at a time as they are sent.
         """
-        n, width = len(slots), self.state_size
-        dtype = np.dtype([*_HEADER.descr, ("lstm", "<f4", (width,))] if width else _HEADER.descr)
+        n, width, kept = len(slots), self.state_size, self.history
+        dtype = np.dtype([*_HEADER.descr, ("hist", "<f8", (kept,)),
+                          *([("lstm", "<f4", (width,))] if width else [])])
         rows = np.zeros(n, dtype)
         rows["magic"] = STATE_MAGIC
         rows["fingerprint"] = fingerprint
         for name, _, _ in FIELDS:
             rows[name] = getattr(self, name)[slots]
-        rows["hist"] = self.hist[slots]
+        rows["kept"], rows["hist"] = kept, self.hist[slots]
         rows["size"] = width
         if width:
             rows["lstm"] = self.lstm[slots]
