@@ -10,7 +10,7 @@ import sys
 
 from detector.cli.common import refuse_unless, refuse_with, require_extra, runtime_of
 from detector.errors import UsageError
-from detector.model.features import HISTORY
+from detector.model.features import LONGEST, WINDOW
 
 #: The options of a labeled CSV, and those that only a labeled CSV takes.
 LABELED = ("value-column", "label-column", "stream-column")
@@ -45,17 +45,25 @@ def _read(args: argparse.Namespace, min_events: int = 1):  # type: ignore[no-unt
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``train --csv ...``: the window model on the file's labels."""
+    """``train --csv ...``: a pattern model on the file's labels: the window model, or the long
+    one for a pattern that looks back further than 8 values (``--history``)."""
     refuse_with(args, "csv", "events", "features")
     if not args.name:
         raise UsageError("--csv needs --name NAME: the model's (and its files') name")
-    data = _read(args, min_events=HISTORY["window"])  # before TensorFlow's seconds of import
+    history = args.history or WINDOW
+    if not 2 <= history <= LONGEST:
+        raise UsageError(f"--history {history}: a pattern may look at 2 .. {LONGEST} values")
+    data = _read(args, min_events=max(history, WINDOW))  # before TensorFlow's import
     require_extra("train", "train")
     from detector.training.own_pattern import EPOCHS, train_labeled
 
+    if args.history is None:
+        print(f"train {args.name}: no --history given: the pattern may look at the last "
+              f"{WINDOW} values (give --history N, up to {LONGEST}, for one that looks further "
+              "back)", flush=True)
     command = "python -m detector " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
     train_labeled(data, args.name, args.out, epochs=args.epochs or EPOCHS, seed=args.seed,
-                  command=command)
+                  command=command, history=history)
     return 0
 
 

@@ -175,11 +175,6 @@ def compared(a: np.ndarray, b: np.ndarray, unit: np.ndarray) -> np.ndarray:
         return compress(diff / unit)
 
 
-#: The ``long`` feature set's log-size channel: ``log10`` of a step in units of ``s`` over
-#: this, so that the ratios a step can have (1e-10 .. 1e15) read as -2 .. 3.
-LOG_SIZE_SCALE = 5.0
-
-
 def long_input(window: np.ndarray, unit: np.ndarray) -> np.ndarray:
     """The ``long`` feature set: where the event's value stands against each value before it,
     and every step between them, as size and as log-size.
@@ -188,8 +183,8 @@ def long_input(window: np.ndarray, unit: np.ndarray) -> np.ndarray:
     (NaN before the stream's first); ``unit`` the stream's typical step (``advance``). Per
     value ``x_k`` before the event's own ``x_0`` (oldest first), four inputs:
     ``compress((x_0 - x_k) / unit)``, the step out of ``x_k`` (``x_{k-1} - x_k``) the same way,
-    that step's ``log10(|step| / unit) / LOG_SIZE_SCALE`` (0 for a tie), and whether ``x_k``
-    exists. Differences in float64, a tie exactly 0 as in ``window_input``. So every order
+    that step's log-size ``log2(|step| / unit)`` (one per doubling; 0 for a tie), and whether
+    ``x_k`` exists. Differences in float64, a tie exactly 0 as in ``window_input``. So every order
     relation of the event's value with the values before it, every step's direction, and the
     sizes of steps against each other (a difference of log-sizes) are one input or a sum of
     a few; what they leave out is the order of two older values that are not neighbours.
@@ -201,7 +196,7 @@ def long_input(window: np.ndarray, unit: np.ndarray) -> np.ndarray:
     against = compared(newest, older, unit)
     step = compared(newer, older, unit)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        size = np.log10(np.minimum(np.abs(newer - older) / unit, CEILING)) / LOG_SIZE_SCALE
+        size = np.log2(np.minimum(np.abs(newer - older) / unit, CEILING))
     size = np.where(step != 0, size, 0.0)
     cols = np.stack([against, step, size, ~np.isnan(older)], axis=2)[:, ::-1]
     return cols.reshape(len(window), -1).astype(np.float32)

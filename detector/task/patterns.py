@@ -6,8 +6,9 @@ patterns of the kind the feature sets are for: the order and relative size of a 
 few values (``window``, up to 8) or of up to 32 (``long``: new highs and lows of the last 12 or
 16, a breakout above the last 20, counts of steps up), a tie being flat (a tie never satisfies
 a strict comparison), float dust included as the rule has it (``detector.task.rule.tie_bound``,
-in the unit the models compare an event's values in, ``detector.task.rule.step_unit``). A label is 1 at the event where
-the pattern is complete, and depends only on that value and earlier ones.
+in the unit the models compare an event's values in, ``detector.task.rule.step_unit``). A label
+is 1 at the event where the pattern is complete, and depends only on that value and earlier
+ones.
 """
 
 from __future__ import annotations

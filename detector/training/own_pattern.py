@@ -23,7 +23,6 @@ import numpy as np
 
 from detector.model.features import (
     COMPRESSION,
-    LOG_SIZE_SCALE,
     LONGEST,
     WINDOW,
     FeatureSet,
@@ -87,7 +86,7 @@ def normalization(features: FeatureSet) -> str:
                 f"other, divided by {_TYPICAL}")
     return ("per event, in float64 before any cast: the event's value minus each value before "
             "it, and each step between them, divided by " + _TYPICAL + "; each step's size also "
-            f"as log10(|step| / s) / {LOG_SIZE_SCALE:g} (0 for a tie)")
+            "as log2(|step| / s) (0 for a tie)")
 
 
 DESCRIPTION: dict[str, str] = {
