@@ -21,6 +21,11 @@ magnitude, not a sign: the order of steps is kept, and telling the smallest real
 tie is its to learn. ``s`` is the geometric (log-space) mean so that one spike or level shift
 moves it by a small factor rather than dwarfing the steps after it.
 
+The pattern models compare values further apart in the same units: ``window`` every pair of a
+stream's last 8 values, ``long`` the event's value against each of up to 31 before it and every
+step between them (with its log-size, so that sizes compare as differences). Both take each
+difference in float64, a tie exactly 0, so an order relation is the sign of one input.
+
 The per-stream quantities (previous value, previous direction, scale) are stream state, kept
 in ``detector.stream.state`` and checkpointed with the rest. Training builds its inputs with
 the same ``advance``, so the model is trained on exactly what serving feeds it.

@@ -5,7 +5,9 @@ what they report is what the pipeline does. A batch is ordered by stream (each s
 contiguous, in arrival order) and every per-event quantity is a scan over those stretches
 (``detector.task.segments``), so a poll of one hot stream costs about what a poll of many streams
 with one event each does. The model runs once per batch (stateless) or, carrying each stream's
-LSTM state, over chunks of each stream's events (``ModelStep.sequence``).
+LSTM state, over chunks of each stream's events (``ModelStep.sequence``). A stateless pattern
+model reads each event's last values (8, or a ``long`` model's history): the store keeps as
+many per stream as the model in use reads (``StreamStore.ensure_history``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ instead every stream owns a slot number into a few numpy arrays, and one dict ma
 to slot. Slots of streams whose partition is revoked go back to a free list.
 
 A state record carries the input offset of the last event it applied, so a restored stream
-skips what it already covered and processes the rest again from exactly that state.
+skips what it already covered and processes the rest again from exactly that state, and the
+stream's recent values (as many as the store keeps: 8, or a long model's history), so that a
+stateless model reads its window and a stateful one's LSTM state can be rebuilt at a swap.
 """
 
 from __future__ import annotations

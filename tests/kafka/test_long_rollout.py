@@ -4,6 +4,7 @@ duplicates identical, and every flag the one the swap documents."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 
@@ -46,10 +47,10 @@ def documented(steps: dict[int, ModelStep], values: np.ndarray, versions: list[i
     return flags
 
 
-def swap_and_kill(registry: Registry, dets: list[DetectorProcess], started: list,
+def swap_and_kill(registry: Registry, dets: list[DetectorProcess], stack: contextlib.ExitStack,
                   change: tuple, kafka) -> None:
     """Ask the registry for ``change``; SIGKILL the first replica that swaps for it, start a
-    new one in its place."""
+    new one in its place (closed with ``stack``)."""
     before = {id(d): d.metric("detector_model_swaps_total") or 0 for d in dets}
     registry.change(*change)
     victim = wait_for(lambda: next((d for d in dets if (d.metric(
@@ -58,7 +59,22 @@ def swap_and_kill(registry: Registry, dets: list[DetectorProcess], started: list
     victim.kill()
     dets.remove(victim)
     dets.append(DetectorProcess(kafka, model="pat").start())
-    started.append(dets[-1])
+    stack.callback(dets[-1].close)
+
+
+def every_output(kafka, events: int) -> list[dict]:
+    """The flag records once every event has one (duplicates identical: checked here)."""
+    def complete() -> list[dict] | None:
+        outputs = [r.json() for r in read_topic(kafka, "trend-flags", settle=0.5)]
+        return outputs if len({(o["stream"], o["seq"]) for o in outputs}) >= events else None
+
+    outputs = wait_for(complete, 240, every=1, what="every event to have an output")
+    seen: dict[tuple[str, int], tuple[int, int]] = {}
+    for rec in outputs:
+        key, value = (rec["stream"], rec["seq"]), (rec["flag"], rec["model_version"])
+        assert seen.setdefault(key, value) == value, f"duplicates differ at {key}"
+    assert len(seen) == events  # nothing lost, nothing else
+    return outputs
 
 
 def test_a_swap_to_a_long_model_and_back_under_load_with_kills(kafka, dip_model,
@@ -70,32 +86,21 @@ def test_a_swap_to_a_long_model_and_back_under_load_with_kills(kafka, dip_model,
     assert push(registry, "pat", long_model) == 2
     records = uniform_events(80, 200, seed=11)
     dets = [DetectorProcess(kafka, model="pat").start() for _ in range(2)]
-    started = list(dets)
-    try:
+    with contextlib.ExitStack() as stack:  # closes every replica ever started, and the registry
+        stack.callback(registry.close)
+        for d in dets:
+            stack.callback(d.close)
         wait_for(lambda: all(d.healthz() == 200 for d in dets), 90, what="two replicas ready")
         feeder = feed_slowly(kafka, records, 40, 0.4)
         wait_for(lambda: sum(d.processed() for d in dets) > len(records) // 4, 90,
                  what="a quarter processed")
-        swap_and_kill(registry, dets, started, ("pat", "promote", 2), kafka)
+        swap_and_kill(registry, dets, stack, ("pat", "promote", 2), kafka)
         wait_for(lambda: sum(d.processed() for d in dets) > len(records) // 2, 120,
                  what="half processed")
-        swap_and_kill(registry, dets, started, ("pat", "rollback"), kafka)
+        swap_and_kill(registry, dets, stack, ("pat", "rollback"), kafka)
         feeder.join()
-        wait_for(lambda: len({(r.json()["stream"], r.json()["seq"]) for r in
-                              read_topic(kafka, "trend-flags", settle=0.5)}) >= len(records),
-                 240, every=1, what="every event to have an output")
-        for d in dets:
-            assert d.terminate() == 0
-    finally:
-        for d in started:
-            d.close()
-        registry.close()
-    outputs = [r.json() for r in read_topic(kafka, "trend-flags")]
-    seen: dict[tuple[str, int], tuple[int, int]] = {}
-    for rec in outputs:
-        key, value = (rec["stream"], rec["seq"]), (rec["flag"], rec["model_version"])
-        assert seen.setdefault(key, value) == value, f"duplicates differ at {key}"
-    assert len(seen) == len(records)  # nothing lost
+        outputs = every_output(kafka, len(records))
+        assert all(d.terminate() == 0 for d in dets)
     values: dict[str, list[float]] = {}
     for _, raw in records:
         event = json.loads(raw)

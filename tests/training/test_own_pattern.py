@@ -82,6 +82,23 @@ def test_a_long_pattern_model_serves_what_it_learned(cards):
     assert card["litert"]["whole_streams"]["flags_differing"] == 0
 
 
+def test_evaluate_and_plot_serve_a_long_model(tmp_path_factory, tmp_path, capsys):
+    """``evaluate`` and ``plot`` on the labeled CSV take a long model as they take a window
+    one: the figures through the serving step, the labels and flags drawn."""
+    from detector.cli.main import main
+
+    model, csv_path, card = pattern_model(tmp_path_factory, "new_high12")
+    base = ["--model", str(model), "--csv", str(csv_path), "--value-column", "value",
+            "--label-column", "label", "--stream-column", "stream"]
+    assert main(["evaluate", *base, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["events"] == card["data"]["events"] and report["accuracy"] >= 0.999
+    out = tmp_path / "high.png"
+    assert main(["plot", *base, "--stream", "real/co2_weekly:co2_ppm", "--events", "80",
+                 "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_the_card_records_data_history_and_what_cannot_be_expressed(dip_model):
     model, csv_path = dip_model
     card = json.loads(model.with_suffix(".card.json").read_text())
