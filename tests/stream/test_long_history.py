@@ -4,10 +4,14 @@ swap to it, from it, or after it shadowed, its flags are the documented ones exa
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 
 from detector.model.features import advance, long_input, stream_inputs, windows
+from detector.model.files import ModelError
 from detector.model.serving import ModelStep
 from detector.stream.engine import Batch, Engine
 from detector.stream.rebuild import rebuild
@@ -166,3 +170,16 @@ def test_a_stateful_model_rebuilds_exactly_from_a_longer_history(steps, long_ste
     got = engine.process(poll(values, CUT, LENGTH), pair)
     np.testing.assert_array_equal(got.flag, want.flag)
     np.testing.assert_array_equal(got.flag, got.rule_flag)
+
+
+def test_a_long_card_must_declare_the_history_its_step_reads(long_step):
+    """The registry's check of a version: a long model's width depends on its history, so a
+    card without one, or with another, is refused in one line."""
+    content = long_step.path.with_suffix(".tflite").read_bytes()
+    card = json.loads(long_step.path.with_suffix(".card.json").read_text())
+    assert ModelStep.from_tflite(content, card, "high", 3).history == 12
+    for history, says in ((None, "must declare its history"), (40, "must declare its history"),
+                          (13, "its step takes 44 values per event (without carried state); "
+                               "the long feature set gives 48")):
+        with pytest.raises(ModelError, match=re.escape(says)):
+            ModelStep.from_tflite(content, {**card, "history": history}, "high", 3)
