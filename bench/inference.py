@@ -107,7 +107,8 @@ def main() -> None:
                 f"{r['spread_1x5000'] / r['spread_5000x1']:.2f}"] for name, r in results.items()]))
     command = "python bench/inference.py " + " ".join(
         ["--models", *args.models, "--seconds", str(args.seconds)])
-    save("inference", {"events_per_second": results}, command)
+    name = "inference" if args.models == ["seed", "pair"] else "-".join(["inference", *results])
+    save(name, {"events_per_second": results}, command)
 
 
 if __name__ == "__main__":
