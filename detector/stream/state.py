@@ -31,6 +31,7 @@ _V3_MAGIC, _V2_MAGIC = b"TDS\x03", b"TDS\x02"
 #: from at a swap. A model with a longer history (``long``, up to ``LONGEST``) makes the store
 #: keep that many (``StreamStore.ensure_history``).
 HISTORY = 8
+
 #: What a stream carries from event to event: (name, dtype, value of a fresh stream). One list
 #: makes both the store's arrays and the state record's layout, so they cannot drift apart.
 FIELDS: tuple[tuple[str, str, float], ...] = (
@@ -57,6 +58,8 @@ _V3_HEADER = np.dtype([*_V2_HEADER.descr[:-1], ("hist", "<f8", (HISTORY,)), ("si
 _HEADER = np.dtype([*_V2_HEADER.descr[:-1], ("kept", "<u1"), ("size", "<u2")])
 #: A decoded record, whatever its version: the recent values right-aligned in ``LONGEST``.
 _ROW = np.dtype([*_HEADER.descr, ("hist", "<f8", (LONGEST,))])
+_ABSENT = np.full(LONGEST, np.nan).tobytes()
+_KEPT_AT, _SIZE_AT = _HEADER.fields["kept"][1], _HEADER.fields["size"][1]
 
 
 class StateRecordError(ValueError):
@@ -77,34 +80,45 @@ def decode_state(data: bytes | None) -> tuple[np.void, np.ndarray, bytes]:
         raise StateRecordError(f"not a detector state record (magic {magic!r})")
     if header is None or len(data) < header.itemsize:
         raise StateRecordError(f"state record too short: {len(data)} bytes")
-    head = np.frombuffer(data, header, count=1)[0]
-    kept = int(head["kept"]) if header is _HEADER else HISTORY
-    values = 8 * kept if header is _HEADER else 0
-    size = int(head["size"])
-    if len(data) != header.itemsize + values + 4 * size:
+    if header is _HEADER:  # read without parsing the fields twice: restores are hot
+        kept, size = data[_KEPT_AT], int.from_bytes(data[_SIZE_AT:_SIZE_AT + 2], "little")
+    else:
+        head = np.frombuffer(data, header, count=1)[0]
+        kept, size = HISTORY, int(head["size"])
+    end = header.itemsize + (8 * kept if header is _HEADER else 0)
+    if len(data) != end + 4 * size or not HISTORY <= kept <= LONGEST:
         raise StateRecordError(f"state record length {len(data)} does not match its {kept} "
                                f"recent values and {size} LSTM values")
-    row = np.zeros(1, _ROW)[0]
-    for name in _V2_HEADER.names:
-        row[name] = head[name]
-    row["kept"], row["hist"] = kept, np.nan
-    if header is _HEADER:
-        row["hist"][LONGEST - kept:] = np.frombuffer(data, "<f8", kept, header.itemsize)
-    elif header is _V3_HEADER:
-        row["hist"][-HISTORY:] = head["hist"]
+    if header is _HEADER:  # the values right-aligned after the fields, in one buffer
+        row = np.frombuffer(data[:header.itemsize] + _ABSENT[:8 * (LONGEST - kept)]
+                            + data[header.itemsize:end], _ROW, count=1)[0]
     else:
-        row["hist"][-1] = head["prev"]  # the one recent value a version 2 record knows
+        row = _upgrade(head)
     if (abs(int(row["prev_dir"])) > 1 or abs(int(row["run_dir"])) > 1 or row["seen"] < 0
             or row["last_seq"] < -1 or row["last_offset"] < -1 or row["run_len"] < 0
-            or not 0 <= row["partition"] < 2**15 or not HISTORY <= kept <= LONGEST
+            or not 0 <= row["partition"] < 2**15
             or not all(np.isfinite(row[n]) for n in ("scale", "run_start_ts", "last_active"))
             or (row["seen"] > 0 and not np.isfinite(row["prev"]))
             or row["scale"] < 0 or np.isinf(row["hist"]).any()):
         raise StateRecordError("state record fields out of range")
-    lstm = np.frombuffer(data, "<f4", offset=header.itemsize + values).astype(np.float32)
+    lstm = np.frombuffer(data, "<f4", offset=end).astype(np.float32)
     if not np.all(np.isfinite(lstm)):
         raise StateRecordError("state record holds a non-finite LSTM value")
     return row, lstm, bytes(row["fingerprint"])
+
+
+def _upgrade(old: np.void) -> np.void:
+    """A version 2 or 3 record's fields in the current layout: its 8 recent values (version 3)
+    or the one it knows, the previous value (version 2)."""
+    row = np.zeros(1, _ROW)[0]
+    for name in _V2_HEADER.names:
+        row[name] = old[name]
+    row["kept"], row["hist"] = HISTORY, np.nan
+    if "hist" in old.dtype.names:
+        row["hist"][-HISTORY:] = old["hist"]
+    else:
+        row["hist"][-1] = old["prev"]
+    return row
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,13 @@ def test_a_version_2_record_restores_without_recent_values():
     assert restored["prev"] == restored["hist"][-1] == 0.75
 
 
+def test_a_record_keeping_more_values_than_any_model_reads_is_rejected():
+    data = bytearray(encoded())
+    data[_HEADER.fields["kept"][1]] = LONGEST + 1
+    with pytest.raises(StateRecordError, match="does not match its 33 recent values"):
+        decode_state(bytes(data))
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
