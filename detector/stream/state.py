@@ -13,6 +13,7 @@ stateless model reads its window and a stateful one's LSTM state can be rebuilt 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -97,7 +98,7 @@ def decode_state(data: bytes | None) -> tuple[np.void, np.ndarray, bytes]:
     if (abs(int(row["prev_dir"])) > 1 or abs(int(row["run_dir"])) > 1 or row["seen"] < 0
             or row["last_seq"] < -1 or row["last_offset"] < -1 or row["run_len"] < 0
             or not 0 <= row["partition"] < 2**15
-            or not all(np.isfinite(row[n]) for n in ("scale", "run_start_ts", "last_active"))
+            or not all(math.isfinite(row[n]) for n in ("scale", "run_start_ts", "last_active"))
             or (row["seen"] > 0 and not np.isfinite(row["prev"]))
             or row["scale"] < 0 or np.isinf(row["hist"]).any()):
         raise StateRecordError("state record fields out of range")
