@@ -2,6 +2,7 @@
 
     python bench/inference.py [--models seed pair] [--seconds 1.5]
 
+``--models`` takes shipped names and ``.keras`` paths (pattern models: ``bench/pattern_models.py``).
 For each model, in one run: ``model.predict`` on one event (what the seed's code does), one
 compiled TensorFlow step call per event (the Keras runtime), one LiteRT call per event, and
 the serving step (``Engine.process``: normalization, state gather and scatter, the model call
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
+from detector.model.features import input_width
 from detector.model.serving import ModelStep
 from detector.stream.engine import Batch, Engine
 
@@ -40,10 +43,10 @@ def bench_model(name: str, seconds: float) -> dict:
     step = ModelStep.load(name)
     keras_step = ModelStep.load(name, "keras")
     rng = np.random.default_rng(0)
-    x1 = rng.random((1, 3 if step.features == "seed" else step.model.inputs[0].shape[-1]),
-                    ).astype(np.float32)
+    x1 = rng.random((1, input_width(step.features, step.history))).astype(np.float32)
     state1 = step.zero_state(1)
-    predict_input = x1[:, :, None] if step.features == "seed" else x1[:, None, :]
+    shape = tuple(step.model.inputs[0].shape[1:])  # a stateful model's: (None, width)
+    predict_input = x1[:, None, :] if shape[0] is None else x1.reshape((1, *shape))
     out: dict[str, float] = {}
     say(f"{name}: model.predict, one event per call ...")
     out["predict_per_event"] = rate(lambda: step.model.predict(predict_input, verbose=0), 1,
@@ -82,7 +85,7 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["seed", "pair"])
     p.add_argument("--seconds", type=float, default=1.5, help="time per measurement")
     args = p.parse_args()
-    results = {name: bench_model(name, args.seconds) for name in args.models}
+    results = {Path(name).stem: bench_model(name, args.seconds) for name in args.models}
     headers = ["model", "predict/event", "TF compiled call/event", "LiteRT call/event",
                *[f"step batch {b}" for b in BATCHES], "Keras step batch 4096",
                "4096 vs TF call/event", "4096 vs predict", "4096 LiteRT vs Keras"]
@@ -104,7 +107,8 @@ def main() -> None:
                 f"{r['spread_1x5000'] / r['spread_5000x1']:.2f}"] for name, r in results.items()]))
     command = "python bench/inference.py " + " ".join(
         ["--models", *args.models, "--seconds", str(args.seconds)])
-    save("inference", {"events_per_second": results}, command)
+    name = "inference" if args.models == ["seed", "pair"] else "-".join(["inference", *results])
+    save(name, {"events_per_second": results}, command)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,22 @@
 
     python bench/pipeline.py [--events 100000] [--streams 1000] [--skip-memory]
     python bench/pipeline.py --only-workloads   # (a) and (b) only: uniform and skewed input
+    python bench/pipeline.py --only-workloads --models M.keras L.keras   # pattern models
+    python bench/pipeline.py --only-memory --memory-model L.keras         # memory of one
 
 In one run, on the same input topic:
   (a) ceiling: kafka-python consuming the input in a group and producing one record per event,
       with no decoding and no model (on the uniform and on the skewed input);
-  (b) the detector (``python -m detector run``, a real process), for every shipped model, on
-      the uniform input and on a skewed one of the same size and streams where one stream
-      carries ``--hot-share`` (90%) of the events: real streams are not equally busy;
+  (b) the detector (``python -m detector run``, a real process), for every model of
+      ``--models`` (default: the shipped ones), on the uniform input and on a skewed one of the
+      same size and streams where one stream carries ``--hot-share`` (90%) of the events: real
+      streams are not equally busy; each model's rates against the first one's;
   (c) a naive detector that calls ``model.predict`` once per message, as the seed's code would
       (on a prefix of the input: it runs at tens of events per second).
 Then: p50/p99 end-to-end latency at half of (b)'s rate, detector RSS per 1,000 streams at
-1,000,000 streams, time to restore 100,000 streams' state, and time from start to first flag.
+1,000,000 streams (``--memory-model``, default ``seed``), time to restore 100,000 streams'
+state, and time from start to first flag. ``bench/pattern_models.py`` trains pattern models
+(window and long) to give ``--models`` and ``--memory-model``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -66,18 +72,26 @@ def inputs_and_ceilings(kafka: KafkaSettings, args: argparse.Namespace, results:
         say(f"  {topic}: {fmt_rate(results[key])} events/s")
 
 
+def model_name(model: str) -> str:
+    """A shipped model's name, a file's stem."""
+    return model if model in SHIPPED else Path(model).stem
+
+
 def workloads(kafka: KafkaSettings, args: argparse.Namespace) -> dict:
-    """(b) for every shipped model: uniform input (topic ``values``) and skewed."""
+    """(b) for every model of ``--models``: uniform input (topic ``values``) and skewed; each
+    against the first model."""
     out: dict = {}
-    for model in SHIPPED:
-        rates = {}
+    for model in args.models:
+        name, rates = model_name(model), {}
         for workload, topic in (("uniform", "values"), ("skewed", "values-skewed")):
-            say(f"(b) the detector, {model}, {workload} input")
-            rates[workload], rss = detector_rate(kafka, f"bench-{model}-{workload}", topic,
+            say(f"(b) the detector, {name}, {workload} input")
+            rates[workload], rss = detector_rate(kafka, f"bench-{name}-{workload}", topic,
                                                  model, args.events)
             say(f"  {fmt_rate(rates[workload])} events/s")
-        out[model] = {**rates, "skewed_vs_uniform": rates["skewed"] / rates["uniform"],
-                      "rss_mb": rss}
+        first = out[model_name(args.models[0])] if out else rates
+        out[name] = {**rates, "skewed_vs_uniform": rates["skewed"] / rates["uniform"],
+                     "rss_mb": rss, "uniform_vs_first": rates["uniform"] / first["uniform"],
+                     "skewed_vs_first": rates["skewed"] / first["skewed"]}
     return out
 
 
@@ -87,10 +101,14 @@ def workload_rows(r: dict) -> list[list[str]]:
     rows = [["(a) ceiling: consume + produce, no decode, no model", fmt_rate(r["ceiling_eps"]),
              ""],
             [f"(a) ceiling, {skewed}", fmt_rate(r["ceiling_skewed_eps"]), ""]]
+    first = next(iter(r["workloads"]))
     for model, w in r["workloads"].items():
         rows += [[f"(b) detector, {model}, uniform", fmt_rate(w["uniform"]), ""],
                  [f"(b) detector, {model}, {skewed}", fmt_rate(w["skewed"]), ""],
                  [f"{model}: skewed / uniform", f"{w['skewed_vs_uniform']:.2f}", ">= 0.5"]]
+        if model != first:
+            rows.append([f"{model} / {first}: uniform, skewed", f"{w['uniform_vs_first']:.2f}, "
+                         f"{w['skewed_vs_first']:.2f}", ""])
     return rows
 
 
@@ -174,7 +192,7 @@ def the_rest(kafka: KafkaSettings, args: argparse.Namespace, results: dict) -> N
     say(f"  {results['first_flag_s']:.1f} s")
     if not args.skip_memory:
         say(f"memory at {args.memory_streams:,} streams")
-        results["memory"] = memory(kafka, args.memory_streams)
+        results["memory"] = memory(kafka, args.memory_streams, args.memory_model)
         say(f"  {results['memory']['bytes_per_stream']:.0f} bytes per stream")
 
 
@@ -191,7 +209,7 @@ def rest_rows(r: dict) -> list[list[str]]:
     ]
     if "memory" in r:
         m = r["memory"]
-        rows.append([f"RSS growth per stream at {m['streams']:,} streams (seed model)",
+        rows.append([f"RSS growth per stream at {m['streams']:,} streams ({m['model']} model)",
                      f"{m['bytes_per_stream']:.0f} bytes ({m['kb_per_1000_streams']:.0f} KiB "
                      "per 1,000)", "<= 256 bytes"])
     return rows
@@ -203,7 +221,10 @@ def main() -> None:
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--naive-events", type=int, default=300)
     p.add_argument("--latency-seconds", type=float, default=30)
+    p.add_argument("--models", nargs="+", default=list(SHIPPED),
+                   help="models of (b): shipped names or .keras paths (default: seed pair)")
     p.add_argument("--memory-streams", type=int, default=1_000_000)
+    p.add_argument("--memory-model", default="seed", help="the model of the memory measure")
     p.add_argument("--restore-streams", type=int, default=100_000)
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--only-memory", action="store_true", help="just the memory measurement")
@@ -218,10 +239,11 @@ def main() -> None:
     if args.only_memory:
         with LocalBroker() as broker:
             kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-            mem = memory(kafka, args.memory_streams)
-        say(f"RSS growth per stream at {mem['streams']:,} streams: "
+            mem = memory(kafka, args.memory_streams, args.memory_model)
+        say(f"RSS growth per stream at {mem['streams']:,} streams ({mem['model']}): "
             f"{mem['bytes_per_stream']:.0f} bytes")
-        save("pipeline-memory", mem, "python bench/pipeline.py " + " ".join(sys.argv[1:]))
+        name = "" if args.memory_model == "seed" else f"-{mem['model']}"
+        save(f"pipeline-memory{name}", mem, "python bench/pipeline.py " + " ".join(sys.argv[1:]))
         return
     if args.only_latency_floor:
         with LocalBroker() as broker:
@@ -245,7 +267,10 @@ def main() -> None:
         rows += rest_rows(results)
     say("\n" + table(["measure", "value", "target"], rows))
     command = "python bench/pipeline.py " + " ".join(sys.argv[1:])
-    save("pipeline-workloads" if args.only_workloads else "pipeline", results, command.strip())
+    name = "pipeline-workloads" if args.only_workloads else "pipeline"
+    if args.models != list(SHIPPED):
+        name += "-" + "-".join(model_name(m) for m in args.models)
+    save(name, results, command.strip())
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -148,11 +149,12 @@ def latency_floor(kafka: KafkaSettings, rate: float, seconds: float, streams: in
     return {"rate": rate, "seconds": seconds, **percentiles(lat)}
 
 
-def memory(kafka: KafkaSettings, streams: int) -> dict:
-    """RSS growth of a detector from empty to ``streams`` streams (one event each)."""
+def memory(kafka: KafkaSettings, streams: int, model: str = "seed") -> dict:
+    """RSS growth of a detector serving ``model`` from empty to ``streams`` streams (one event
+    each)."""
     topic, group = "memory.in", "memory"
     topics.ensure_topics(kafka, [topics.TopicSpec(topic, 6)])
-    det = start_detector(kafka, group, DETECTOR_INPUT_TOPIC=topic)
+    det = start_detector(kafka, group, DETECTOR_INPUT_TOPIC=topic, DETECTOR_MODEL=model)
     try:
         wait_ready(det)
         # The baseline is a detector that has already worked (20,000 events of 10 streams):
@@ -175,7 +177,8 @@ def memory(kafka: KafkaSettings, streams: int) -> dict:
         det.terminate()
         det.close()
     per_stream = (full - empty) / streams
-    return {"streams": streams, "active_streams": active, "rss_empty_mb": empty / 2**20,
+    return {"model": Path(model).stem if model.endswith(".keras") else model,
+            "streams": streams, "active_streams": active, "rss_empty_mb": empty / 2**20,
             "rss_full_mb": full / 2**20, "bytes_per_stream": per_stream,
             "kb_per_1000_streams": per_stream * 1000 / 1024}
 

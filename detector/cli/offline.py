@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     backtest.refuse_kafka_options(args)
     if own_pattern.labeled(args):
         return own_pattern.cmd_train(args)
-    refuse_unless(args, "csv", "name")
+    refuse_unless(args, "csv", "name", "history")
     if not args.features:
         raise UsageError("train needs --features seed|pair (a shipped model's recipe) or --csv "
                          "FILE with --value-column, --label-column and --name (your pattern)")
@@ -236,6 +236,10 @@ def add_commands(command: Command) -> None:
     own_pattern.add_labeled_options(train)
     train.add_argument("--name", help="with --csv: the model's name (NAME.keras, ...) and "
                        "its pattern's, on every flag and run record")
+    train.add_argument("--history", type=positive_int, metavar="N",
+                       help="with --csv: how many of a stream's last values the pattern may "
+                       "look at, its own included (default 8: the window model; 9 .. 32: the "
+                       "long model)")
     train.add_argument("--epochs", type=positive_int,
                        help="epochs (default: the feature set's recipe; with --csv 20)")
     train.add_argument("--events", type=positive_int,

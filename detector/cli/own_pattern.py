@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from detector.cli.common import refuse_unless, refuse_with, require_extra, runtime_of
 from detector.cli.outputs import check_name, check_out, staged
 from detector.errors import UsageError
-from detector.model.features import HISTORY
+from detector.model.features import LONGEST, WINDOW
 
 if TYPE_CHECKING:
     from detector.training.labeled import LabeledFile
@@ -58,33 +58,44 @@ def _read(args: argparse.Namespace, min_events: int = 1, both_classes: bool = Fa
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``train --csv ...``: the window model on the file's labels, written whole or not at all
-    (``outputs``)."""
+    """``train --csv ...``: a pattern model on the file's labels: the window model, or the long
+    one for a pattern that looks back further than 8 values (``--history``); written whole or
+    not at all (``outputs``)."""
     refuse_with(args, "csv", "events", "features")
     if not args.name:
         raise UsageError("--csv needs --name NAME: the model's (and its files') name")
-    check_target(args)
+    history = check_target(args)
     # Read before TensorFlow's seconds of import; a model learns from both classes.
-    data = _read(args, min_events=HISTORY["window"], both_classes=True)
+    data = _read(args, min_events=max(history, WINDOW), both_classes=True)
     return train_on(args, data)
 
 
-def check_target(args: argparse.Namespace) -> None:
-    """``--name`` and ``--out``, refused before any work (reading, training), not at the end."""
+def check_target(args: argparse.Namespace) -> int:
+    """``--name``, ``--out`` and ``--history`` (returned), refused before any work (reading,
+    training), not at the end."""
     check_name(args.name)
     check_out(args.out)
+    history = args.history or WINDOW
+    if not 2 <= history <= LONGEST:
+        raise UsageError(f"--history {history}: a pattern may look at 2 .. {LONGEST} values")
+    return history
 
 
 def train_on(args: argparse.Namespace, data: LabeledFile) -> int:
-    """The window model on labeled streams (a file's, or the label topic's), as ``--name``."""
+    """A pattern model on labeled streams (a file's, or the label topic's), as ``--name``."""
     out = check_out(args.out)
+    history = args.history or WINDOW
     require_extra("train", "train")
     from detector.training.own_pattern import EPOCHS, train_labeled
 
+    if args.history is None:
+        print(f"train {args.name}: no --history given: the pattern may look at the last "
+              f"{WINDOW} values (give --history N, up to {LONGEST}, for one that looks further "
+              "back)", flush=True)
     command = "python -m detector " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
     with staged(out) as stage:
         card = train_labeled(data, args.name, stage, epochs=args.epochs or EPOCHS,
-                             seed=args.seed, command=command)
+                             seed=args.seed, command=command, history=history)
     reached = card["target"]["reached"]
     print(f"train {args.name}: wrote {out / args.name}.keras, .tflite, .card.json and "
           f".curves.png; {'it reaches the target' if reached else 'it DOES NOT reach the target'}"

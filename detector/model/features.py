@@ -21,6 +21,11 @@ magnitude, not a sign: the order of steps is kept, and telling the smallest real
 tie is its to learn. ``s`` is the geometric (log-space) mean so that one spike or level shift
 moves it by a small factor rather than dwarfing the steps after it.
 
+The pattern models compare values further apart in the same units: ``window`` every pair of a
+stream's last 8 values, ``long`` the event's value against each of up to 31 before it and every
+step between them (with its log-size, so that sizes compare as differences). Both take each
+difference in float64, a tie exactly 0, so an order relation is the sign of one input.
+
 The per-stream quantities (previous value, previous direction, scale) are stream state, kept
 in ``detector.stream.state`` and checkpointed with the rest. Training builds its inputs with
 the same ``advance``, so the model is trained on exactly what serving feeds it.
@@ -35,18 +40,23 @@ import numpy as np
 from detector.task import segments
 from detector.task.rule import TIE_SHARE, step_unit, steps, tie_bound
 
-FeatureSet = Literal["seed", "pair", "window"]
-FEATURE_SETS: tuple[FeatureSet, ...] = ("seed", "pair", "window")
+FeatureSet = Literal["seed", "pair", "window", "long"]
+FEATURE_SETS: tuple[FeatureSet, ...] = ("seed", "pair", "window", "long")
 
 #: Values of a stream the ``window`` feature set compares: the event's own and the seven before.
 WINDOW = 8
-#: Values per event the model sees, and whether its LSTM state is carried between events.
+#: The most values a model's flags may depend on (``long``'s history): what a stream keeps for
+#: it at most (``detector.stream.state``).
+LONGEST = 32
+#: Inputs of the ``long`` feature set per value before the event's own (``long_input``).
+LONG_CHANNELS = 4
+#: Values per event the model sees (``long``: ``input_width``), and whether its LSTM state is
+#: carried between events.
 FEATURE_WIDTH: dict[FeatureSet, int] = {"seed": 3, "pair": 2, "window": WINDOW * (WINDOW + 1)}
-STATEFUL: dict[FeatureSet, bool] = {"seed": False, "pair": True, "window": False}
-#: Steps of a stateless model's input sequence (its width is steps x values per step).
-SEQUENCE_STEPS: dict[FeatureSet, int] = {"seed": 3, "window": WINDOW}
+STATEFUL: dict[FeatureSet, bool] = {"seed": False, "pair": True, "window": False, "long": False}
 #: The values of a stream (its event's own included) its flags depend on. ``pair`` reads the
 #: last step and remembers the one before in its LSTM state, whose forget gate is pinned shut.
+#: A ``long`` model's is its card's (9 .. ``LONGEST``).
 HISTORY: dict[FeatureSet, int] = {"seed": 3, "pair": 3, "window": WINDOW}
 
 #: Below this share of the unit a step's size reaches the model drawn up by a power law, so
@@ -112,23 +122,29 @@ def compress(ratio: np.ndarray) -> np.ndarray:
     return out
 
 
+def input_width(features: FeatureSet, history: int) -> int:
+    """Values per event a model of ``features`` reads, for a ``long`` one with ``history``."""
+    return LONG_CHANNELS * (history - 1) if features == "long" else FEATURE_WIDTH[features]
+
+
 def model_input(features: FeatureSet, u: np.ndarray, prev_dir: np.ndarray,
                 window: np.ndarray | None = None, unit: np.ndarray | None = None
                 ) -> np.ndarray:
-    """One step's model input for a batch of streams, ``(batch, FEATURE_WIDTH)``, float32.
+    """One step's model input for a batch of streams, ``(batch, input_width)``, float32.
 
     ``seed`` keeps the seed's layout ``[x3, x2, direction of x2]``: x3 and x2 relative to x2
     (so x2's own slot is 0) and the previous direction as +1 up, 0 flat, -1 down. ``pair``
     is ``[x_t, x_{t-1}]`` relative to ``x_{t-1}``, with the LSTM state carried per stream.
-    ``window`` needs each event's ``window`` of values and ``unit`` (``window_input``).
+    ``window`` and ``long`` need each event's ``window`` of values (as many as the model's
+    history) and ``unit`` (``window_input``, ``long_input``).
     """
     zero = np.zeros_like(u)
     if features == "seed":
         cols = (u, zero, np.asarray(prev_dir, np.float32))
     elif features == "pair":
         cols = (u, zero)
-    elif features == "window" and window is not None and unit is not None:
-        return window_input(window, unit)
+    elif features in ("window", "long") and window is not None and unit is not None:
+        return (window_input if features == "window" else long_input)(window, unit)
     else:
         raise ValueError(f"unknown feature set {features!r}; expected one of {FEATURE_SETS}")
     return np.stack(cols, axis=1).astype(np.float32)
@@ -147,39 +163,76 @@ def window_input(window: np.ndarray, unit: np.ndarray) -> np.ndarray:
     ``(batch, WINDOW * (WINDOW + 1))``.
     """
     window = np.asarray(window, np.float64)
-    xi, xk = window[:, ::-1, None], window[:, None, :]  # [oldest .. newest] x [j back]
-    unit = np.asarray(unit, np.float64)[:, None, None]
-    with np.errstate(over="ignore", invalid="ignore"):
-        diff = xi - xk
-        diff = np.where(np.abs(diff) <= tie_bound(xi, xk, unit), 0.0, diff)
-        out = compress(diff / unit)  # NaN (a value absent): 0
+    out = compared(window[:, ::-1, None], window[:, None, :],
+                   np.asarray(unit, np.float64)[:, None, None])
     present = ~np.isnan(window[:, ::-1])
     cols = np.concatenate([out, present[:, :, None]], axis=2)
     return cols.reshape(len(window), -1).astype(np.float32)
 
 
-def windows(values: np.ndarray, history: np.ndarray | None = None) -> np.ndarray:
-    """Each event's ``WINDOW`` of values, ``(n, WINDOW)``, newest first: ``values`` is one
-    stream in order, ``history`` the values before it (oldest first; NaN: none)."""
+def compared(a: np.ndarray, b: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """``compress((a - b) / unit)``, the difference taken in float64: a tie (within the rule's
+    ``tie_bound``) exactly 0, any other keeping its sign; a value absent (NaN) 0."""
+    unit = np.asarray(unit, np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        diff = a - b
+        diff = np.where(np.abs(diff) <= tie_bound(a, b, unit), 0.0, diff)
+        return compress(diff / unit)
+
+
+def long_input(window: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """The ``long`` feature set: where the event's value stands against each value before it,
+    and every step between them, as size and as log-size.
+
+    ``window`` is ``(batch, history)``, float64, ``window[:, j]`` the value ``j`` events back
+    (NaN before the stream's first); ``unit`` the stream's typical step (``advance``). Per
+    value ``x_k`` before the event's own ``x_0`` (oldest first), four inputs:
+    ``compress((x_0 - x_k) / unit)``, the step out of ``x_k`` (``x_{k-1} - x_k``) the same way,
+    that step's log-size ``log2(|step| / unit)`` (one per doubling; 0 for a tie), and whether
+    ``x_k`` exists. Differences in float64, a tie exactly 0 as in ``window_input``. So every order
+    relation of the event's value with the values before it, every step's direction, and the
+    sizes of steps against each other (a difference of log-sizes) are one input or a sum of
+    a few; what they leave out is the order of two older values that are not neighbours.
+    ``(batch, LONG_CHANNELS * (history - 1))``.
+    """
+    window = np.asarray(window, np.float64)
+    unit = np.asarray(unit, np.float64)[:, None]
+    newest, older, newer = window[:, :1], window[:, 1:], window[:, :-1]
+    against = compared(newest, older, unit)
+    step = compared(newer, older, unit)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        size = np.log2(np.minimum(np.abs(newer - older) / unit, CEILING))
+    size = np.where(step != 0, size, 0.0)
+    cols = np.stack([against, step, size, ~np.isnan(older)], axis=2)[:, ::-1]
+    return cols.reshape(len(window), -1).astype(np.float32)
+
+
+def windows(values: np.ndarray, width: int = WINDOW, past: np.ndarray | None = None
+            ) -> np.ndarray:
+    """Each event's ``width`` latest values, ``(n, width)``, newest first: ``values`` is one
+    stream in order, ``past`` the values before it (oldest first; NaN: none)."""
     values = np.asarray(values, np.float64)
-    past = np.full(WINDOW - 1, np.nan) if history is None else np.asarray(history, np.float64)
-    ext = np.r_[np.full(WINDOW - 1, np.nan), past, values][-(len(values) + WINDOW - 1):]
-    at = np.arange(len(values))[:, None] + (WINDOW - 1) - np.arange(WINDOW)[None, :]
+    past = np.full(width - 1, np.nan) if past is None else np.asarray(past, np.float64)
+    ext = np.r_[np.full(width - 1, np.nan), past, values][-(len(values) + width - 1):]
+    at = np.arange(len(values))[:, None] + (width - 1) - np.arange(width)[None, :]
     return ext[at]
 
 
-def stream_inputs(features: FeatureSet, values: np.ndarray) -> np.ndarray:
+def stream_inputs(features: FeatureSet, values: np.ndarray, history: int | None = None
+                  ) -> np.ndarray:
     """Model inputs of whole streams ``(n, length)`` event by event, as serving builds them:
-    ``(n, length, FEATURE_WIDTH)``."""
+    ``(n, length, input_width)``; ``history``: a ``long`` model's."""
     values = np.atleast_2d(np.asarray(values, np.float64))
     n, length = values.shape
     first = np.arange(n * length) % max(length, 1) == 0
     zero = np.zeros(n * length)
     u, step_dir, _, unit = advance(values.ravel(), zero, zero, zero.astype(np.int64), first)
     prev_dir = segments.shift(step_dir, zero.astype(np.int8), first)
-    window = (np.concatenate([windows(v) for v in values]) if features == "window" else None)
+    width = history or HISTORY.get(features, 0)
+    window = (np.concatenate([windows(v, width) for v in values])
+              if features in ("window", "long") else None)
     return model_input(features, u, prev_dir, window, unit).reshape(
-        n, length, FEATURE_WIDTH[features])
+        n, length, input_width(features, width))
 
 
 #: A step below this share of the stream's typical step is a near-tie: ``evaluate`` counts

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.errors import UsageError
-from detector.model.features import FEATURE_SETS, FEATURE_WIDTH, STATEFUL, FeatureSet
+from detector.model.features import FEATURE_WIDTH, STATEFUL, FeatureSet
 
 MODELS_DIR = Path(__file__).parent / "shipped"
 #: The shipped models, loaded by name.
@@ -100,8 +100,9 @@ def current_tflite(model_path: Path, keras_sha256: str) -> Path | None:
 
 
 def features_of(width: int, stateful: bool, where: Path) -> FeatureSet:
-    """The feature set a model's input implies, when its card does not name one."""
-    matches = [f for f in FEATURE_SETS if FEATURE_WIDTH[f] == width and STATEFUL[f] == stateful]
+    """The feature set a model's input implies, when its card does not name one (a ``long``
+    model's card always does: its width depends on its history)."""
+    matches = [f for f, w in FEATURE_WIDTH.items() if w == width and STATEFUL[f] == stateful]
     if len(matches) != 1:
         kind = "stateful" if stateful else "stateless"
         raise ModelError(f"{where}: cannot tell the feature set of a {kind} model taking "

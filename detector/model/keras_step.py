@@ -9,8 +9,9 @@ sequence models; here each LSTM layer's cell is stepped once with the stream's c
 steps at once), so a stream with many events in a poll needs few calls. ``step_function`` and
 ``chunk_function`` have named inputs and outputs: ``detector.model.conversion`` converts exactly
 them (a stateful model's as the signatures ``step`` and ``chunk``), built with
-``fused=True``: each cell written out as ``fused_cell``, and ``seed``'s sequence stepped the
-same way from the zero state.
+``fused=True``: each cell written out as ``fused_cell``, and a stateless model's sequence
+(``seed``, ``window``) stepped the same way from the zero state; a model without an LSTM
+(``long``) is converted as it is.
 """
 
 from __future__ import annotations
@@ -150,6 +151,8 @@ class KerasStep:
         self.width, stateful, self.steps = input_kind(model)
         x_spec = tf.TensorSpec((None, self.width), tf.float32, name="x")
         self.chunk = 0
+        # A stateless model without an LSTM (``long``) converts as it is.
+        fused = fused and any(isinstance(layer, keras.layers.LSTM) for layer in model.layers)
         if stateful or fused:  # stepped cell by cell (the reference stateless path is the model)
             self._layout = step_layout(model)
             cell = fused_cell if fused else keras_cell

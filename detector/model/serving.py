@@ -24,7 +24,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from detector.model.features import FEATURE_SETS, FEATURE_WIDTH, HISTORY, STATEFUL, FeatureSet
+from detector.model.features import (
+    FEATURE_SETS,
+    HISTORY,
+    LONGEST,
+    STATEFUL,
+    FeatureSet,
+    input_width,
+)
 from detector.model.files import (
     SHIPPED,
     ModelError,
@@ -73,7 +80,7 @@ class ModelStep:
         self.runtime = runtime
         self.path = path
         self.pattern = pattern
-        self.history = HISTORY[features] if history is None else history
+        self.history = history or HISTORY[features]
         self.alert_min_flags = alert_min_flags
         self.version = 0  # its version in the model registry; 0: a file or a shipped model
         self._model = model
@@ -96,11 +103,8 @@ class ModelStep:
         features = card.get("features")
         if features not in FEATURE_SETS:
             features = features_of(run.width, run.state_size > 0, path)
-        pattern, history = card.get("pattern"), card.get("history")
         step = cls(run, features, name, digest.digest()[:8], runtime, path, keras_model,
-                   pattern if isinstance(pattern, str) else "",
-                   history if isinstance(history, int) and history > 0 else None,
-                   _min_flags(card))
+                   *_pattern_and_history(card, features, run, path), _min_flags(card))
         if runtime == "keras":
             step.warm_up()
         return step
@@ -127,16 +131,10 @@ class ModelStep:
         if features not in FEATURE_SETS:
             raise ModelError(f"{where}: its card names no feature set (one of "
                              f"{', '.join(FEATURE_SETS)})")
-        if run.width != FEATURE_WIDTH[features] or (run.state_size > 0) != STATEFUL[features]:
-            raise ModelError(f"{where}: its step takes {run.width} values per event "
-                             f"({'with' if run.state_size else 'without'} carried state); the "
-                             f"{features} feature set gives {FEATURE_WIDTH[features]}")
         litert = card.get("litert") if isinstance(card.get("litert"), dict) else {}
         keras_sha = litert.get("keras_sha256") or hashlib.sha256(content).hexdigest()
-        pattern, history = card.get("pattern"), card.get("history")
         step = cls(run, features, name, bytes.fromhex(keras_sha)[:8], "litert",
-                   Path(where), None, pattern if isinstance(pattern, str) else "",
-                   history if isinstance(history, int) and history > 0 else None,
+                   Path(where), None, *_pattern_and_history(card, features, run, where),
                    _min_flags(card))
         step.version = version
         prob, state = step(np.zeros((2, run.width), np.float32))
@@ -181,6 +179,24 @@ def _min_flags(card: dict[str, Any]) -> int:
     """The flags in a row a pattern's run needs to fire, as the card says (1 otherwise)."""
     n = card.get("alert_min_flags")
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+
+
+def _pattern_and_history(card: dict[str, Any], features: FeatureSet, run: Runner,
+                         where: str | Path) -> tuple[str, int | None]:
+    """The card's pattern ("" for a trend model) and history, checked against the step: it
+    must take the values per event the feature set gives for that history (a ``long`` model's
+    width depends on it). Raises ModelError with one line otherwise."""
+    pattern, history = card.get("pattern"), card.get("history")
+    history = history if isinstance(history, int) and history > 0 else None
+    if features == "long" and not (history and HISTORY["window"] < history <= LONGEST):
+        raise ModelError(f"{where}: a long model's card must declare its history (9 .. "
+                         f"{LONGEST} values)")
+    width = input_width(features, history or HISTORY[features])
+    if run.width != width or (run.state_size > 0) != STATEFUL[features]:
+        raise ModelError(f"{where}: its step takes {run.width} values per event "
+                         f"({'with' if run.state_size else 'without'} carried state); the "
+                         f"{features} feature set gives {width}")
+    return (pattern if isinstance(pattern, str) else ""), history
 
 
 def _litert_runner(path: Path, name: str, keras_sha256: str) -> Runner | None:

@@ -5,7 +5,9 @@ what they report is what the pipeline does. A batch is ordered by stream (each s
 contiguous, in arrival order) and every per-event quantity is a scan over those stretches
 (``detector.task.segments``), so a poll of one hot stream costs about what a poll of many streams
 with one event each does. The model runs once per batch (stateless) or, carrying each stream's
-LSTM state, over chunks of each stream's events (``ModelStep.sequence``).
+LSTM state, over chunks of each stream's events (``ModelStep.sequence``). A stateless pattern
+model reads each event's last values (8, or a ``long`` model's history): the store keeps as
+many per stream as the model in use reads (``StreamStore.ensure_history``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from detector.model.features import WINDOW, advance, model_input
+from detector.model.features import advance, model_input
 from detector.stream import runs
 from detector.stream.runs import FIRST_FLAG_LENGTH, RunRecord
-from detector.stream.state import HISTORY, StreamStore
+from detector.stream.state import StreamStore
 from detector.task import segments
 from detector.task.rule import step_flags
 
@@ -145,6 +147,7 @@ class Engine:
         assert step is not None, "no model to process with"
         n = len(batch.streams)
         store = self.store
+        store.ensure_history(step.history)
         slots = store.lookup(batch.streams, batch.partition)
         conflicts = np.nonzero(store.partition[slots] != batch.partition)[0]
         if len(conflicts):
@@ -173,8 +176,8 @@ class Engine:
         u, step_dir, scale, unit = advance(value, store.prev[s], store.scale[s], store.seen[s],
                                            first)
         prev_dir = segments.shift(step_dir, store.prev_dir[s], first)
-        recent = segments.recent(value, store.hist[s], first, HISTORY)
-        window = recent[:, :WINDOW] if step.features == "window" else None
+        recent = segments.recent(value, store.hist[s], first, store.history)
+        window = recent[:, :step.history] if step.features in ("window", "long") else None
         x = model_input(step.features, u, prev_dir, window, unit)
         if step.state_size:
             prob = self._recurrent(res, x, s, first, step)

@@ -2,10 +2,12 @@
 
 A stateful model's state is what it remembers of a stream. When another model takes a stream
 over (a new version promoted, a rollback, a restored stream whose state another model wrote),
-its state is rebuilt by running it over the stream's recent values (``state.HISTORY``, kept for
-this) from the zero state: "burn-in", as R2D2 (ICLR 2019) warms up recurrent state from
-replayed inputs. A model whose flags depend on fewer values than that then gives exactly the
-flags of an uninterrupted run over the stream; its card declares how many (``history``).
+its state is rebuilt by running it over the stream's recent values (at least ``state.HISTORY``
+are kept for this) from the zero state: "burn-in", as R2D2 (ICLR 2019) warms up recurrent
+state from replayed inputs. A model whose flags depend on no more values than that then gives
+exactly the flags of an uninterrupted run over the stream; its card declares how many
+(``history``). A stateless model (``seed``, ``window``, ``long``) has nothing to rebuild: it
+reads the kept values themselves.
 
 The normalized steps of those values are computed as they were when the values arrived: the
 stream's typical step before each of them is unwound from the one after it
@@ -60,13 +62,14 @@ def rebuild(store: StreamStore, slots: np.ndarray, step: ModelStep) -> None:
     if not size or not len(slots):
         return
     store.ensure_state_size(size)
-    values = store.hist[slots]
+    burn = min(store.history, max(HISTORY, step.history))  # the values its flags depend on
+    values = store.hist[slots, -burn:]
     seen = store.seen[slots]
     before, tie = unwind_scales(values, store.scale[slots])
     state = np.zeros((len(slots), size), np.float32)
     prev_dir = np.zeros(len(slots), np.int8)
-    whole_life = seen <= HISTORY  # the history starts at the stream's first value
-    for j in range(HISTORY):
+    whole_life = seen <= burn  # the values start at the stream's first
+    for j in range(burn):
         value, prev = values[:, j], values[:, j - 1] if j else np.full(len(slots), np.nan)
         first = whole_life & np.isfinite(value) & ~np.isfinite(prev)
         stepped = np.isfinite(value) & np.isfinite(prev)

@@ -5,6 +5,9 @@ The candidate's state starts from the live state of each stream as the shadow fi
 (its values, scale, runs: what is not the model's), with its own LSTM state rebuilt from the
 stream's recent values (``rebuild``): a stream is compared from its first event in the shadow.
 Nothing of it is checkpointed; after a restart or a rebalance it is seeded again the same way.
+While it shadows, the live state keeps as many recent values as the candidate reads, so that
+once a stream has seen that many, a promotion of the candidate flags it exactly as an
+uninterrupted run of the candidate would.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class Shadow:
     def seed(self, live: StreamStore, streams: list[Hashable]) -> None:
         """Before the live model takes a batch: its streams the shadow has not met, as the live
         state has them (the streams new to both start afresh in both)."""
+        live.ensure_history(self.step.history)  # so that promoting the candidate is exact
         store = self.engine.store
         unknown = store.index.find(streams, store.keys) < 0
         if not unknown.any():

@@ -5,27 +5,34 @@ instead every stream owns a slot number into a few numpy arrays, and one dict ma
 to slot. Slots of streams whose partition is revoked go back to a free list.
 
 A state record carries the input offset of the last event it applied, so a restored stream
-skips what it already covered and processes the rest again from exactly that state. Its key
-is the stream id and the token of the partition owner that wrote it (``state_keys``).
+skips what it already covered and processes the rest again from exactly that state, and the
+stream's recent values (as many as the store keeps: 8, or a long model's history), so that a
+stateless model reads its window and a stateful one's LSTM state can be rebuilt at a swap.
+Its key is the stream id and the token of the partition owner that wrote it (``state_keys``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
 
+from detector.model.features import LONGEST
+from detector.stream.index import StreamIndex
 from detector.stream.state_keys import LEGACY_WRITER, state_key
 
 #: Magic and version: a record from another program or layout is rejected, not misread.
-#: Version 3 added the stream's recent values (a version 2 record restores without them);
-#: version 4 the writer, whose token ends the record's key (versions 2 and 3: the bare id).
+#: Version 3 added the stream's recent values (8 of them); version 4 keeps as many as the
+#: writer kept (8 .. ``LONGEST``) and the writer, whose token ends the record's key (versions 2
+#: and 3: the bare id). Versions 2 and 3 restore (2 without recent values).
 STATE_MAGIC = b"TDS\x04"
-_V3_MAGIC = b"TDS\x03"
-_V2_MAGIC = b"TDS\x02"
-#: Recent values each stream keeps (float64, as they arrived, oldest first; NaN before its
-#: first): what a model's window reads, and what a new model's state is rebuilt from at a swap.
+_V3_MAGIC, _V2_MAGIC = b"TDS\x03", b"TDS\x02"
+#: Recent values each stream keeps at least (float64, as they arrived, oldest first; NaN before
+#: its first): what the ``window`` model reads, and what a new model's LSTM state is rebuilt
+#: from at a swap. A model with a longer history (``long``, up to ``LONGEST``) makes the store
+#: keep that many (``StreamStore.ensure_history``).
 HISTORY = 8
 
 #: What a stream carries from event to event: (name, dtype, value of a fresh stream). One list
@@ -52,8 +59,14 @@ FIELDS: tuple[tuple[str, str, float], ...] = (
 _V2_HEADER = np.dtype([("magic", "S4"), ("fingerprint", "S8"),
                        *((n, t) for n, t, _ in FIELDS[:-1]), ("size", "<u2")])
 _V3_HEADER = np.dtype([*_V2_HEADER.descr[:-1], ("hist", "<f8", (HISTORY,)), ("size", "<u2")])
-_HEADER = np.dtype([*_V3_HEADER.descr[:-1], ("writer", "<u8"), ("size", "<u2")])
-_OLD = {_V2_MAGIC: _V2_HEADER, _V3_MAGIC: _V3_HEADER}
+#: Version 4: the fields (the writer too), how many recent values follow (``kept``) and how
+#: many LSTM floats follow them; then the values (float64), then the LSTM state (float32).
+_HEADER = np.dtype([*_V2_HEADER.descr[:-1], ("writer", "<u8"), ("kept", "<u1"),
+                    ("size", "<u2")])
+#: A decoded record, whatever its version: the recent values right-aligned in ``LONGEST``.
+_ROW = np.dtype([*_HEADER.descr, ("hist", "<f8", (LONGEST,))])
+_ABSENT = np.full(LONGEST, np.nan).tobytes()
+_KEPT_AT, _SIZE_AT = _HEADER.fields["kept"][1], _HEADER.fields["size"][1]
 
 
 class StateRecordError(ValueError):
@@ -61,35 +74,54 @@ class StateRecordError(ValueError):
 
 
 def decode_state(data: bytes | None) -> tuple[np.void, np.ndarray, bytes]:
-    """A state record: its fields (a numpy record), its LSTM state and the model fingerprint.
+    """A state record: its fields (a numpy record with every recent value it kept, in
+    ``hist``, and how many, in ``kept``), its LSTM state and the model fingerprint.
 
     Raises StateRecordError for a tombstone, a foreign record or a damaged one.
     """
     if data is None:
         raise StateRecordError("state record has no value (a tombstone)")
     magic = bytes(data[:4])
-    if len(data) >= 4 and magic != STATE_MAGIC and magic not in _OLD:
+    header = {STATE_MAGIC: _HEADER, _V3_MAGIC: _V3_HEADER, _V2_MAGIC: _V2_HEADER}.get(magic)
+    if header is None and len(data) >= 4:
         raise StateRecordError(f"not a detector state record (magic {magic!r})")
-    header = _OLD.get(magic, _HEADER)
-    if len(data) < header.itemsize:
+    if header is None or len(data) < header.itemsize:
         raise StateRecordError(f"state record too short: {len(data)} bytes")
-    row = np.frombuffer(data, header, count=1)[0]
-    if header is not _HEADER:
-        row = _upgrade(row, header)
-    size = int(row["size"])
-    if len(data) != header.itemsize + 4 * size:
-        raise StateRecordError(
-            f"state record length {len(data)} does not match its {size} LSTM values")
-    if not _valid(np.array([row]))[0]:
+    if header is _HEADER:  # read without parsing the fields twice: restores are hot
+        kept, size = data[_KEPT_AT], int.from_bytes(data[_SIZE_AT:_SIZE_AT + 2], "little")
+    else:
+        head = np.frombuffer(data, header, count=1)[0]
+        kept, size = HISTORY, int(head["size"])
+    end = header.itemsize + (8 * kept if header is _HEADER else 0)
+    if len(data) != end + 4 * size or not HISTORY <= kept <= LONGEST:
+        raise StateRecordError(f"state record length {len(data)} does not match its {kept} "
+                               f"recent values and {size} LSTM values")
+    if header is _HEADER:  # the values right-aligned after the fields, in one buffer
+        row = np.frombuffer(data[:header.itemsize] + _ABSENT[:8 * (LONGEST - kept)]
+                            + data[header.itemsize:end], _ROW, count=1)[0]
+    else:
+        row = _upgrade(head)
+    if not _valid(row):
         raise StateRecordError("state record fields out of range")
-    lstm = np.frombuffer(data, "<f4", offset=header.itemsize).astype(np.float32)
+    lstm = np.frombuffer(data, "<f4", offset=end).astype(np.float32)
     if not np.all(np.isfinite(lstm)):
         raise StateRecordError("state record holds a non-finite LSTM value")
     return row, lstm, bytes(row["fingerprint"])
 
 
-def _valid(rows: np.ndarray) -> np.ndarray:
-    """Which decoded rows have every field in range (decode_state's checks, for arrays)."""
+def _valid(row: np.void) -> bool:
+    """Whether a decoded row has every field in range."""
+    return not (abs(int(row["prev_dir"])) > 1 or abs(int(row["run_dir"])) > 1 or row["seen"] < 0
+                or row["last_seq"] < -1 or row["last_offset"] < -1 or row["run_len"] < 0
+                or not 0 <= row["partition"] < 2**15
+                or not all(math.isfinite(row[n])
+                           for n in ("scale", "run_start_ts", "last_active"))
+                or (row["seen"] > 0 and not np.isfinite(row["prev"]))
+                or row["scale"] < 0 or np.isinf(row["hist"]).any())
+
+
+def _all_valid(rows: np.ndarray) -> np.ndarray:
+    """``_valid`` for an array of rows at once."""
     with np.errstate(invalid="ignore"):
         return ((np.abs(rows["prev_dir"].astype(np.int16)) <= 1)
                 & (np.abs(rows["run_dir"].astype(np.int16)) <= 1) & (rows["seen"] >= 0)
@@ -101,33 +133,50 @@ def _valid(rows: np.ndarray) -> np.ndarray:
                 & ~np.isinf(rows["hist"]).any(axis=1))
 
 
-def decode_states(values: list[bytes], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Many current state records of ``size`` LSTM values each, decoded at once (a restore
-    reads millions): their rows, LSTM states (n x size) and whether each is valid. Every value
-    must be ``_HEADER.itemsize + 4 * size`` bytes long; ``decode_state`` takes the others."""
-    dtype = np.dtype([*_HEADER.descr, ("lstm", "<f4", (size,))] if size else _HEADER.descr)
-    rows = np.frombuffer(b"".join(values), dtype)
-    ok = (rows["magic"] == STATE_MAGIC) & (rows["size"] == size) & _valid(rows)
-    lstm = rows["lstm"].astype(np.float32) if size else np.zeros((len(rows), 0), np.float32)
+def kept_of(data: bytes) -> int | None:
+    """How many recent values a current record keeps (None: not a current record)."""
+    return data[_KEPT_AT] if len(data) > _KEPT_AT and data[:4] == STATE_MAGIC else None
+
+
+def decode_states(values: list[bytes], kept: int, size: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Many current state records of ``kept`` recent values and ``size`` LSTM values each,
+    decoded at once (a restore reads millions): their rows (the values right-aligned, as
+    ``decode_state`` gives them), LSTM states (n x size) and whether each is valid. Every
+    value must be ``record_size(kept, size)`` bytes long; ``decode_state`` takes the others."""
+    dtype = np.dtype([*_HEADER.descr, ("hist", "<f8", (kept,)),
+                      *([("lstm", "<f4", (size,))] if size else [])])
+    raw = np.frombuffer(b"".join(values), dtype)
+    rows = np.zeros(len(raw), _ROW)
+    for name in _HEADER.names:
+        rows[name] = raw[name]
+    rows["hist"] = np.nan
+    rows["hist"][:, LONGEST - kept:] = raw["hist"]
+    ok = ((raw["magic"] == STATE_MAGIC) & (raw["kept"] == kept) & (raw["size"] == size)
+          & (HISTORY <= kept <= LONGEST) & _all_valid(rows))
+    lstm = raw["lstm"].astype(np.float32) if size else np.zeros((len(raw), 0), np.float32)
     if size:
         ok &= np.isfinite(lstm).all(axis=1)
     return rows, lstm, ok
 
 
-def record_size(size: int) -> int:
-    """Bytes of a current state record with ``size`` LSTM values."""
-    return _HEADER.itemsize + 4 * size
+def record_size(kept: int, size: int) -> int:
+    """Bytes of a current state record with ``kept`` recent values and ``size`` LSTM ones."""
+    return _HEADER.itemsize + 8 * kept + 4 * size
 
 
-def _upgrade(old: np.void, header: np.dtype) -> np.void:
-    """An older record's fields in the current layout: a version 2 record without recent
-    values but its previous one; both under the bare stream id (the legacy writer)."""
-    row = np.zeros(1, _HEADER)[0]
-    for name in header.names:
+def _upgrade(old: np.void) -> np.void:
+    """A version 2 or 3 record's fields in the current layout: its 8 recent values (version 3)
+    or the one it knows, the previous value (version 2); under the bare stream id (the legacy
+    writer)."""
+    row = np.zeros(1, _ROW)[0]
+    for name in _V2_HEADER.names:
         row[name] = old[name]
-    if header is _V2_HEADER:
-        row["hist"] = np.nan
-        row["hist"][-1] = old["prev"]  # the one recent value a version 2 record knows
+    row["kept"], row["hist"] = HISTORY, np.nan
+    if "hist" in old.dtype.names:
+        row["hist"][-HISTORY:] = old["hist"]
+    else:
+        row["hist"][-1] = old["prev"]
     row["writer"] = LEGACY_WRITER
     return row
 
@@ -153,69 +202,6 @@ class StateSnapshot:
                 for i, key in enumerate(self.keys[start:stop])]
 
 
-class StreamIndex:
-    """Stream id -> slot, without keeping a Python object (a dict entry, an int) per stream.
-
-    Settled ids live in two sorted numpy arrays, their Python hash and their slot (16 bytes a
-    stream against ~70 for a dict entry and its int); ids added since the last merge wait in a
-    small dict. A 64-bit hash can collide, so a found slot is confirmed by comparing ids, and
-    an id whose hash is taken stays in the dict for good.
-    """
-
-    def __init__(self) -> None:
-        self.hashes = np.empty(0, np.int64)
-        self.slots = np.empty(0, np.int32)  # 2^31 streams a detector are plenty
-        self.recent: dict[Hashable, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.hashes) + len(self.recent)
-
-    def find(self, ids: list[Hashable], id_of_slot: list[Hashable | None]) -> np.ndarray:
-        """The slot of each id, -1 for ids not in the index."""
-        n = len(ids)
-        out = np.full(n, -1, np.int64)
-        if len(self.hashes):
-            hs = np.fromiter(map(hash, ids), np.int64, n)
-            pos = np.minimum(np.searchsorted(self.hashes, hs), len(self.hashes) - 1)
-            hit = np.nonzero(self.hashes[pos] == hs)[0]
-            cand = self.slots[pos[hit]]
-            same = [id_of_slot[c] == ids[i] for i, c in zip(hit.tolist(), cand.tolist(),
-                                                             strict=True)]
-            out[hit[same]] = cand[same]
-        if self.recent:
-            get = self.recent.get
-            for i in np.nonzero(out < 0)[0].tolist():
-                out[i] = get(ids[i], -1)
-        return out
-
-    def add(self, stream: Hashable, slot: int) -> None:
-        self.recent[stream] = slot
-        if len(self.recent) >= max(50_000, len(self.hashes) // 8):
-            self._merge()
-
-    def _merge(self) -> None:
-        ids = list(self.recent)
-        hs = np.fromiter(map(hash, ids), np.int64, len(ids))
-        pos = np.minimum(np.searchsorted(self.hashes, hs), max(len(self.hashes) - 1, 0))
-        taken = (self.hashes[pos] == hs) if len(self.hashes) else np.zeros(len(ids), bool)
-        _, first = np.unique(hs, return_index=True)
-        unique = np.zeros(len(ids), bool)
-        unique[first] = True
-        move = unique & ~taken
-        slots = np.fromiter((self.recent[k] for k in ids), np.int32, len(ids))
-        hashes = np.concatenate([self.hashes, hs[move]])
-        order = np.argsort(hashes, kind="stable")
-        self.hashes = hashes[order]
-        self.slots = np.concatenate([self.slots, slots[move]])[order]
-        self.recent = {ids[i]: int(slots[i]) for i in np.nonzero(~move)[0].tolist()}
-
-    def remove(self, slots: np.ndarray) -> None:
-        keep = ~np.isin(self.slots, slots)
-        self.hashes, self.slots = self.hashes[keep], self.slots[keep]
-        gone = set(slots.tolist())
-        self.recent = {k: v for k, v in self.recent.items() if v not in gone}
-
-
 class StreamStore:
     """Slot arrays for every stream of the assigned partitions, keyed by stream id (the stream
     id's UTF-8 bytes in the pipeline, str elsewhere). One array per field of ``FIELDS``."""
@@ -239,7 +225,7 @@ class StreamStore:
                 arr[:n] = getattr(self, name)
             setattr(self, name, arr)
         lstm = np.zeros((capacity, self.state_size), np.float32)
-        hist = np.full((capacity, HISTORY), np.nan)
+        hist = np.full((capacity, HISTORY if old is None else old.shape[1]), np.nan)
         if old is not None:
             lstm[:n], hist[:n] = self.lstm, self.hist
         self.lstm, self.hist = lstm, hist
@@ -257,9 +243,27 @@ class StreamStore:
         mine = self.lookup([other.keys[s] for s in slots.tolist()], other.partition[slots])
         for name, _, _ in FIELDS:
             getattr(self, name)[mine] = getattr(other, name)[slots]
-        self.hist[mine] = other.hist[slots]
+        width = other.history
+        self.ensure_history(width)
+        self.hist[mine] = np.nan
+        self.hist[mine, -width:] = other.hist[slots]
         self.lstm[mine] = 0.0
         return mine
+
+    @property
+    def history(self) -> int:
+        """Recent values each stream keeps (at least ``HISTORY``)."""
+        return self.hist.shape[1]
+
+    def ensure_history(self, values: int) -> None:
+        """Keep ``values`` recent values per stream from here on (a model with a longer
+        history took over or shadows). The values a stream had not kept are absent (NaN):
+        it has as many as it kept until it has seen that many more."""
+        if values > self.history:
+            wider = np.full((len(self.hist), values), np.nan)
+            wider[:, values - self.history:] = self.hist
+            self.hist = wider
+            self.prev = wider[:, -1]
 
     def ensure_state_size(self, size: int) -> None:
         """Room for ``size`` LSTM floats per stream (a model with more state took over)."""
@@ -309,15 +313,16 @@ class StreamStore:
 
     def put(self, streams: list[Hashable], rows: list[np.void] | np.ndarray,
             lstms: list[np.ndarray | None] | np.ndarray) -> None:
-        """Install restored states (clean: they are already on the state topic): ``rows`` in
-        the record layout (a list, or a structured array with those fields), ``lstms`` one
-        per stream (a list, or an n x size array). A state wider than the store's starts
-        afresh, as does ``None``."""
+        """Install restored states (clean: they are already on the state topic): ``rows`` as
+        ``decode_state`` gives them (a list, or a structured array), ``lstms`` one per stream
+        (a list, or an n x size array). A state wider than the store's starts afresh, as does
+        ``None`` (written by another model)."""
         if not streams:
             return
-        table = rows if isinstance(rows, np.ndarray) else np.array(rows, dtype=_HEADER)
+        table = rows if isinstance(rows, np.ndarray) else np.array(rows, dtype=_ROW)
+        self.ensure_history(int(table["kept"].max()))  # what the writer's model needed
         slots = self.lookup(streams, table["partition"].astype(np.int64))
-        self.hist[slots] = table["hist"]
+        self.hist[slots] = table["hist"][:, LONGEST - self.history:]
         for name, _, _ in FIELDS:
             getattr(self, name)[slots] = table[name]
         self.lstm[slots] = 0.0
@@ -338,14 +343,15 @@ class StreamStore:
         million streams neither stops the loop nor leaves a million Python objects behind;
         records are cut from it a slice at a time as they are sent.
         """
-        n, width = len(slots), self.state_size
-        dtype = np.dtype([*_HEADER.descr, ("lstm", "<f4", (width,))] if width else _HEADER.descr)
+        n, width, kept = len(slots), self.state_size, self.history
+        dtype = np.dtype([*_HEADER.descr, ("hist", "<f8", (kept,)),
+                          *([("lstm", "<f4", (width,))] if width else [])])
         rows = np.zeros(n, dtype)
         rows["magic"] = STATE_MAGIC
         rows["fingerprint"] = fingerprint
         for name, _, _ in FIELDS:
             rows[name] = getattr(self, name)[slots]
-        rows["hist"] = self.hist[slots]
+        rows["kept"], rows["hist"] = kept, self.hist[slots]
         rows["size"] = width
         if width:
             rows["lstm"] = self.lstm[slots]
@@ -385,3 +391,4 @@ class StreamStore:
 
     def clear(self) -> None:
         self.drop_partitions(set(np.unique(self.partition[self.partition >= 0]).tolist()))
+

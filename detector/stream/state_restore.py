@@ -19,6 +19,7 @@ from detector.stream.state import (
     StreamStore,
     decode_state,
     decode_states,
+    kept_of,
     record_size,
 )
 from detector.stream.state_keys import LEGACY_WRITER, ModelMarker, stream_of
@@ -155,23 +156,24 @@ class StateMerge:
 
 
 class _Decoded:
-    """A chunk's state records decoded together, by length (``decode_states``); the odd ones
-    (older versions, damaged) one by one."""
+    """A chunk's state records decoded together, by length and values kept
+    (``decode_states``); the odd ones (older versions, damaged) one by one."""
 
     def __init__(self, records: list[tuple[bytes | None, bytes | None]]):
-        by_length: dict[int, list[int]] = {}
+        by_shape: dict[tuple[int, int | None], list[int]] = {}  # (length, values kept)
         for i, (key, value) in enumerate(records):
             if key is not None and value is not None and not ModelMarker.is_marker(value):
-                by_length.setdefault(len(value), []).append(i)
+                by_shape.setdefault((len(value), kept_of(value)), []).append(i)
         self.where: dict[int, tuple[int, int]] = {}  # record -> (group, row in group)
         self.fields: dict[int, tuple[int, int, int]] = {}  # record -> offset, writer, partition
         self.tables: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, lstms) per group
-        for length, idx in by_length.items():
-            size, odd = divmod(length - record_size(0), 4)
-            if size < 0 or odd:
+        for (length, kept), idx in by_shape.items():
+            size, odd = divmod(length - record_size(kept or 0, 0), 4)
+            if kept is None or size < 0 or odd:
                 self._one_by_one(records, idx)
                 continue
-            rows, lstm, ok = decode_states([records[i][1] for i in idx], size)  # type: ignore[misc]
+            rows, lstm, ok = decode_states([records[i][1] for i in idx],  # type: ignore[misc]
+                                           kept, size)
             group = len(self.tables)
             self.tables.append((rows, lstm))
             offsets, writers = rows["last_offset"].tolist(), rows["writer"].tolist()

@@ -2,11 +2,13 @@
 
 A user trains the detector's model on their own labels (``python -m detector train --csv``).
 To hold that to figures, the battery labels its streams (real series and generated shapes) by
-patterns of the kind the feature set is for: the order and relative size of a stream's last
-few values, a tie being flat (a tie never satisfies a strict comparison), float dust included
-as the rule has it (``detector.task.rule.tie_bound``, in the unit the ``window`` features
-compare an event's values in, ``detector.task.rule.step_unit``). A label is 1 at the event where
-the pattern is complete, and depends only on that value and earlier ones.
+patterns of the kind the feature sets are for: the order and relative size of a stream's last
+few values (``window``, up to 8) or of up to 32 (``long``: new highs and lows of the last 12 or
+16, a breakout above the last 20, counts of steps up), a tie being flat (a tie never satisfies
+a strict comparison), float dust included as the rule has it (``detector.task.rule.tie_bound``,
+in the unit the models compare an event's values in, ``detector.task.rule.step_unit``). A label
+is 1 at the event where the pattern is complete, and depends only on that value and earlier
+ones.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class Pattern:
     name: str
     kind: str  # "neighbours": compares consecutive values; "apart": values further apart;
     #            "size": relative size of a step
-    values: int  # how many of the last values it looks at
+    values: int  # how many of the last values it looks at (its history: the model's, trained)
     description: str
     label: Callable[[np.ndarray], np.ndarray]
 
@@ -71,6 +73,21 @@ def _labels(condition: Callable[[Values, Above], np.ndarray]
     return label
 
 
+def _beyond_all(n: int, high: bool) -> Callable[[Values, Above], np.ndarray]:
+    """``x[t]`` above (``high``) or below each of the ``n - 1`` values before it."""
+    def condition(x: Values, gt: Above) -> np.ndarray:
+        return np.logical_and.reduce([gt(x(0), x(k)) if high else gt(x(k), x(0))
+                                      for k in range(1, n)])
+    return condition
+
+
+def _ups(steps: int, at_least: int) -> Callable[[Values, Above], np.ndarray]:
+    """At least ``at_least`` of the last ``steps`` steps up (a tie is not up)."""
+    def condition(x: Values, gt: Above) -> np.ndarray:
+        return sum(gt(x(k), x(k + 1)).astype(int) for k in range(steps)) >= at_least
+    return condition
+
+
 def _jump(values: np.ndarray) -> np.ndarray:
     v = np.asarray(values, np.float64)
     step = np.abs(stream_steps(v)[0])
@@ -94,7 +111,15 @@ PATTERNS: dict[str, Pattern] = {p.name: p for p in (
             "the middle of five values is their top: x[t-2] > x[t-4], x[t-3], x[t-1], x[t]",
             _labels(lambda x, gt: gt(x(2), x(4)) & gt(x(2), x(3)) & gt(x(2), x(1))
                     & gt(x(2), x(0)))),
-    Pattern("jump5", "size", 2,
+    Pattern("new_high12", "apart", 12, "a new high of the last 12 values: x[t] above the 11 "
+            "before it", _labels(_beyond_all(12, high=True))),
+    Pattern("new_low16", "apart", 16, "a new low of the last 16 values: x[t] below the 15 "
+            "before it", _labels(_beyond_all(16, high=False))),
+    Pattern("breakout20", "apart", 21, "a breakout: x[t] above the highest of the 20 values "
+            "before it", _labels(_beyond_all(21, high=True))),
+    Pattern("up5_of_10", "neighbours", 11, "at least 5 of the last 10 steps up",
+            _labels(_ups(10, 5))),
+    Pattern("jump5", "size", 12,
             "a step more than 5x the typical step (geometric mean of the last 10 steps that "
             "are not ties)", _jump),
 )}

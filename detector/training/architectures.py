@@ -1,4 +1,5 @@
-"""The models' architectures and recipes: the seed's model kept exact, and the stateful one.
+"""The models' architectures and recipes: the seed's model kept exact, the stateful one, and
+the pattern models (``window`` over 8 values, ``long`` over up to 32).
 
 Everything that decides a trained model is its ``Recipe``, written into its card.
 """
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from detector.model.features import FEATURE_WIDTH, WINDOW, FeatureSet
+from detector.model.features import FEATURE_WIDTH, FLOOR, LONG_CHANNELS, WINDOW, FeatureSet
 
 
 @dataclass(frozen=True)
@@ -160,5 +161,45 @@ def build_window_model(free_units: int = 8, lstm_units: int = 32) -> keras.Model
         w[:, g * WINDOW:(g + 1) * WINDOW] = 0.0
         w[np.arange(WINDOW), g * WINDOW + np.arange(WINDOW)] = gain
         b[g * WINDOW:(g + 1) * WINDOW] = 0.0
+    dense.set_weights([w, b])
+    return model
+
+
+#: Head start of the ``long`` model's first layer, per comparison input (the event's value
+#: against each value before it, and each step): ``tanh(g x)``, ``tanh(g (x - h))`` and
+#: ``tanh(g (x + h))``, its sign, "above" and "not below" (each trainable). A tie is exactly 0
+#: and any other difference reaches the model at least ``FLOOR`` from it, so ``h = FLOOR / 2``
+#: tells a tie from both sides: counting steps up or values below is then a sum.
+LONG_GAIN = 1e5
+LONG_DETECTED = (0, 1)  # the channels of ``features.long_input`` that are comparisons
+
+
+def build_long_model(history: int, free_units: int = 32) -> keras.Model:
+    """A stateless model of a stream's last ``history`` values (``features.long_input``): the
+    inputs flattened into a Dense layer whose units start as sign detectors of every
+    comparison (plus ``free_units`` for sizes), then two relu layers. Cheaper per event than
+    ``window``'s LSTM over its 8 values, and no state carried: at a model swap it reads the
+    kept values and owes nothing to the model before."""
+    steps = history - 1
+    detectors = 3 * len(LONG_DETECTED) * steps
+    model = keras.Sequential([
+        keras.Input((steps, LONG_CHANNELS)),
+        keras.layers.Flatten(),
+        keras.layers.Dense(detectors + free_units, activation="tanh"),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(32, activation="relu"),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    dense = model.layers[1]
+    w, b = dense.get_weights()
+    w *= 0.1  # the free units start small: near linear in the log-sizes
+    col = 0
+    for position in range(steps):
+        for channel in LONG_DETECTED:
+            for offset in (0.0, -FLOOR / 2, FLOOR / 2):
+                w[:, col] = 0.0
+                w[position * LONG_CHANNELS + channel, col] = LONG_GAIN
+                b[col] = LONG_GAIN * offset
+                col += 1
     dense.set_weights([w, b])
     return model

@@ -95,7 +95,8 @@ def agreement(keras_path: Path, content: bytes, streams: Sequence[np.ndarray]
     one event per poll."""
     keras_step = ModelStep.load(str(keras_path), "keras")
     lite = ModelStep(LiteRTStep(content), keras_step.features, keras_step.name,
-                     keras_step.fingerprint, "litert", keras_path)
+                     keras_step.fingerprint, "litert", keras_path, pattern=keras_step.pattern,
+                     history=keras_step.history)
     steps = {"keras": _Recorder(keras_step), "litert": _Recorder(lite)}
     length = max(len(s) for s in streams)
     out = {runtime: ([np.zeros(len(s), np.float32) for s in streams],

@@ -64,6 +64,10 @@ def test_options_that_do_not_fit_are_refused(tmp_path, capsys):
         (["evaluate", "--csv", str(path), "--value-column", "value", "--label-column",
           "label", "--column", "value"], "--column does not apply with --label-column"),
         (["train"], "train needs --features seed|pair"),
+        (["train", "--features", "pair", "--history", "12"], "--history needs --csv"),
+        ([*train(path), "--history", "40"], "--history 40: a pattern may look at 2 .. 32"),
+        ([*train(path), "--history", "1"], "--history 1: a pattern may look at 2 .. 32"),
+        ([*train(path), "--history", "12"], "10 event(s); the model's window needs at least 12"),
     ]
     for argv, says in cases:
         assert main(argv) == 2, argv

@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 
+from detector.model.features import LONGEST
 from detector.stream.state import (
     _HEADER,
     _V2_HEADER,
     _V3_HEADER,
     FIELDS,
+    HISTORY,
     STATE_MAGIC,
     StateRecordError,
     StreamStore,
@@ -42,21 +44,67 @@ def test_record_round_trips_every_field():
         "run_start_seq": 8, "run_start_ts": 1.5, "run_fired": True, "last_active": 1e9,
         "writer": 0}
     np.testing.assert_array_equal(lstm, np.arange(4, dtype=np.float32) / 7)
-    np.testing.assert_array_equal(row["hist"], [np.nan, np.nan, 1e300, -2.5, 0.0, 1e-300, 7.0,
-                                                0.75])
+    assert row["kept"] == HISTORY and np.isnan(row["hist"][:-HISTORY]).all()
+    np.testing.assert_array_equal(row["hist"][-HISTORY:], [np.nan, np.nan, 1e300, -2.5, 0.0,
+                                                           1e-300, 7.0, 0.75])
     assert decode_state(encoded(0))[1].size == 0
+
+
+def older(version: int) -> bytes:
+    """``encoded()`` in the layout of an older version (2: no recent values; 3: eight)."""
+    new = encoded()
+    header = _V2_HEADER if version == 2 else _V3_HEADER
+    old = np.zeros(1, header)
+    row = np.frombuffer(new, _HEADER, count=1)[0]
+    for name in _V2_HEADER.names:
+        old[name] = row[name]
+    old["magic"] = b"TDS" + bytes([version])
+    values = _HEADER.itemsize + 8 * HISTORY
+    if version == 3:
+        old["hist"] = np.frombuffer(new, "<f8", HISTORY, _HEADER.itemsize)
+    return old.tobytes() + new[values:]
+
+
+def test_a_version_3_record_restores_with_its_eight_values():
+    row, lstm, fp = decode_state(older(3))
+    assert fp == FP and row["kept"] == HISTORY and row["seen"] == 12
+    np.testing.assert_array_equal(row["hist"][-HISTORY:], decode_state(encoded())[0]["hist"][
+        -HISTORY:])
+    assert np.isnan(row["hist"][:-HISTORY]).all()
+    np.testing.assert_array_equal(lstm, np.arange(4, dtype=np.float32) / 7)
+    store = StreamStore(state_size=4)
+    store.put(["x"], [row], [lstm])
+    assert store.history == HISTORY and store.get("x")["prev"] == 0.75
+
+
+def test_as_many_recent_values_as_the_writer_kept_round_trip():
+    """A store keeping 32 values (a long model served) writes them all; a store restoring
+    such a record keeps as many from then on, and one that keeps 32 restores 8 as 8."""
+    store = StreamStore(state_size=0)
+    store.ensure_history(LONGEST)
+    slot = store.lookup(["x"], np.array([1]))
+    values = np.linspace(-3, 5, LONGEST)
+    values[:3] = np.nan
+    store.hist[slot] = values
+    store.seen[slot] = 29
+    data = store.snapshot(slot, FP).records(0, 1)[0][1]
+    assert len(data) == _HEADER.itemsize + 8 * LONGEST
+    row, lstm, _ = decode_state(data)
+    assert row["kept"] == LONGEST and lstm.size == 0 and row["prev"] == 5.0
+    fresh = StreamStore(state_size=0)
+    fresh.put(["x"], [row], [lstm])
+    assert fresh.history == LONGEST
+    np.testing.assert_array_equal(fresh.get("x")["hist"], values)
+    assert fresh.get("x")["prev"] == 5.0
+    row8, lstm8, _ = decode_state(encoded(0))
+    fresh.put(["y"], [row8], [lstm8])
+    got = fresh.get("y")["hist"]
+    assert np.isnan(got[:-HISTORY]).all() and got[-1] == 0.75
 
 
 def test_a_version_2_record_restores_without_recent_values():
     """Records written before the history existed: every field, the LSTM state, no values."""
-    new = encoded()
-    v2 = np.zeros(1, _V2_HEADER)
-    row = np.frombuffer(new, _HEADER, count=1)[0]
-    for name in _V2_HEADER.names:
-        v2[name] = row[name]
-    v2["magic"] = b"TDS\x02"
-    data = v2.tobytes() + new[_HEADER.itemsize:]
-    old, lstm, fp = decode_state(data)
+    old, lstm, fp = decode_state(older(2))
     assert fp == FP and old["seen"] == 12 and old["prev"] == 0.75
     assert np.isnan(old["hist"][:-1]).all() and old["hist"][-1] == 0.75  # only prev known
     assert old["writer"] == LEGACY_WRITER  # keyed by the bare stream id
@@ -66,6 +114,13 @@ def test_a_version_2_record_restores_without_recent_values():
     restored = store.get("x")
     assert np.isnan(restored["hist"][:-1]).all() and restored["seen"] == 12
     assert restored["prev"] == restored["hist"][-1] == 0.75
+
+
+def test_a_record_keeping_more_values_than_any_model_reads_is_rejected():
+    data = bytearray(encoded())
+    data[_HEADER.fields["kept"][1]] = LONGEST + 1
+    with pytest.raises(StateRecordError, match="does not match its 33 recent values"):
+        decode_state(bytes(data))
 
 
 @pytest.mark.parametrize(
@@ -138,17 +193,11 @@ def test_idle_streams_are_found_and_dropped():
     assert store.drop(idle) == 1 and store.get("old") is None and store.get("new") is not None
 
 
-def test_a_version_3_record_restores_under_the_legacy_writer():
-    new = encoded()
-    row = np.frombuffer(new, _HEADER, count=1)[0]
-    v3 = np.zeros(1, _V3_HEADER)
-    for name in _V3_HEADER.names:
-        v3[name] = row[name]
-    v3["magic"] = b"TDS\x03"
-    old, lstm, _ = decode_state(v3.tobytes() + new[_HEADER.itemsize:])
-    assert old["writer"] == LEGACY_WRITER and old["last_offset"] == 4096
-    np.testing.assert_array_equal(old["hist"], row["hist"])
-    np.testing.assert_array_equal(lstm, np.arange(4, dtype=np.float32) / 7)
+def test_older_records_restore_under_the_legacy_writer():
+    for version in (2, 3):
+        old, lstm, _ = decode_state(older(version))
+        assert old["writer"] == LEGACY_WRITER and old["last_offset"] == 4096
+        np.testing.assert_array_equal(lstm, np.arange(4, dtype=np.float32) / 7)
 
 
 def test_bulk_encoding_equals_one_by_one():

@@ -1,8 +1,10 @@
-"""Your own pattern: the window model trained on the battery labeled by each pattern of
-``detector.task.patterns``, and scored on whole streams it never saw, through the serving step.
+"""Your own pattern: the pattern models trained on the battery labeled by each pattern of
+``detector.task.patterns`` (the window model up to 8 values, the long one beyond, each with
+the pattern's history), and scored on whole streams they never saw, through the serving step.
 
-These are the README's figures per pattern ("Your own pattern"): order patterns reach at least
-99.9% accuracy and F1 0.99 on the held-out streams; the relative-size one what it measures.
+These are the README's figures per pattern ("Your own pattern"): order patterns, long ones
+included, reach at least 99.9% accuracy and F1 0.99 on the held-out streams; the relative-size
+one what it measures.
 """
 
 from __future__ import annotations
@@ -15,15 +17,20 @@ import pytest
 from detector.model.serving import ModelStep
 from detector.task.patterns import PATTERNS
 from detector.training.labeled import Figures, read_labeled, score_labeled, split
-from detector.training.own_pattern import TARGET, train_labeled
-from tests.support import PATTERN_EPOCHS, labeled_battery
+from detector.training.own_pattern import TARGET
+from tests.pattern_models import pattern_model
 
 ORDER = [name for name, p in PATTERNS.items() if p.kind != "size"]
 SIZE = [name for name, p in PATTERNS.items() if p.kind == "size"]
 #: Trained in every run of the suite: a pattern of neighbours (``dip``, the session's shared
-#: model), one of values apart and the relative-size one. ``make test-patterns`` trains the
-#: other four (about 40 s each here), so that ``make test`` stays well under 15 minutes.
-ALWAYS = {"dip", "new_low4", "jump5"}
+#: model), one of values apart, a long one and the relative-size one (long: about 10 s each).
+#: ``make test-patterns`` trains the others (window: about 40 s each here), so that
+#: ``make test`` stays well under 15 minutes.
+ALWAYS = {"dip", "new_low4", "new_high12", "jump5"}
+
+
+#: ``jump5`` as the README gives it (held out, 5 epochs): 99.6%, F1 0.91; held within noise.
+JUMP5 = {"accuracy": 0.995, "f1": 0.89}
 
 
 def marked(names: list[str]) -> list:
@@ -37,12 +44,7 @@ def cards(tmp_path_factory, dip_model):
     cache = {"dip": json.loads(model.with_suffix(".card.json").read_text())}
 
     def card(name: str) -> dict:
-        if name not in cache:
-            where = tmp_path_factory.mktemp(name)
-            data = read_labeled(labeled_battery(where / f"{name}.csv", name), "value",
-                                "label", "stream", min_events=8)
-            cache[name] = train_labeled(data, name, where, epochs=PATTERN_EPOCHS, seed=0)
-        return cache[name]
+        return cache[name] if name in cache else pattern_model(tmp_path_factory, name)[2]
     return card
 
 
@@ -60,13 +62,41 @@ def test_order_patterns_are_learned_on_streams_held_out(cards, pattern):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pattern", marked(SIZE))
-def test_a_relative_size_pattern_is_learned_as_far_as_8_values_show_it(cards, pattern):
-    """``jump5`` compares a step with the last 10 steps; the window sees 7 of them and the
-    stream's running typical step, so it is approximate: the README says how far. Its F1
-    depends on the streams held out (0.71 on these, 0.83 on those held out before the
-    float-dust shapes joined the battery and moved the split)."""
+def test_a_relative_size_pattern_is_learned_as_far_as_the_labels_teach_it(cards, pattern):
+    """``jump5`` compares a step with the geometric mean of the last 10 steps (12 values, more
+    past ties): the long model sees every one of them as a log-size, so the label is a sum of
+    its inputs against a threshold, but learned from about 1,800 positive labels the threshold
+    stays blurred (computed exactly from the same inputs, F1 0.9955). The README gives the
+    figure; the window model, which sees 7 of the steps, got 98.7% and F1 0.71."""
     held = cards(pattern)["held_out"]
-    assert held["accuracy"] >= 0.985 and held["f1"] >= 0.67, held
+    assert held["accuracy"] >= JUMP5["accuracy"] and held["f1"] >= JUMP5["f1"], held
+
+
+def test_a_long_pattern_model_serves_what_it_learned(cards):
+    """The long model's card: its feature set and history, what it cannot express, and its
+    LiteRT step flagging exactly as Keras does."""
+    card = cards("new_high12")
+    assert card["features"] == "long" and card["history"] == 12
+    assert "further back than 12 values" in card["cannot_express"]
+    assert card["litert"]["flags_differing"] == 0
+    assert card["litert"]["whole_streams"]["flags_differing"] == 0
+
+
+def test_evaluate_and_plot_serve_a_long_model(tmp_path_factory, tmp_path, capsys):
+    """``evaluate`` and ``plot`` on the labeled CSV take a long model as they take a window
+    one: the figures through the serving step, the labels and flags drawn."""
+    from detector.cli.main import main
+
+    model, csv_path, card = pattern_model(tmp_path_factory, "new_high12")
+    base = ["--model", str(model), "--csv", str(csv_path), "--value-column", "value",
+            "--label-column", "label", "--stream-column", "stream"]
+    assert main(["evaluate", *base, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["events"] == card["data"]["events"] and report["accuracy"] >= 0.999
+    out = tmp_path / "high.png"
+    assert main(["plot", *base, "--stream", "real/co2_weekly:co2_ppm", "--events", "80",
+                 "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_card_records_data_history_and_what_cannot_be_expressed(dip_model):
