@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-all-$(CKSUM)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: demo test test-faults test-patterns lint system-tools kafka bench-inference bench-pipeline bench-chaos bench-startup bench-decode bench-backtest models convert clean
+.PHONY: demo test test-faults test-patterns lint system-tools kafka bench-inference bench-pipeline bench-chaos bench-startup bench-decode bench-backtest bench-exactly-once bench-restore models convert clean
 
 $(DEMO_STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -82,13 +82,13 @@ lint: $(STAMP)
 bench-inference: $(STAMP)
 	$(BIN)/python bench/inference.py
 
-bench-pipeline: $(STAMP)
+bench-pipeline: $(STAMP) kafka
 	$(BIN)/python bench/pipeline.py
 
-bench-chaos: $(STAMP)
+bench-chaos: $(STAMP) kafka
 	$(BIN)/python bench/chaos.py
 
-bench-startup: $(STAMP)
+bench-startup: $(STAMP) kafka
 	$(BIN)/python bench/startup.py
 
 bench-decode: $(STAMP)
@@ -96,6 +96,12 @@ bench-decode: $(STAMP)
 
 bench-backtest: $(STAMP) kafka
 	$(BIN)/python bench/backtest.py
+
+bench-exactly-once: $(STAMP) kafka
+	$(BIN)/python bench/exactly_once.py
+
+bench-restore: $(STAMP) kafka
+	$(BIN)/python bench/restore.py
 
 # Retrain the shipped models (each at most ~20 minutes on 2 cores); writes detector/model/shipped/.
 models: $(STAMP)

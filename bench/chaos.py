@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -31,10 +32,9 @@ from detector.testing.harness import (
     read_topic,
     wait_for,
 )
-from detector.testing.local_broker import LocalBroker
 from producer.publish import publish
 
-from common import save, say, table
+from common import add_broker_option, broker_name, save, say, start_broker, table, use_broker
 
 _steps: dict[str, ModelStep] = {}
 
@@ -101,10 +101,10 @@ def finish(kafka: KafkaSettings, feed: Feed, detectors: list[DetectorProcess], e
 
 @contextmanager
 def fed(model: str, events: int, streams: int, rate: float, seed: int, detectors: int = 1,
-        linger_ms: int = 5, **env: str) -> Iterator[tuple[LocalBroker, KafkaSettings,
+        linger_ms: int = 5, **env: str) -> Iterator[tuple[Any, KafkaSettings,
                                               list[DetectorProcess], Feed]]:
     """A fresh broker, ``detectors`` ready detector processes, and the producer started."""
-    with LocalBroker() as broker:
+    with start_broker() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
         dets = [DetectorProcess(kafka, model=model, **env).start() for _ in range(detectors)]
         wait_for(lambda: all(d.healthz() == 200 for d in dets), 120, what="ready")
@@ -229,7 +229,7 @@ def scenario_garbage(model: str, events: int, streams: int, share: float) -> dic
                 body = body.replace(b"STREAM", key)
                 records.append((key, body))
                 bad.append((key, body, reason))
-    with LocalBroker() as broker:
+    with start_broker() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
         topics.ensure_topics(kafka, [topics.TopicSpec("values", 6)])
         producer = clients.producer(kafka, linger_ms=5, batch_size=256 * 1024)
@@ -301,7 +301,10 @@ def main() -> None:
     p.add_argument("--soak-linger-ms", type=int, default=100,
                    help="the soak's producer and detector linger: the local broker's fetches "
                         "slow down with the number of record batches a partition holds")
+    add_broker_option(p)
     args = p.parse_args()
+    use_broker(args.broker)
+    say(f"on {broker_name()}")
     command = "python bench/chaos.py " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
         for k, v in vars(args).items())

@@ -48,7 +48,8 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
 def save(name: str, payload: dict, command: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"command": command, "machine": machine(), **payload}
+    payload = {"command": command, "machine": machine(),
+               **({"broker": broker_name()} if "chosen" in BROKER else {}), **payload}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {path.relative_to(ROOT)}; rerun with: {command}")
     return path
@@ -71,8 +72,20 @@ def add_broker_option(parser) -> None:  # type: ignore[no-untyped-def]
                         "node) or the bundled Tansu")
 
 
-def start_broker(kind: str):  # type: ignore[no-untyped-def]
-    """A fresh broker of ``kind``, started; use as a context manager (``.bootstrap``)."""
+#: The broker ``start_broker()`` starts when not told: a script's ``--broker`` sets it.
+BROKER = {"kind": "kafka"}
+
+
+def use_broker(kind: str) -> None:
+    """The broker of this run (``--broker``): ``start_broker()`` starts it, ``save`` names it."""
+    BROKER["kind"] = kind
+    BROKER["chosen"] = kind
+
+
+def start_broker(kind: str | None = None):  # type: ignore[no-untyped-def]
+    """A fresh broker of ``kind`` (default: ``--broker``'s), started; use as a context manager
+    (``.bootstrap``; ``.pause()`` and ``.resume()`` stop and continue all of it)."""
+    kind = kind or BROKER["kind"]
     if kind == "kafka":
         from detector.testing.apache_kafka import KafkaCluster
 
@@ -82,7 +95,8 @@ def start_broker(kind: str):  # type: ignore[no-untyped-def]
     return LocalBroker().start()
 
 
-def broker_name(kind: str) -> str:
+def broker_name(kind: str | None = None) -> str:
+    kind = kind or BROKER["kind"]
     if kind == "kafka":
         from detector.testing.apache_kafka import kafka_version
 

@@ -33,9 +33,17 @@ import numpy as np
 from detector.kafka import clients, topics
 from detector.model.files import SHIPPED
 from detector.settings.kafka import KafkaSettings
-from detector.testing.local_broker import LocalBroker
 
-from common import fmt_rate, save, say, table
+from common import (
+    add_broker_option,
+    broker_name,
+    fmt_rate,
+    save,
+    say,
+    start_broker,
+    table,
+    use_broker,
+)
 from pipeline_measures import (
     fill,
     fill_skewed,
@@ -235,9 +243,21 @@ def main() -> None:
                    help="share of the skewed input's events in its one hot stream")
     p.add_argument("--only-workloads", action="store_true",
                    help="just (a) and (b), on the uniform and the skewed input")
+    p.add_argument("--only-guarantees", action="store_true",
+                   help="just exactly-once against at-least-once on Apache Kafka "
+                        "(bench/exactly_once.py, with its defaults)")
+    add_broker_option(p)
     args = p.parse_args()
+    use_broker(args.broker)
+    say(f"on {broker_name()}")
+    if args.only_guarantees:
+        from exactly_once import main as guarantees
+
+        sys.argv = [sys.argv[0]]
+        guarantees()
+        return
     if args.only_memory:
-        with LocalBroker() as broker:
+        with start_broker() as broker:
             kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
             mem = memory(kafka, args.memory_streams, args.memory_model)
         say(f"RSS growth per stream at {mem['streams']:,} streams ({mem['model']}): "
@@ -246,7 +266,7 @@ def main() -> None:
         save(f"pipeline-memory{name}", mem, "python bench/pipeline.py " + " ".join(sys.argv[1:]))
         return
     if args.only_latency_floor:
-        with LocalBroker() as broker:
+        with start_broker() as broker:
             kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
             floor = latency_floor(kafka, args.only_latency_floor, args.latency_seconds,
                                   args.streams)
@@ -256,7 +276,7 @@ def main() -> None:
         return
     results: dict = {"events": args.events, "streams": args.streams,
                      "hot_share": args.hot_share}
-    with LocalBroker() as broker:
+    with start_broker() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
         inputs_and_ceilings(kafka, args, results)
         results["workloads"] = workloads(kafka, args)

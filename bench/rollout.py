@@ -24,9 +24,17 @@ from detector.model.serving import ModelStep
 from detector.settings.kafka import KafkaSettings
 from detector.stream.rebuild import rebuild
 from detector.stream.state import HISTORY, StreamStore
-from detector.testing.local_broker import LocalBroker
 
-from common import fmt_rate, save, say, table
+from common import (
+    add_broker_option,
+    broker_name,
+    fmt_rate,
+    save,
+    say,
+    start_broker,
+    table,
+    use_broker,
+)
 from pipeline_measures import fill, start_detector, wait_for, wait_processed
 
 
@@ -62,9 +70,12 @@ def main() -> None:
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--rebuild-streams", type=int, default=100_000)
+    add_broker_option(p)
     args = p.parse_args()
+    use_broker(args.broker)
+    say(f"on {broker_name()}")
     results: dict = {"events": args.events, "streams": args.streams}
-    with LocalBroker() as broker:
+    with start_broker() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
         fill(kafka, "values", args.events, args.streams)
         registry = Registry(kafka, "detector-models")

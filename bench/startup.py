@@ -31,10 +31,18 @@ import numpy as np
 from detector.settings.kafka import KafkaSettings
 from detector.settings.producer import ProducerSettings
 from detector.testing.harness import DetectorProcess, wait_for
-from detector.testing.local_broker import LocalBroker
 from producer.publish import publish
 
-from common import fmt_rate, save, say, table
+from common import (
+    add_broker_option,
+    broker_name,
+    fmt_rate,
+    save,
+    say,
+    start_broker,
+    table,
+    use_broker,
+)
 
 RUNTIMES = ("litert", "keras")
 MB = 1 << 20
@@ -54,7 +62,7 @@ def produce(kafka: KafkaSettings, events: int, streams: int, rate: float, seed: 
 def rss(model: str, events: int, streams: int) -> dict:
     out = {}
     for runtime in RUNTIMES:
-        with LocalBroker() as broker:
+        with start_broker() as broker:
             kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
             produce(kafka, events, streams, 0, seed=1).join()
             det = DetectorProcess(kafka, model=model, DETECTOR_RUNTIME=runtime).start()
@@ -75,7 +83,7 @@ def restart(model: str, streams: int, rate: float, runs: int) -> dict:
     out = {}
     for runtime in RUNTIMES:
         times = []
-        with LocalBroker() as broker:
+        with start_broker() as broker:
             kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
             stop = threading.Event()
             produce(kafka, 0, streams, rate, seed=2, stop=stop)
@@ -115,7 +123,7 @@ def static(model: str, streams: int, rate: float, session_ms: int) -> dict:
 
 def _kill_one_of_two(model: str, streams: int, rate: float, session_ms: int,
                      static_ids: bool) -> dict:
-    with LocalBroker() as broker:
+    with start_broker() as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
         stop = threading.Event()
         produce(kafka, 0, streams, rate, seed=3, stop=stop)
@@ -187,7 +195,7 @@ def gc_pauses(model: str, streams: int, rate: float, seconds: float) -> dict:
 
     out = {}
     for label in ("default", "settled"):
-        with LocalBroker() as broker:
+        with start_broker() as broker:
             kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
             stop = threading.Event()
             produce(kafka, 0, streams, rate, seed=4, stop=stop)
@@ -261,7 +269,10 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=2.0, help="time per step measurement")
     p.add_argument("--static-session-ms", type=int, default=10_000,
                    help="session timeout of the two members in the static section")
+    add_broker_option(p)
     args = p.parse_args()
+    use_broker(args.broker)
+    say(f"on {broker_name()}")
     os.environ.pop("DETECTOR_RUNTIME", None)
     results: dict = {"model": args.model}
     rows = []

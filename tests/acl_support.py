@@ -54,25 +54,31 @@ class Cluster:
         every = ACLFilter(principal, None, ACLOperation.ANY, ACLPermissionType.ANY,
                           ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY))
         self.client.delete_acls([every])
-        wanted = {(ACLOperation[n.authorized_as], ResourceType[n.kind.upper()], n.name)
-                  for n in needs}
+        wanted = {(ACLOperation[n.authorized_as], ResourceType[n.kind.upper()], n.name,
+                   n.prefixed) for n in needs}
         if wanted:
             made = self.client.create_acls([
-                ACL(principal, "*", op, ACLPermissionType.ALLOW, ResourcePattern(kind, name))
-                for op, kind, name in wanted])
+                ACL(principal, "*", op, ACLPermissionType.ALLOW, ResourcePattern(
+                    kind, name, ACLResourcePatternType.PREFIXED if prefixed
+                    else ACLResourcePatternType.LITERAL))
+                for op, kind, name, prefixed in wanted])
             assert not made["failed"], made["failed"]
 
         def granted() -> set:
             found, _ = self.client.describe_acls(every)
             return {(a.operation, a.resource_pattern.resource_type,
-                     a.resource_pattern.resource_name) for a in found}
+                     a.resource_pattern.resource_name,
+                     a.resource_pattern.pattern_type == ACLResourcePatternType.PREFIXED)
+                    for a in found}
 
         wait_for(lambda: granted() == wanted, 10, what=f"the ACLs of {principal}")
 
     def remove(self, user: str, need: acl.Need) -> None:
         self.client.delete_acls([ACL(
             f"User:{user}", "*", ACLOperation[need.authorized_as], ACLPermissionType.ALLOW,
-            ResourcePattern(ResourceType[need.kind.upper()], need.name))])
+            ResourcePattern(ResourceType[need.kind.upper()], need.name,
+                            ACLResourcePatternType.PREFIXED if need.prefixed
+                            else ACLResourcePatternType.LITERAL))])
 
     def create(self, *specs: topics.TopicSpec) -> None:
         topics.ensure_topics(self.admin, list(specs))

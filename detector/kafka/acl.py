@@ -42,11 +42,14 @@ class Need:
     """One ACL: ``operation`` as ``kafka-acls.sh --operation`` names it, on a topic or group."""
 
     operation: str
-    kind: str  # topic or group
+    kind: str  # topic, group or transactional_id
     name: str
+    prefixed: bool = False  # every resource whose name starts with ``name``
 
     def __str__(self) -> str:
-        return f"{self.operation} on {self.kind} {self.name}"
+        kind = self.kind.replace("_", "-")
+        return (f"{self.operation} on {kind}s prefixed {self.name}" if self.prefixed
+                else f"{self.operation} on {kind} {self.name}")
 
     @property
     def authorized_as(self) -> str:
@@ -62,7 +65,19 @@ def detector(s: DetectorSettings) -> list[Need]:
     return [Need("Read", "topic", s.input_topic),
             *(Need("Write", "topic", t) for t in writes),
             Need("Read", "topic", s.state_topic), Need("Write", "topic", s.state_topic),
-            Need("Read", "topic", s.models_topic), Need("Read", "group", s.group_id)]
+            Need("Read", "topic", s.models_topic), Need("Read", "group", s.group_id),
+            *(transactions(s) if s.processing_guarantee == "exactly-once" else [])]
+
+
+def transactions(s: DetectorSettings) -> list[Need]:
+    """What exactly-once adds: its transactional ids (this member's and its probe's: the
+    ``--transactional-id`` given, or every one the group's default scheme makes) and the
+    probe's topic (``wiring.probe``)."""
+    ids = ([Need("Write", "transactional_id", s.transactional_id),
+            Need("Write", "transactional_id", f"{s.transactional_id}-probe")]
+           if s.transactional_id else
+           [Need("Write", "transactional_id", f"{s.group_id}-", prefixed=True)])
+    return [*ids, Need("Read", "topic", s.probe_topic), Need("Write", "topic", s.probe_topic)]
 
 
 def registry(s: RegistrySettings, writes: bool) -> list[Need]:
@@ -162,9 +177,12 @@ def refusal(exc: BaseException) -> str | None:
             return str(link)
         writing = writing or isinstance(link, OutputFailed)
         kind = ("topic" if isinstance(link, Errors.TopicAuthorizationFailedError) else
-                "group" if isinstance(link, Errors.GroupAuthorizationFailedError) else None)
+                "group" if isinstance(link, Errors.GroupAuthorizationFailedError) else
+                "transactional-id"
+                if isinstance(link, Errors.TransactionalIdAuthorizationFailedError) else None)
         if kind:
-            operation = "Write" if writing and kind == "topic" else "Read"
+            operation = ("Write" if (writing and kind == "topic") or kind == "transactional-id"
+                         else "Read")
             names = _names(link, writing) or [f"(its {kind})"]
             return str(refused([f"{operation} on {kind} {', '.join(names)}"], link))
     return clients.fatal(exc)

@@ -219,6 +219,25 @@ def position(consumer: KafkaConsumer, tp: TopicPartition) -> int | None:
     return None if pos is None else pos.offset
 
 
+def await_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float) -> None:
+    """Wait until ``consumer``'s metadata knows ``topic``'s partitions, before its first join.
+    kafka-python joins a group without waiting for the metadata of its subscription: a leader
+    that joins first assigns a topic it knows no partitions of to nobody, and the group sits
+    on an empty assignment until a metadata refresh (minutes) or a rejoin. Gives up silently
+    after ``timeout_s`` (the join then goes on as before)."""
+    cluster = consumer._cluster  # the consumer's own cache: ``partitions_for_topic`` would
+    deadline = time.monotonic() + timeout_s  # block on a refresh without a timeout
+    while not cluster.partitions_for_topic(topic):
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            return
+        try:
+            consumer._net.run(consumer._manager.wait_for, cluster.request_update(),
+                              min(left_ms, 1000))
+        except KafkaError:
+            time.sleep(0.1)
+
+
 def close_bounded(close: Callable[[], None], what: str, timeout_s: float = 5.0) -> None:
     """Close a client, waiting at most ``timeout_s`` and never raising: with the broker gone,
     kafka-python 3.0's consumer close waits without limit to leave its group, and the

@@ -89,6 +89,7 @@ class Membership(ConsumerRebalanceListener):
         """Listen to ``consumer``'s rebalances from now on (a new consumer after a rejoin)."""
         self.consumer = consumer
         consumer.subscribe([self.s.input_topic], listener=self)
+        clients.await_partitions(consumer, self.s.input_topic, self.s.kafka.connect_timeout_s)
 
     def writer_of(self, partitions: np.ndarray) -> np.ndarray:
         """The writer token of each of ``partitions`` (for state keys)."""

@@ -13,7 +13,7 @@ import kafka.errors as Errors
 from kafka import KafkaConsumer, TopicPartition
 
 from detector.errors import UsageError
-from detector.kafka import clients, tansu, topics, versions
+from detector.kafka import acl, clients, tansu, topics, versions
 from detector.kafka.outbox import Outbox
 from detector.kafka.predecessors import claim_slot
 from detector.settings.detector import DetectorSettings
@@ -77,6 +77,9 @@ def probe(kafka: KafkaSettings, topic: str, transactional_id: str) -> None:
         producer.send(topic, key=b"probe", value=marker, partition=0)
         producer.flush()
         producer.abort_transaction()
+    except Errors.TransactionalIdAuthorizationFailedError as exc:
+        raise acl.refused([acl.Need("Write", "transactional_id", f"{transactional_id}-probe")],
+                          exc) from exc
     except Errors.KafkaError as exc:
         raise UsageError(f"{refuse} failed a transaction: {type(exc).__name__}") from exc
     finally:
@@ -108,7 +111,7 @@ def outbox(s: DetectorSettings, transactional: str | None) -> Outbox:
     outputs = [s.output_topic, s.alert_topic, s.dlq_topic, s.state_topic,
                *([s.candidate_topic] if s.candidate_topic else [])]
     if transactional:
-        probe(s.kafka, f"{s.group_id}.txn-probe", transactional)
+        probe(s.kafka, s.probe_topic, transactional)
     linger_ms, why = tansu.linger_ms(s.linger_ms, 0, s.kafka)
     if why:
         log.info("outputs: %s", why)

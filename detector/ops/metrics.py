@@ -182,6 +182,8 @@ class Metrics(MetricSet):
             "outcome: committed, or aborted (a rebalance, a failure; the next owner replays "
             "from the last commit).", ["outcome"], registry=r,
         )
+        for outcome in ("committed", "aborted"):  # zero under at-least-once, not absent
+            self.transactions.labels(outcome)
         self.transaction_commit_seconds = Histogram(
             "detector_transaction_commit_seconds", "Committing a checkpoint's transaction: its "
             "input offsets in (AddOffsetsToTxn, TxnOffsetCommit) and EndTxn.",

@@ -197,3 +197,8 @@ class DetectorSettings:
         """``stream_ttl`` in seconds; 0 = never forget."""
         return duration_s("stream_ttl", self.stream_ttl)
 
+
+    @property
+    def probe_topic(self) -> str:
+        """Where exactly-once's probe writes its aborted record at start (``wiring.probe``)."""
+        return f"{self.group_id}.txn-probe"

@@ -313,17 +313,21 @@ class KafkaCluster:
             node.proc.kill()
             node.proc.wait(30)
 
-    def pause(self, node_id: int) -> None:
-        node = self.node(node_id)
-        assert node.proc is not None
-        node.proc.send_signal(signal.SIGSTOP)
-        node.paused = True
+    def pause(self, node_id: int | None = None) -> None:
+        """SIGSTOP one node (None: every node, as ``LocalBroker.pause`` stops its broker)."""
+        for node in self._nodes(node_id):
+            assert node.proc is not None
+            node.proc.send_signal(signal.SIGSTOP)
+            node.paused = True
 
-    def resume(self, node_id: int) -> None:
-        node = self.node(node_id)
-        assert node.proc is not None
-        node.proc.send_signal(signal.SIGCONT)
-        node.paused = False
+    def resume(self, node_id: int | None = None) -> None:
+        for node in self._nodes(node_id):
+            assert node.proc is not None
+            node.proc.send_signal(signal.SIGCONT)
+            node.paused = False
+
+    def _nodes(self, node_id: int | None) -> list[Node]:
+        return list(self.members) if node_id is None else [self.node(node_id)]
 
     def stop_node(self, node_id: int, timeout: float = 60.0) -> None:
         """A controlled shutdown (SIGTERM: leadership moves first), SIGKILL after ``timeout``."""

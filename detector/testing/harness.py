@@ -127,6 +127,15 @@ def audit(outputs: list[Record], expected: dict[tuple[str, int], int]) -> Audit:
     )
 
 
+def covered(kafka: KafkaSettings, topic: str, expected: dict[tuple[str, int], int]
+            ) -> list[Record] | None:
+    """The records of ``topic`` once every expected (stream, seq) has one; else None. Counting
+    records or processed events would pass early: after a recovery, replays count again."""
+    outputs = read_topic(kafka, topic, settle=0.5)
+    seen = {(rec["stream"], rec["seq"]) for rec in (r.json() for r in outputs)}
+    return outputs if seen >= expected.keys() else None
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 60.0, every: float = 0.2,
              what: str | Callable[[], str] = "condition") -> object:
     """The predicate's first true value; else TimeoutError saying ``what`` (a call: read late)."""

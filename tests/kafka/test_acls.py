@@ -145,6 +145,31 @@ def fails_in_one_line(capsys, main: Callable[[list[str]], int], argv: list[str])
 # --- each program works with exactly its documented ACLs ----------------------------------
 
 
+def test_exactly_once_works_with_exactly_its_documented_acls(cluster, steps):
+    """The default transactional ids (prefixed by the group) and the probe's topic: with
+    exactly those added, every event's flag is committed; without the transactional ids it
+    stops with one line naming the missing ACL."""
+    existing_topics(cluster)
+    kafka = cluster.login("detector")
+    s = dataclasses.replace(detector_settings(kafka), processing_guarantee="exactly-once")
+    cluster.allow("detector", acl.detector(s))
+    cluster.create(topics.TopicSpec(s.probe_topic, 1))
+    events = uniform_events(streams=4, per_stream=20)
+    send(cluster.admin, kafka.values, events, partitions=2)
+    det = DetectorThread(s, steps("seed")).start()
+    try:
+        wait_for(lambda: len(read_topic(cluster.admin, kafka.flags, settle=0.5)) >= len(events),
+                 90, every=1, what="every flag committed")
+        assert det.value("detector_transactions_total", outcome="committed") >= 1
+    finally:
+        det.stop()
+    cluster.allow("detector", [n for n in acl.detector(s) if n.kind != "transactional_id"])
+    with pytest.raises(clients.KafkaRefused, match=f"Write on transactional-id "
+                       f"{s.group_id}-.*-probe"):
+        DetectorThread(s, steps("seed")).start()
+
+
+
 def test_the_detector_works_with_exactly_its_documented_acls(cluster, steps, caplog):
     """Run as a process, killed, and run again: the second removes its dead predecessor from
     the group (DescribeGroups, LeaveGroup) and goes on. Its outbox gets an idempotent
@@ -390,11 +415,15 @@ def test_write_removed_while_the_paced_producer_runs_is_one_line(cluster):
 def test_the_readme_lists_every_acl_each_program_needs():
     readme = (ROOT / "README.md").read_text()
     defaults = {"detector": acl.detector(DetectorSettings()),
+                "detector, exactly-once": acl.transactions(
+                    DetectorSettings(processing_guarantee="exactly-once")),
+                "detector, its own transactional id": acl.transactions(DetectorSettings(
+                    processing_guarantee="exactly-once", transactional_id="det-1")),
                 "models": acl.registry(RegistrySettings(), writes=True),
                 "bridge": acl.bridge(BridgeSettings(url="http://am:9093")),
                 "producer": acl.producer(ProducerSettings()),
                 "tail": acl.tail("trend-alerts")}
     for program, documented in defaults.items():
         for need in documented:
-            row = f"| {need.operation} | {need.kind} `{need.name}` |"
+            row = f"| {need.operation} | {need.kind.replace('_', '-')} `{need.name}`"
             assert row in readme, f"README's ACL table lacks {program}'s {row}"

@@ -18,7 +18,7 @@ from kafka import KafkaProducer
 
 from detector.kafka import clients, topics
 from detector.testing.apache_kafka import KafkaCluster
-from detector.testing.harness import Audit, audit
+from detector.testing.harness import Audit, audit, covered
 from tests.support import (
     DetectorProcess,
     ScopedKafka,
@@ -70,8 +70,9 @@ def fault_round(kafka: ScopedKafka, cluster: KafkaCluster, step,
         wait_for(lambda: sum(d.processed() for d in dets) > 3000, 60, what="progress")
         fault(kafka, cluster)
         feeder.join(240)
-        wait_for(lambda: sum(d.processed() for d in dets) >= len(records), 240, every=1,
-                 what="every event processed")
+        expected = expected_flags(step, records)
+        wait_for(lambda: covered(kafka, kafka.flags, expected), 240, every=2,
+                 what="every event to have an output")
         recoveries = sum(v for d in dets for k, v in d.metrics().items()
                          if k.startswith("detector_broker_errors_total"))
         retries = sum(d.metric("detector_produce_retries_total") or 0 for d in dets)
@@ -83,7 +84,7 @@ def fault_round(kafka: ScopedKafka, cluster: KafkaCluster, step,
         for d in dets:
             d.close()
     outputs = read_topic(kafka, kafka.flags, settle=2.0, timeout=120)
-    result = audit(outputs, expected_flags(step, records))
+    result = audit(outputs, expected)
     print(f"{fault.__name__} round {seed}: {result}; recoveries {recoveries:g}, produce "
           f"retries {retries:g}")
     assert result.clean, result
