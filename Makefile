@@ -67,10 +67,11 @@ TEST_WORKERS ?= 2
 test: $(STAMP) system-tools kafka
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-# The repeated rounds of the broker faults and the consumer group's churn that make test runs
-# once each; the three-node cluster's tests one at a time (one worker).
+# The repeated rounds of the broker faults, exactly-once, compaction and the consumer group's
+# churn that make test runs once each: the three-node cluster's tests one at a time on one
+# worker (their xdist_group), the single-node rounds on the other.
 test-faults: $(STAMP) system-tools kafka
-	$(BIN)/python -m pytest -q -m faults $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m faults -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-patterns: $(STAMP)
 	$(BIN)/python -m pytest -q -m patterns tests/training/test_own_pattern.py $(PYTEST_ARGS)

@@ -59,17 +59,18 @@ def versions(settings: BacktestSettings, name: str, version: int, against: int |
     registry = Registry(settings.kafka, settings.models_topic)
     try:
         state = registry.state()
+        if against is None:
+            pointer = state.pointers.get(name)
+            if pointer is None or pointer.live is None:
+                raise UsageError(f"model {name} has no live version: give --against VERSION")
+            against = pointer.live
+        if against == version:
+            raise UsageError(f"model {name} v{version} against itself: give another --against")
+        found = [state.version(name, v) for v in (version, against)]
+        steps = [ModelStep.from_tflite(registry.reader.tflite(v), v.card, name, v.version)
+                 for v in found]
     finally:
         registry.close()
-    if against is None:
-        pointer = state.pointers.get(name)
-        if pointer is None or pointer.live is None:
-            raise UsageError(f"model {name} has no live version: give --against VERSION")
-        against = pointer.live
-    if against == version:
-        raise UsageError(f"model {name} v{version} against itself: give another --against")
-    found = [state.version(name, v) for v in (version, against)]
-    steps = [ModelStep.from_tflite(v.tflite, v.card, name, v.version) for v in found]
     return steps[0], steps[1], found[0].card
 
 

@@ -68,7 +68,7 @@ def _cluster_id() -> str:
             return found
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: SIGKILL when the parent dies (Linux; elsewhere nothing)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -276,7 +276,7 @@ class KafkaCluster:
                  f"-Ddetector.kafka.run={self._run}",  # how a sweep knows the JVM is ours
                  "-cp", f"{lib}/*", "kafka.Kafka", str(node.directory / "server.properties")],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent)
+                preexec_fn=die_with_parent)
         node.paused = False
         (self._run / f"node-{node.node_id}").mkdir(exist_ok=True)
         (self._run / f"node-{node.node_id}" / "pid").write_text(str(node.proc.pid))

@@ -25,6 +25,7 @@ from detector.kafka import clients, topics
 from detector.settings.kafka import KafkaSettings
 from detector.stream.codec import Event
 from detector.stream.mapping import decode_event
+from detector.testing.apache_kafka import die_with_parent
 from detector.testing.local_broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,8 +173,10 @@ class DetectorProcess:
 
     def start(self) -> DetectorProcess:
         self.started = time.monotonic()
+        # gone with the test that started it, even when a failure skips its close()
         self.proc = subprocess.Popen([sys.executable, "-m", "detector", self.command], env=self.env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     preexec_fn=die_with_parent)
         return self
 
     def metrics(self) -> dict[str, float]:

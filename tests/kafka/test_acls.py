@@ -160,7 +160,7 @@ def test_exactly_once_works_with_exactly_its_documented_acls(cluster, steps):
     try:
         wait_for(lambda: len(read_topic(cluster.admin, kafka.flags, settle=0.5)) >= len(events),
                  90, every=1, what="every flag committed")
-        assert det.value("detector_transactions_total", outcome="committed") >= 1
+        assert det.value("detector_transactions_total", {"outcome": "committed"}) >= 1
     finally:
         det.stop()
     cluster.allow("detector", [n for n in acl.detector(s) if n.kind != "transactional_id"])

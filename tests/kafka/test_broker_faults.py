@@ -28,7 +28,8 @@ from tests.support import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+# make test-faults runs the three-node tests one at a time, on one worker (xdist_group)
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.xdist_group("three-nodes")]
 
 STREAMS, PER_STREAM, RATE = 48, 400, 400.0  # 19,200 events over about 48 s
 

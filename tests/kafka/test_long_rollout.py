@@ -17,10 +17,9 @@ from detector.model.files import sha256
 from detector.model.serving import ModelStep
 from detector.stream.engine import Batch, Engine
 from detector.stream.state import HISTORY
-from detector.testing.harness import DetectorProcess
 from tests.kafka.test_rollout import by_stream, feed_slowly
 from tests.pattern_models import pattern_model
-from tests.support import read_topic, uniform_events, wait_for
+from tests.support import DetectorProcess, read_topic, uniform_events, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -70,7 +69,7 @@ def swap_and_kill(registry: Registry, dets: list[DetectorProcess], stack: contex
 def every_output(kafka, events: int) -> list[dict]:
     """The flag records once every event has one (duplicates identical: checked here)."""
     def complete() -> list[dict] | None:
-        outputs = [r.json() for r in read_topic(kafka, "trend-flags", settle=0.5)]
+        outputs = [r.json() for r in read_topic(kafka, kafka.flags, settle=0.5)]
         return outputs if len({(o["stream"], o["seq"]) for o in outputs}) >= events else None
 
     outputs = wait_for(complete, 240, every=1, what="every event to have an output")
@@ -86,7 +85,7 @@ def test_a_swap_to_a_long_model_and_back_under_load_with_kills(kafka, dip_model,
                                                               tmp_path_factory):
     window, _ = dip_model
     long_model, _, _ = pattern_model(tmp_path_factory, "new_high12")
-    registry = Registry(kafka, "detector-models")
+    registry = Registry(kafka, kafka.models)
     assert push(registry, "pat", window) == 1
     assert push(registry, "pat", long_model) == 2
     records = uniform_events(80, 200, seed=11)

@@ -86,7 +86,14 @@ def test_a_restart_with_a_pattern_model_resolves_the_trend_run_under_its_own_mod
     names seed, which serves until the swap, where its open run is resolved under seed."""
     run_until(kafka, steps("seed"), "seed", rising(0, 30), 30)
     pattern = copy_model(tmp_path, "pair", "climb", pattern="climb")
-    run_until(kafka, ModelStep.load(pattern), pattern, rising(30, 70), 40)
+    send(kafka, kafka.values, rising(30, 40))
+    det = DetectorThread(settings(kafka, model=pattern), ModelStep.load(pattern)).start()
+    try:  # seed serves the events that wait, until the swap at a checkpoint; then climb
+        wait_for(lambda: det.value("detector_model_swaps_total") >= 1, 60, what="the swap")
+        send(kafka, kafka.values, rising(40, 70))
+        wait_for(lambda: det.value("detector_events_processed_total") >= 40, 60)
+    finally:
+        det.stop()
     by_run = runs_by_opener(kafka)
     assert_one_model_a_run(by_run)
     trend = by_run[("up", 2)]

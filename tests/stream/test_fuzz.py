@@ -44,7 +44,7 @@ def payloads():
     )
 
 
-@settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=3_000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(key=st.one_of(st.none(), st.binary(max_size=300), st.text(max_size=20).map(str.encode)),
        value=st.one_of(st.none(), payloads()))
 def test_decoder_classifies_every_payload(key, value):
