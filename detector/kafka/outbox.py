@@ -208,14 +208,17 @@ class Outbox:
         self._in_txn.clear()
 
     def abort(self) -> None:
-        """Abort the open transaction (best effort: a new producer epoch aborts it anyway)."""
+        """Abort the open transaction. Where the abort fails, a new producer epoch aborts it:
+        going on in the same epoch would commit its records with the next transaction."""
         if self.txn is not None and self._in_txn:
             self.aborts += 1
             try:
                 self.txn.end(commit=False)
+                self._in_txn.clear()
             except Errors.KafkaError as exc:
-                log.info("the transaction's abort failed (%s); the next epoch aborts it", exc)
-            self._in_txn.clear()
+                log.info("the transaction's abort failed (%s); a new epoch aborts it", exc)
+                self._in_txn.clear()  # counted once, above
+                self.reset()
 
     def _wait_for_room(self, size: int) -> None:
         """Back-pressure: wait while the unacknowledged bytes exceed their limit."""

@@ -128,11 +128,13 @@ class Transactions:
                     raise error
                 return response
             except Errors.KafkaError as exc:
-                if isinstance(exc, (Errors.NotCoordinatorError,
-                                    Errors.CoordinatorNotAvailableError)):
+                moved = (Errors.NotCoordinatorError, Errors.CoordinatorNotAvailableError,
+                         Errors.UnknownBrokerIdError, Errors.KafkaConnectionError,
+                         Errors.NodeNotReadyError, Errors.KafkaTimeoutError)
+                if isinstance(exc, moved):  # a broker gone or restarted: ask again where
                     self._coordinators.pop((key_type, key), None)
                 retriable = exc.retriable or isinstance(
-                    exc, (Errors.ConcurrentTransactionsError, Errors.NotCoordinatorError))
+                    exc, (Errors.ConcurrentTransactionsError, *moved))
                 if not retriable or time.monotonic() > deadline:
                     raise TransactionFailed(f"{type(make()).__name__[:-7]} failed: "
                                             f"{type(exc).__name__}", exc) from exc
