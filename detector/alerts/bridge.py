@@ -132,6 +132,7 @@ class Bridge(ConsumerRebalanceListener):
             request_timeout_ms=max(30_000, self.s.session_timeout_ms + 5_000),
             fetch_max_wait_ms=100, isolation_level="read_committed")
         self.consumer.subscribe([self.s.alert_topic], listener=self)
+        clients.await_partitions(self.consumer, self.s.alert_topic, self.s.kafka.connect_timeout_s)
         self.watch.attach(self.consumer)
 
     def run(self) -> None:

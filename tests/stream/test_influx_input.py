@@ -286,7 +286,9 @@ def test_sigkill_and_restart_give_the_flags_of_an_uninterrupted_run(kafka, steps
         det.close()
     run_until_every_output(kafka, "pair", truth.events, **env)
     outputs = read_topic(kafka, kafka.flags, settle=2.0, timeout=60)
-    assert len(outputs) > truth.events  # records after the checkpoint: replayed
+    # records processed after the last checkpoint are replayed (identical duplicates), unless
+    # the kill came right after a checkpoint that covered them all (a loaded machine)
+    assert len(outputs) >= truth.events
     seen: dict[tuple[str, int], set[tuple[float, int, int]]] = {}
     for r in outputs:
         o = r.json()
