@@ -112,14 +112,8 @@ def alertmanager(tmp_path):
 
 @pytest.fixture(scope="session")
 def dip_model(tmp_path_factory):
-    """A model of the battery's ``dip`` pattern, trained once per session as the README's
-    figures are (``PATTERN_EPOCHS``): ``(model path, labeled CSV path)``."""
-    from detector.training.labeled import read_labeled
-    from detector.training.own_pattern import train_labeled
-    from tests.support import PATTERN_EPOCHS, labeled_battery
+    """A window model of the battery's ``dip`` pattern (``tests.pattern_models``): ``(model
+    path, labeled CSV path)``."""
+    from tests.pattern_models import pattern_model
 
-    out = tmp_path_factory.mktemp("dip")
-    csv_path = labeled_battery(out / "dip.csv", "dip")
-    data = read_labeled(csv_path, "value", "label", "stream", min_events=8)
-    train_labeled(data, "dip", out, epochs=PATTERN_EPOCHS, seed=0)
-    return out / "dip.keras", csv_path
+    return pattern_model(tmp_path_factory, "dip", window=True)[:2]

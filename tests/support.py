@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,6 +31,7 @@ from detector.testing.harness import (  # noqa: F401 - re-exported for the tests
     FAST_GROUP,
     ROOT,
     Record,
+    covered,
     expected_flags,
     read_topic,
     wait_for,
@@ -128,6 +130,21 @@ class DetectorProcess(harness.DetectorProcess):
                  **env: str):
         names = kafka.env(command) if isinstance(kafka, ScopedKafka) else {}
         super().__init__(kafka, model, command, **{**names, **env})
+
+
+@contextlib.contextmanager
+def all_closed(started: list[DetectorProcess]) -> Iterator[list[DetectorProcess]]:
+    """Every process in ``started`` (the test may add more) closed at the end; where the
+    test fails in between, the end of each one's log printed first."""
+    try:
+        yield started
+    except BaseException:
+        for d in started:
+            print(f"--- {d.command} log\n{d.output()[-6000:]}")
+        raise
+    finally:
+        for d in started:
+            d.close()
 
 
 def send(kafka: KafkaSettings, topic: str, records: list[tuple[bytes | None, bytes | None]],

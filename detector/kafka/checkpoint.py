@@ -21,7 +21,8 @@ With exactly-once (``transactional``) a checkpoint is one transaction: everythin
 since the last one (outputs, dead letters, state records, markers) and, in its commit, the
 input offsets at the snapshot. It is taken whole, the loop waiting (a snapshot must be a cut:
 an output of a later event in the same transaction would be visible with the offsets before
-it); a revoke aborts the open transaction, and the next owner replays from the commit.
+it); a revoke or a loss of partitions aborts the open transaction, and the next owner replays
+from the commit.
 """
 
 from __future__ import annotations
@@ -249,16 +250,17 @@ class Checkpointer:
     def persist(self, outbox: Outbox, partitions: set[int], timeout_s: float) -> None:
         """Steps 1 and 2 for partitions being handed over; no commit (not allowed there).
         Each wait at most ``timeout_s``: it runs in a rebalance callback, where the consumer
-        sends no heartbeat (OutputFailed then; the next owner replays a little more). With
-        exactly-once, the open transaction is aborted instead."""
-        if self.transactional:
-            self.reset()
-            outbox.abort()
-            return
+        sends no heartbeat (OutputFailed then; the next owner replays a little more)."""
         if self.pending is not None:
             self._finish(self.pending, outbox, None, timeout_s)
         self.pending = None
         self._finish(self._snapshot(outbox.flush(), {}, partitions), outbox, None, timeout_s)
+
+    def abort(self, outbox: Outbox) -> None:
+        """Exactly-once, at a revoke or a loss: everything since the last commit is dropped
+        and its transaction aborted; the next owner replays from the commit."""
+        self.reset()
+        outbox.abort()
 
     def _finish(self, cp: _Pending, outbox: Outbox, consumer: KafkaConsumer | None,
                 timeout_s: float | None = None) -> None:

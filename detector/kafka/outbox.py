@@ -208,17 +208,17 @@ class Outbox:
         self._in_txn.clear()
 
     def abort(self) -> None:
-        """Abort the open transaction. Where the abort fails, a new producer epoch aborts it:
-        going on in the same epoch would commit its records with the next transaction."""
-        if self.txn is not None and self._in_txn:
-            self.aborts += 1
-            try:
-                self.txn.end(commit=False)
-                self._in_txn.clear()
-            except Errors.KafkaError as exc:
-                log.info("the transaction's abort failed (%s); a new epoch aborts it", exc)
-                self._in_txn.clear()  # counted once, above
-                self.reset()
+        """Forget everything since the last commit. Records not yet sent are dropped; when the
+        open transaction holds any, a new producer epoch aborts it (``reset``). An EndTxn
+        would not do: a batch still in flight or retried after it would land in the next
+        transaction, and records appended before it would be sent in that one."""
+        if self.txn is None:
+            return
+        if self._in_txn:
+            self.reset()
+            return
+        with self._cond:
+            self._open, self._full, self._first_append = {}, [], None
 
     def _wait_for_room(self, size: int) -> None:
         """Back-pressure: wait while the unacknowledged bytes exceed their limit."""

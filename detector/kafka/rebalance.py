@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 
 import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
@@ -111,22 +112,41 @@ class Membership(ConsumerRebalanceListener):
             log.info("partitions %s revoked: the group is rebalancing",
                      sorted(tp.partition for tp in revoked))
         served = {tp.partition for tp in revoked} - self.restoring
-        try:
-            if not self.needs_recovery and served:
-                # kafka-python sends no heartbeat while this runs: well within a session
-                self.checkpoints.persist(self.outbox, served, self.s.session_timeout_ms / 2000)
-        except TRANSIENT as exc:
-            log.warning("state write on revoke failed (%s); the next owner replays", exc)
+        if self.checkpoints.transactional:
+            self._abort()
+        else:
+            try:
+                if not self.needs_recovery and served:
+                    # kafka-python sends no heartbeat while this runs: well within a session
+                    self.checkpoints.persist(self.outbox, served,
+                                             self.s.session_timeout_ms / 2000)
+            except TRANSIENT as exc:
+                log.warning("state write on revoke failed (%s); the next owner replays", exc)
         self._drop(revoked)
         if self.checkpoints.transactional and len(self.store):
             # the aborted transaction held the kept partitions' work too: back to the commit
             self.needs_recovery = True
 
     def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
-        """Evicted: another member may own these already, so write nothing for them."""
+        """Evicted: another member may own these already, so write nothing for them. With
+        exactly-once the open transaction is aborted: committed later with another
+        assignment's offsets, it would duplicate the new owner's outputs."""
         log.warning("partitions %s lost: this member was dropped from the group",
                     sorted(tp.partition for tp in lost))
+        if self.checkpoints.transactional:
+            self._abort()
         self._drop(lost)
+        if self.checkpoints.transactional and len(self.store):
+            self.needs_recovery = True
+
+    def _abort(self) -> None:
+        """Exactly-once: drop everything since the last commit and abort its transaction;
+        where that fails, recover (a new producer epoch aborts it)."""
+        try:
+            self.checkpoints.abort(self.outbox)
+        except TRANSIENT as exc:
+            log.warning("aborting the open transaction failed (%s); recovering", exc)
+            self.needs_recovery = True
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Pause them until their state is in (``advance``)."""
@@ -208,7 +228,12 @@ class Membership(ConsumerRebalanceListener):
         self.checkpoints.write_markers(self.outbox, {partition: self.marker_for(partition)},
                                        {partition: old_keys})
         self.merge.forget(partition)
-        self.consumer.resume(TopicPartition(self.s.input_topic, partition))
+        tp = TopicPartition(self.s.input_topic, partition)
+        if self.checkpoints.transactional:
+            # kafka-python keeps the position of a partition it is given back, past what the
+            # aborted transaction held: the commit is where the restored state stands
+            self._to_committed([tp])
+        self.consumer.resume(tp)
         log.info("partition %d serves with model %s v%d (%d streams restored, %d rebuilt)",
                  partition, step.name, step.version,
                  int(np.count_nonzero(self.store.partition == partition)), len(stale))
@@ -247,16 +272,20 @@ class Membership(ConsumerRebalanceListener):
         self.ranks.clear()
         if assigned:
             self.consumer.pause(*assigned)
-            for tp in assigned:
-                committed = self.consumer.committed(tp, timeout_ms=10_000)
-                if committed is None:
-                    self.consumer.seek_to_beginning(tp)
-                else:
-                    self.consumer.seek(tp, committed)
+            self._to_committed(assigned)
             self._restore(parts)
         self.needs_recovery = False
         log.info("recovering: restoring %d partitions, resuming from committed offsets",
                  len(parts))
+
+    def _to_committed(self, tps: Iterable[TopicPartition]) -> None:
+        """Seek to the group's committed offsets (the beginning where there is none)."""
+        for tp in tps:
+            committed = self.consumer.committed(tp, timeout_ms=10_000)
+            if committed is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
 
     def close(self) -> None:
         """After the consumer's close (it left the group): stop the reader, drop the record."""

@@ -5,7 +5,9 @@ the transaction's own requests over the same network client: ``InitProducerId`` 
 member's transactional id (which also aborts whatever its previous incarnation left open),
 ``AddPartitionsToTxn`` before a partition's first batch in a transaction, and at a checkpoint
 ``AddOffsetsToTxn``, ``TxnOffsetCommit`` (with the consumer's group metadata: a member the
-group has moved on from is refused, so its writes never become visible) and ``EndTxn``.
+group has moved on from is refused, so its writes never become visible) and ``EndTxn``. An
+abort is a new epoch (``init`` again): it also fences this producer's requests still in flight,
+which an EndTxn abort would let into the next transaction.
 
 Requests go as transaction version 1 (EndTxn up to v3): the producer epoch stays the same from
 one transaction to the next, as every broker since 2.5 takes it.
@@ -91,6 +93,11 @@ class Transactions:
         """The input offsets into the transaction, then its commit. ``group``: the consumer's
         ``group_metadata()`` (KIP-447: a stale generation is refused)."""
         if offsets:
+            if group.generation_id < 0 or not group.member_id:
+                # Without a generation the broker would take the offsets unchecked: a member
+                # the group dropped (its partitions already another's) would commit them.
+                raise TransactionFailed("not a member of the group (dropped from it): the "
+                                        "offsets cannot be committed")
             self._call(1, self.transactional_id, lambda: AddOffsetsToTxnRequest(
                 transactional_id=self.transactional_id, producer_id=self.producer_id,
                 producer_epoch=self.epoch, group_id=group.group_id, max_version=3))
@@ -106,12 +113,9 @@ class Transactions:
                 group_instance_id=group.group_instance_id,
                 topics=[_OffsetTopic(name=t, partitions=ps) for t, ps in by_topic.items()],
                 max_version=3), errors=_partition_errors("topics"))
-        self.end(commit=True)
-
-    def end(self, commit: bool) -> None:
         self._call(1, self.transactional_id, lambda: EndTxnRequest(
             transactional_id=self.transactional_id, producer_id=self.producer_id,
-            producer_epoch=self.epoch, committed=commit, max_version=3))
+            producer_epoch=self.epoch, committed=True, max_version=3))
 
     # --- plumbing ---------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from detector.testing.harness import Audit, audit, covered
 from tests.support import (
     DetectorProcess,
     ScopedKafka,
+    all_closed,
     expected_flags,
     read_topic,
     uniform_events,
@@ -65,7 +66,7 @@ def fault_round(kafka: ScopedKafka, cluster: KafkaCluster, step,
     topics.ensure_topics(kafka, [topics.TopicSpec(kafka.values, 6)])
     dets = [DetectorProcess(kafka).start() for _ in range(2)]
     feeder = threading.Thread(target=feed_acked, args=(kafka, records, RATE), daemon=True)
-    try:
+    with all_closed(dets):
         wait_for(lambda: all(d.healthz() == 200 for d in dets), 90, what="two members ready")
         feeder.start()
         wait_for(lambda: sum(d.processed() for d in dets) > 3000, 60, what="progress")
@@ -77,13 +78,6 @@ def fault_round(kafka: ScopedKafka, cluster: KafkaCluster, step,
         recoveries = sum(v for d in dets for k, v in d.metrics().items()
                          if k.startswith("detector_broker_errors_total"))
         retries = sum(d.metric("detector_produce_retries_total") or 0 for d in dets)
-    except BaseException:
-        for d in dets:
-            print(f"--- detector log\n{d.output()[-4000:]}")
-        raise
-    finally:
-        for d in dets:
-            d.close()
     outputs = read_topic(kafka, kafka.flags, settle=2.0, timeout=120)
     result = audit(outputs, expected)
     print(f"{fault.__name__} round {seed}: {result}; recoveries {recoveries:g}, produce "

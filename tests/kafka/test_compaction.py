@@ -29,6 +29,7 @@ from detector.testing.harness import audit
 from tests.support import (
     DetectorProcess,
     ScopedKafka,
+    all_closed,
     expected_flags,
     read_topic,
     uniform_events,
@@ -136,37 +137,32 @@ def compaction_round(kafka: ScopedKafka, step, seed: int) -> int:
     started = list(dets)
     feeder = Feed(kafka, records)
     try:
-        wait_for(lambda: all(d.healthz() == 200 for d in dets), 90, what="two members ready")
-        feeder.start()
-        time.sleep(4)
-        paused = max(dets, key=owned)
-        owner = next(d for d in dets if d is not paused)
-        os.kill(paused.proc.pid, signal.SIGSTOP)
-        try:
-            wait_for(lambda: owned(owner) == 6 and owner.healthz() == 200, 60,
-                     what="the other member to own and serve every partition")
-            time.sleep(2)  # it writes the moved streams' state under its own keys
-            feeder.quiet.set()  # half the streams go quiet: nobody writes them again
-            time.sleep(1)
-        finally:
-            os.kill(paused.proc.pid, signal.SIGCONT)  # its stale checkpoint lands now
-        time.sleep(8)  # the busy streams roll segments; the cleaner compacts them
-        owner.kill()  # the new owner dies; the rest of the input goes to the others
-        dets.remove(owner)
-        dets.append(DetectorProcess(kafka, **FAST).start())
-        started.append(dets[-1])
-        wait_for(lambda: all(d.healthz() == 200 for d in dets), 90, what="the two restored")
-        feeder.quiet.clear()  # the quiet streams come back
-        feeder.join(180)
-        wait_for(lambda: len(read_topic(kafka, kafka.flags, settle=0.5)) >= len(records), 180,
-                 every=1, what="every event to have an output")
-    except BaseException:
-        for d in started:
-            print(f"--- detector log\n{d.output()[-4000:]}")
-        raise
+        with all_closed(started):
+            wait_for(lambda: all(d.healthz() == 200 for d in dets), 90, what="two members ready")
+            feeder.start()
+            time.sleep(4)
+            paused = max(dets, key=owned)
+            owner = next(d for d in dets if d is not paused)
+            os.kill(paused.proc.pid, signal.SIGSTOP)
+            try:
+                wait_for(lambda: owned(owner) == 6 and owner.healthz() == 200, 60,
+                         what="the other member to own and serve every partition")
+                time.sleep(2)  # it writes the moved streams' state under its own keys
+                feeder.quiet.set()  # half the streams go quiet: nobody writes them again
+                time.sleep(1)
+            finally:
+                os.kill(paused.proc.pid, signal.SIGCONT)  # its stale checkpoint lands now
+            time.sleep(8)  # the busy streams roll segments; the cleaner compacts them
+            owner.kill()  # the new owner dies; the rest of the input goes to the others
+            dets.remove(owner)
+            dets.append(DetectorProcess(kafka, **FAST).start())
+            started.append(dets[-1])
+            wait_for(lambda: all(d.healthz() == 200 for d in dets), 90, what="the two restored")
+            feeder.quiet.clear()  # the quiet streams come back
+            feeder.join(180)
+            wait_for(lambda: len(read_topic(kafka, kafka.flags, settle=0.5)) >= len(records), 180,
+                     every=1, what="every event to have an output")
     finally:
-        for d in started:
-            d.close()
         tail.halt.set()
     result = audit(read_topic(kafka, kafka.flags, settle=2.0, timeout=60),
                    expected_flags(step, records))

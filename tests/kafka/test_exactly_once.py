@@ -28,6 +28,8 @@ from tests.kafka.test_rollout import push_shipped
 from tests.support import (
     DetectorProcess,
     ScopedKafka,
+    all_closed,
+    covered,
     expected_flags,
     read_topic,
     send,
@@ -102,34 +104,31 @@ def eos_round(kafka: ScopedKafka, cluster, step, seed: int) -> None:
 
     feeder = threading.Thread(target=feed_acked, args=(kafka, records, RATE), daemon=True)
     try:
-        wait_for(lambda: all(d.healthz() == 200 for d in dets), 90, what="two members ready")
-        feeder.start()
-        for at, fault in enumerate(["kill", "stop", "kill", "broker", "kill", "promote",
-                                    "kill", "stop", "kill", "kill"]):
-            time.sleep(4)
-            if fault == "kill":
-                replace(dets[(seed + at) % len(dets)])
-            elif fault == "stop":
-                zombie(dets[(seed + at) % len(dets)])
-            elif fault == "broker":
-                node = leaders(kafka).most_common(1)[0][0]
-                cluster.kill(node)
-                time.sleep(6)
-                cluster.start_node(node)
-            else:
-                registry.change("trend", "promote", 2)
-        feeder.join(240)
-        wait_for(lambda: len(read_topic(kafka, kafka.flags, settle=0.5)) >= len(records), 240,
-                 every=2, what="every event to have a visible flag")
-        aborted = sum(v for d in dets for k, v in d.metrics().items()
-                      if k.startswith("detector_transactions_total") and "aborted" in k)
-    except BaseException:
-        for d in started:
-            print(f"--- detector log\n{d.output()[-4000:]}")
-        raise
+        with all_closed(started):
+            wait_for(lambda: all(d.healthz() == 200 for d in dets), 90,
+                     what="two members ready")
+            feeder.start()
+            for at, fault in enumerate(["kill", "stop", "kill", "broker", "kill", "promote",
+                                        "kill", "stop", "kill", "kill"]):
+                time.sleep(4)
+                if fault == "kill":
+                    replace(dets[(seed + at) % len(dets)])
+                elif fault == "stop":
+                    zombie(dets[(seed + at) % len(dets)])
+                elif fault == "broker":
+                    node = leaders(kafka).most_common(1)[0][0]
+                    cluster.kill(node)
+                    time.sleep(6)
+                    cluster.start_node(node)
+                else:
+                    registry.change("trend", "promote", 2)
+            feeder.join(240)
+            want = expected_flags(step, records)
+            wait_for(lambda: covered(kafka, kafka.flags, want), 240, every=2,
+                     what="every event to have a visible flag")
+            aborted = sum(v for d in dets for k, v in d.metrics().items()
+                          if k.startswith("detector_transactions_total") and "aborted" in k)
     finally:
-        for d in started:
-            d.close()
         registry.close()
     exactly_once(kafka, step, records)
     print(f"round {seed}: every flag and run once; {aborted:g} transactions aborted by the "
@@ -161,7 +160,7 @@ def test_a_zombie_is_fenced_and_none_of_its_writes_become_visible(kafka, steps):
     env = eos(tempfile.mkdtemp())
     dets = [DetectorProcess(kafka, **env).start() for _ in range(2)]
     feeder = threading.Thread(target=feed_acked, args=(kafka, records, 300.0), daemon=True)
-    try:
+    with all_closed(dets):
         wait_for(lambda: all(d.healthz() == 200 for d in dets), 90, what="two members ready")
         feeder.start()
         time.sleep(5)
@@ -174,12 +173,10 @@ def test_a_zombie_is_fenced_and_none_of_its_writes_become_visible(kafka, steps):
         wait_for(lambda: (zombie.metric('detector_transactions_total{outcome="aborted"}')
                           or 0) >= 1, 60, what="the zombie's transaction aborted")
         feeder.join(120)
-        wait_for(lambda: len(read_topic(kafka, kafka.flags, settle=0.5)) >= len(records), 120,
-                 every=1, what="every flag visible")
-    finally:
-        for d in dets:
-            d.close()
-    exactly_once(kafka, steps("seed"), records)
+        want = expected_flags(steps("seed"), records)
+        wait_for(lambda: covered(kafka, kafka.flags, want), 120, every=1,
+                 what="every flag visible")
+        exactly_once(kafka, steps("seed"), records)
 
 
 def test_outputs_are_visible_again_within_30_s_of_a_sigkill(kafka, steps):
@@ -194,21 +191,21 @@ def test_outputs_are_visible_again_within_30_s_of_a_sigkill(kafka, steps):
     reader = threading.Thread(target=tail_committed, args=(kafka, arrivals, halt), daemon=True)
     feeder = threading.Thread(target=feed_acked, args=(kafka, records, 200.0), daemon=True)
     try:
-        wait_for(lambda: all(d.healthz() == 200 for d in dets), 90, what="two members ready")
-        reader.start()
-        feeder.start()
-        time.sleep(8)
-        killed_at = time.monotonic()
-        dets[0].kill()
-        wait_for(lambda: {p for t, p in arrivals if t > killed_at + 1} == set(range(6)), 40,
-                 every=0.5, what="new flags on every partition")
-        visible_after = max(min(t for t, p in arrivals if t > killed_at + 1 and p == part)
-                            for part in range(6)) - killed_at
-        feeder.join(120)
+        with all_closed(dets):
+            wait_for(lambda: all(d.healthz() == 200 for d in dets), 90,
+                     what="two members ready")
+            reader.start()
+            feeder.start()
+            time.sleep(8)
+            killed_at = time.monotonic()
+            dets[0].kill()
+            wait_for(lambda: {p for t, p in arrivals if t > killed_at + 1} == set(range(6)), 40,
+                     every=0.5, what="new flags on every partition")
+            visible_after = max(min(t for t, p in arrivals if t > killed_at + 1 and p == part)
+                                for part in range(6)) - killed_at
+            feeder.join(120)
     finally:
         halt.set()
-        for d in dets:
-            d.close()
     print(f"every partition's flags visible again {visible_after:.1f} s after the SIGKILL")
     assert visible_after < 30
 

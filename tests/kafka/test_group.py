@@ -24,7 +24,7 @@ from detector.settings.kafka import KafkaSettings
 from detector.settings.producer import ProducerSettings
 from detector.testing.harness import audit, expected_flags, read_topic, wait_for
 from producer.publish import publish
-from tests.support import DetectorProcess, DetectorThread, settings
+from tests.support import DetectorProcess, DetectorThread, all_closed, settings
 
 pytestmark = pytest.mark.broker
 
@@ -166,7 +166,7 @@ def churn_round(kafka: KafkaSettings, step, seed: int) -> None:
     rng = random.Random(seed)
     dets = [DetectorProcess(kafka).start() for _ in range(3)]
     started = list(dets)
-    try:
+    with all_closed(started):
         wait_for(lambda: all(d.healthz() == 200 for d in dets), 90, what="three ready")
         producer = feed(kafka, EVENTS, STREAMS, RATE, seed)
         t0 = time.monotonic()
@@ -193,13 +193,6 @@ def churn_round(kafka: KafkaSettings, step, seed: int) -> None:
         started.append(dets[-1])
         producer.join()
         check_outputs(kafka, step, EVENTS)
-    except BaseException:
-        for d in started:
-            print(f"--- detector log\n{d.output()[-4000:]}")
-        raise
-    finally:
-        for d in started:
-            d.close()
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """The outbox against Apache Kafka: what goes in comes out, per partition and in
-order; a request that fails for good or is never acknowledged is an OutputFailed."""
+order; a request that fails for good or is never acknowledged is an OutputFailed; an abort
+leaves nothing of its transaction visible."""
 
 import time
 
@@ -85,6 +86,31 @@ def test_an_unacknowledged_request_fails_until_reset(kafka_node, kafka):
         outbox.wait(_one(outbox, 0), 20)
     finally:
         outbox.close()
+
+
+@pytest.mark.broker
+def test_an_abort_drops_everything_since_the_commit_sent_or_not(kafka):
+    """Exactly-once: records in flight at an abort and records appended but not yet sent
+    never become visible, also not with the next transaction's commit."""
+    A = kafka.name("a")
+    topics.ensure_topics(kafka, [topics.TopicSpec(A, 2)])
+    outbox = Outbox(kafka, [A], transactional_id=kafka.name("txn"))
+    try:
+        for i in range(300):
+            outbox.append(A, i % 2, b"k", b"aborted-sent-%d" % i)
+        outbox.flush()  # in flight, or acknowledged: either way in the open transaction
+        for i in range(50):
+            outbox.append(A, i % 2, b"k", b"aborted-unsent-%d" % i)
+        outbox.abort()
+        assert not outbox.in_transaction
+        for i in range(20):
+            outbox.append(A, i % 2, b"k", b"committed-%d" % i)
+        outbox.wait(outbox.flush(), 20)
+        outbox.commit({}, None)
+    finally:
+        outbox.close()
+    values = sorted(r.value for r in read_topic(kafka, A, expect=20, settle=2.0))
+    assert values == sorted(b"committed-%d" % i for i in range(20))
 
 
 def _one(outbox: Outbox, partition: int) -> int:
