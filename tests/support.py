@@ -34,6 +34,7 @@ from detector.testing.harness import (  # noqa: F401 - re-exported for the tests
     covered,
     expected_flags,
     read_topic,
+    uncovered,
     wait_for,
 )
 from detector.testing.local_broker import free_port

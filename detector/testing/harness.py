@@ -137,6 +137,28 @@ def covered(kafka: KafkaSettings, topic: str, expected: dict[tuple[str, int], in
     return outputs if seen >= expected.keys() else None
 
 
+def uncovered(kafka: KafkaSettings, topic: str, expected: dict[tuple[str, int], int]) -> str:
+    """Why ``covered`` is not yet true, for a timeout's message: how many expected (stream,
+    seq) have no committed output, a few of them, and each partition's last stable offset
+    against its high watermark (a transaction left open holds readers back)."""
+    seen = {(rec["stream"], rec["seq"]) for rec in (r.json() for r in read_topic(
+        kafka, topic, settle=0.5))}
+    missing = sorted(expected.keys() - seen)
+    ends = {}
+    for isolation in ("read_committed", "read_uncommitted"):
+        consumer = clients.consumer(kafka, group_id=None, enable_auto_commit=False,
+                                    isolation_level=isolation)
+        try:
+            tps = [TopicPartition(topic, p) for p in range(topics.partition_count(kafka, topic)
+                                                           or 0)]
+            ends[isolation] = {tp.partition: o for tp, o in consumer.end_offsets(tps).items()}
+        finally:
+            consumer.close(autocommit=False)
+    return (f"{len(missing)} expected outputs missing on {topic} (first: {missing[:8]}); "
+            f"last stable offsets {ends['read_committed']}, high watermarks "
+            f"{ends['read_uncommitted']}")
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 60.0, every: float = 0.2,
              what: str | Callable[[], str] = "condition") -> object:
     """The predicate's first true value; else TimeoutError saying ``what`` (a call: read late)."""

@@ -18,7 +18,7 @@ from kafka import KafkaProducer
 
 from detector.kafka import clients, topics
 from detector.testing.apache_kafka import KafkaCluster
-from detector.testing.harness import Audit, audit, covered
+from detector.testing.harness import Audit, audit, covered, uncovered
 from tests.support import (
     DetectorProcess,
     ScopedKafka,
@@ -74,7 +74,7 @@ def fault_round(kafka: ScopedKafka, cluster: KafkaCluster, step,
         feeder.join(240)
         expected = expected_flags(step, records)
         wait_for(lambda: covered(kafka, kafka.flags, expected), 240, every=2,
-                 what="every event to have an output")
+                 what=lambda: uncovered(kafka, kafka.flags, expected))
         recoveries = sum(v for d in dets for k, v in d.metrics().items()
                          if k.startswith("detector_broker_errors_total"))
         retries = sum(d.metric("detector_produce_retries_total") or 0 for d in dets)

@@ -34,6 +34,7 @@ from tests.support import (
     read_topic,
     send,
     settings,
+    uncovered,
     uniform_events,
     wait_for,
 )
@@ -125,7 +126,7 @@ def eos_round(kafka: ScopedKafka, cluster, step, seed: int) -> None:
             feeder.join(240)
             want = expected_flags(step, records)
             wait_for(lambda: covered(kafka, kafka.flags, want), 240, every=2,
-                     what="every event to have a visible flag")
+                     what=lambda: uncovered(kafka, kafka.flags, want))
             aborted = sum(v for d in dets for k, v in d.metrics().items()
                           if k.startswith("detector_transactions_total") and "aborted" in k)
     finally:
@@ -135,22 +136,23 @@ def eos_round(kafka: ScopedKafka, cluster, step, seed: int) -> None:
           "members still running")
 
 
-#: Not yet reliable (issue 33 stays open): in one make test run under load, a read_committed
-#: reader saw 206 flags twice; a zombie's test timed out waiting for every flag to become
-#: visible. ``make test-eos`` runs them; make test and .ci/run do not.
+#: Not yet reliable (issue 33 stays open): in 2 of 9 rounds here, the outputs of about a second
+#: of input around the broker's kill (344 events) never became visible. ``make test-eos`` runs
+#: them; make test and .ci/run do not.
 @pytest.mark.eos
+@pytest.mark.timeout(600)
 def test_exactly_once_through_kills_zombies_a_broker_and_a_promotion(kafka3, kafka_cluster,
                                                                       steps):
     eos_round(kafka3, kafka_cluster, steps("seed"), seed=1)
 
 
 @pytest.mark.eos
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("round_no", range(2, 7))
 def test_exactly_once_rounds(kafka3, kafka_cluster, steps, round_no):
     eos_round(kafka3, kafka_cluster, steps("seed"), seed=round_no)
 
 
-@pytest.mark.eos
 def test_a_zombie_is_fenced_and_none_of_its_writes_become_visible(kafka, steps):
     """A member stopped past its session while its transaction is open, continued after the
     group moved on: its commit is refused (KIP-447: a stale generation), its transaction
@@ -175,7 +177,7 @@ def test_a_zombie_is_fenced_and_none_of_its_writes_become_visible(kafka, steps):
         feeder.join(120)
         want = expected_flags(steps("seed"), records)
         wait_for(lambda: covered(kafka, kafka.flags, want), 120, every=1,
-                 what="every flag visible")
+                 what=lambda: uncovered(kafka, kafka.flags, want))
         exactly_once(kafka, steps("seed"), records)
 
 
