@@ -344,11 +344,17 @@ def kill_after(kafka: ScopedKafka, model: str, processed: float, **env: str) -> 
 
 def run_until_every_output(kafka: ScopedKafka, model: str, expect: int, timeout: float = 120,
                            **env: str) -> None:
-    """A detector process until the flags topic holds ``expect`` records; then SIGTERM, exit 0."""
+    """A detector process until the flags topic holds outputs of ``expect`` distinct events
+    (counting records would pass early: a replay's duplicates count too); then SIGTERM, exit
+    0."""
+    def distinct() -> int:
+        return len({(o["stream"], o["seq"]) for o in (r.json() for r in read_topic(
+            kafka, kafka.flags, settle=0.5))})
+
     det = DetectorProcess(kafka, model=model, **env).start()
     try:
-        wait_for(lambda: len(read_topic(kafka, kafka.flags, settle=0.5)) >= expect, timeout,
-                 every=1, what="every event to have an output")
+        wait_for(lambda: distinct() >= expect, timeout, every=1,
+                 what=lambda: f"every event to have an output ({distinct()} of {expect})")
         assert det.terminate() == 0
     finally:
         det.close()
