@@ -30,8 +30,10 @@ from tests.support import (
     DetectorProcess,
     ScopedKafka,
     all_closed,
+    covered,
     expected_flags,
     read_topic,
+    uncovered,
     uniform_events,
     wait_for,
 )
@@ -129,6 +131,7 @@ def owned(det: DetectorProcess) -> float:
 def compaction_round(kafka: ScopedKafka, step, seed: int) -> int:
     """One round; the number of stale records that landed after newer ones."""
     records = uniform_events(STREAMS, PER_STREAM, seed=seed)
+    want = expected_flags(step, records)
     topics.ensure_topics(kafka, [topics.TopicSpec(kafka.values, 6),
                                  topics.TopicSpec(kafka.state, 6, AGGRESSIVE)])
     tail = StateTail(kafka)
@@ -160,12 +163,11 @@ def compaction_round(kafka: ScopedKafka, step, seed: int) -> int:
             wait_for(lambda: all(d.healthz() == 200 for d in dets), 90, what="the two restored")
             feeder.quiet.clear()  # the quiet streams come back
             feeder.join(180)
-            wait_for(lambda: len(read_topic(kafka, kafka.flags, settle=0.5)) >= len(records), 180,
-                     every=1, what="every event to have an output")
+            wait_for(lambda: covered(kafka, kafka.flags, want), 180, every=1,
+                     what=lambda: uncovered(kafka, kafka.flags, want))
     finally:
         tail.halt.set()
-    result = audit(read_topic(kafka, kafka.flags, settle=2.0, timeout=60),
-                   expected_flags(step, records))
+    result = audit(read_topic(kafka, kafka.flags, settle=2.0, timeout=60), want)
     stale = tail.stale_after_newer()
     print(f"round {seed}: {len(stale)} stale state records landed after newer ones "
           f"({len(tail.records)} state records); flags {result}")

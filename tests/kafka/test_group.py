@@ -22,7 +22,14 @@ from detector.kafka import clients
 from detector.kafka.group_requests import describe_group
 from detector.settings.kafka import KafkaSettings
 from detector.settings.producer import ProducerSettings
-from detector.testing.harness import audit, expected_flags, read_topic, wait_for
+from detector.testing.harness import (
+    audit,
+    covered,
+    expected_flags,
+    read_topic,
+    uncovered,
+    wait_for,
+)
 from producer.publish import publish
 from tests.support import DetectorProcess, DetectorThread, all_closed, settings
 
@@ -51,10 +58,11 @@ def feed(kafka: KafkaSettings, events: int, streams: int, rate: float, seed: int
 def check_outputs(kafka: KafkaSettings, step, events: int) -> None:
     """Every input event has an output, duplicates agree, flags equal an uninterrupted run."""
     s = settings(kafka)
-    wait_for(lambda: len(read_topic(kafka, s.output_topic, settle=0.5)) >= events, 120, every=1,
-             what="every event to have an output")
-    inputs = [(r.key, r.value) for r in read_topic(kafka, s.input_topic, settle=1)]
-    result = audit(read_topic(kafka, s.output_topic, settle=1), expected_flags(step, inputs))
+    inputs = [(r.key, r.value) for r in read_topic(kafka, s.input_topic, expect=events)]
+    want = expected_flags(step, inputs)
+    wait_for(lambda: covered(kafka, s.output_topic, want), 120, every=1,
+             what=lambda: uncovered(kafka, s.output_topic, want))
+    result = audit(read_topic(kafka, s.output_topic, settle=1), want)
     assert result.expected == events
     assert result.clean, result
 

@@ -16,6 +16,7 @@ from tests.support import (
     DetectorProcess,
     DetectorThread,
     ScopedKafka,
+    covered,
     expected_flags,
     feed,
     kill_after,
@@ -23,6 +24,7 @@ from tests.support import (
     run_until_every_output,
     send,
     settings,
+    uncovered,
     uniform_events,
     wait_for,
 )
@@ -116,8 +118,9 @@ def test_two_detectors_split_partitions_and_hand_over(kafka, steps):
         assert a.terminate() == 0  # a leaves; b takes its partitions and their state
         done.wait(60)
         wait_for(lambda: b.metric("detector_active_streams") == 24, 60, what="b owns all")
-        wait_for(lambda: len(read_topic(kafka, kafka.flags, settle=0.5)) >= len(records), 60,
-                 what="every event to have an output")
+        want = expected_flags(steps("seed"), records)
+        wait_for(lambda: covered(kafka, kafka.flags, want), 60,
+                 what=lambda: uncovered(kafka, kafka.flags, want))
         assert b.terminate() == 0
     finally:
         a.close()
@@ -143,7 +146,9 @@ def test_broker_pause_turns_not_ready_then_resumes_losing_nothing(kafka_node, ka
             kafka_node.resume(1)
         wait_for(lambda: det.pipeline.ready, 90, what="ready again after the broker is back")
         done.wait(60)
-        wait_for(lambda: len(read_topic(kafka, kafka.flags, settle=0.5)) >= len(records), 90)
+        want = expected_flags(steps("seed"), records)
+        wait_for(lambda: covered(kafka, kafka.flags, want), 90,
+                 what=lambda: uncovered(kafka, kafka.flags, want))
     finally:
         det.stop()
     check_outputs(kafka, steps("seed"), records, at_least=len(records))
