@@ -136,7 +136,7 @@ def eos_round(kafka: ScopedKafka, cluster, step, seed: int) -> None:
           "members still running")
 
 
-#: Not yet reliable (issue 33 stays open): in 2 of 9 rounds here, the outputs of about a second
+#: Not yet reliable (issue 33 stays open): in 2 of 12 rounds here, the outputs of about a second
 #: of input around the broker's kill (344 events) never became visible. ``make test-eos`` runs
 #: them; make test and .ci/run do not.
 @pytest.mark.eos
