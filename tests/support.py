@@ -348,8 +348,7 @@ def run_until_every_output(kafka: ScopedKafka, model: str, expect: int, timeout:
     (counting records would pass early: a replay's duplicates count too); then SIGTERM, exit
     0."""
     def distinct() -> int:
-        return len({(o["stream"], o["seq"]) for o in (r.json() for r in read_topic(
-            kafka, kafka.flags, settle=0.5))})
+        return len(harness.events_of(read_topic(kafka, kafka.flags, settle=0.5)))
 
     det = DetectorProcess(kafka, model=model, **env).start()
     try:

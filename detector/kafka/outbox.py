@@ -216,7 +216,10 @@ class Outbox:
             return
         if self._in_txn:
             self.reset()
-            return
+        else:
+            self._drop_unsent()
+
+    def _drop_unsent(self) -> None:
         with self._cond:
             self._open, self._full, self._first_append = {}, [], None
 
@@ -268,9 +271,9 @@ class Outbox:
         if self._in_txn:
             self.aborts += 1
         self.sender.reset()
+        self._drop_unsent()
         with self._cond:
             self._error = None
-            self._open, self._full, self._first_append = {}, [], None
         wait_s = max(self.timeout_s, 10.0)  # a broker just back may take a moment
         self._refresh_metadata(wait_s)
         try:

@@ -111,21 +111,17 @@ class Membership(ConsumerRebalanceListener):
         if revoked:
             log.info("partitions %s revoked: the group is rebalancing",
                      sorted(tp.partition for tp in revoked))
-        served = {tp.partition for tp in revoked} - self.restoring
         if self.checkpoints.transactional:
-            self._abort()
-        else:
-            try:
-                if not self.needs_recovery and served:
-                    # kafka-python sends no heartbeat while this runs: well within a session
-                    self.checkpoints.persist(self.outbox, served,
-                                             self.s.session_timeout_ms / 2000)
-            except TRANSIENT as exc:
-                log.warning("state write on revoke failed (%s); the next owner replays", exc)
+            self._abort_and_drop(revoked)
+            return
+        served = {tp.partition for tp in revoked} - self.restoring
+        try:
+            if not self.needs_recovery and served:
+                # kafka-python sends no heartbeat while this runs: well within a session
+                self.checkpoints.persist(self.outbox, served, self.s.session_timeout_ms / 2000)
+        except TRANSIENT as exc:
+            log.warning("state write on revoke failed (%s); the next owner replays", exc)
         self._drop(revoked)
-        if self.checkpoints.transactional and len(self.store):
-            # the aborted transaction held the kept partitions' work too: back to the commit
-            self.needs_recovery = True
 
     def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         """Evicted: another member may own these already, so write nothing for them. With
@@ -134,18 +130,21 @@ class Membership(ConsumerRebalanceListener):
         log.warning("partitions %s lost: this member was dropped from the group",
                     sorted(tp.partition for tp in lost))
         if self.checkpoints.transactional:
-            self._abort()
-        self._drop(lost)
-        if self.checkpoints.transactional and len(self.store):
-            self.needs_recovery = True
+            self._abort_and_drop(lost)
+        else:
+            self._drop(lost)
 
-    def _abort(self) -> None:
-        """Exactly-once: drop everything since the last commit and abort its transaction;
-        where that fails, recover (a new producer epoch aborts it)."""
+    def _abort_and_drop(self, tps: set[TopicPartition]) -> None:
+        """Exactly-once: drop everything since the last commit and abort its transaction
+        (where that fails, recover: a new producer epoch aborts it), then these partitions.
+        The transaction held the kept partitions' work too: they go back to the commit."""
         try:
             self.checkpoints.abort(self.outbox)
         except TRANSIENT as exc:
             log.warning("aborting the open transaction failed (%s); recovering", exc)
+            self.needs_recovery = True
+        self._drop(tps)
+        if len(self.store):
             self.needs_recovery = True
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:

@@ -9,9 +9,11 @@ polls (``Membership`` drives it); a partition serves once its state is in. A res
 (the loop recovers) only when it makes no progress for ``PROGRESS_TIMEOUT_S``.
 
 The end of a partition: its high watermark from a fetch (the bundled Tansu answers
-ListOffsets short of its log); where the state topic is written in transactions, its last
-stable offset instead (ListOffsets under read_committed, exact on Kafka): records after an
-open transaction are not readable until it ends, and are not wanted.
+ListOffsets short of its log). The reader is read_committed: where the state topic is written
+in transactions, a transaction still open (a member killed in it) holds the restore until it
+ends, committed or aborted (at most the transaction timeout). Stopping at the last stable
+offset instead could miss state that such a transaction commits after the restore, while the
+committed input offsets (fetched stable) already include it.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ class _Progress:
     tp: TopicPartition
     started: float
     last_progress: float
-    stable_end: int | None = None  # ListOffsets under read_committed (transactional topics)
     records: int = 0
 
 
@@ -51,11 +52,10 @@ class StateReader:
     """One consumer outside the group reading state partitions from their start."""
 
     def __init__(self, kafka: KafkaSettings, topic: str, merge: StateMerge,
-                 stop: threading.Event, transactional: bool = False):
+                 stop: threading.Event):
         self.topic = topic
         self.merge = merge
         self.stop = stop
-        self.transactional = transactional
         self.pending: dict[int, _Progress] = {}
         self.consumer: KafkaConsumer = clients.consumer(
             kafka, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=20,
@@ -79,9 +79,6 @@ class StateReader:
             self.pending[tp.partition] = _Progress(tp, now, now)
         self.consumer.assign([p.tp for p in self.pending.values()])
         self.consumer.seek_to_beginning(*new)
-        if self.transactional:
-            for tp, end in self.consumer.end_offsets(new).items():
-                self.pending[tp.partition].stable_end = end
 
     def cancel(self, partitions: set[int]) -> None:
         """Stop reading these (revoked before their restore finished)."""
@@ -129,8 +126,6 @@ class StateReader:
         position = clients.position(self.consumer, progress.tp)
         if position is None:
             return False
-        if progress.stable_end is not None:
-            return position >= progress.stable_end
         high = self.consumer.highwater(progress.tp)
         return high is not None and position >= high
 

@@ -133,17 +133,19 @@ def covered(kafka: KafkaSettings, topic: str, expected: dict[tuple[str, int], in
     """The records of ``topic`` once every expected (stream, seq) has one; else None. Counting
     records or processed events would pass early: after a recovery, replays count again."""
     outputs = read_topic(kafka, topic, settle=0.5)
-    seen = {(rec["stream"], rec["seq"]) for rec in (r.json() for r in outputs)}
-    return outputs if seen >= expected.keys() else None
+    return outputs if events_of(outputs) >= expected.keys() else None
+
+
+def events_of(outputs: list[Record]) -> set[tuple[str, int]]:
+    """The (stream, seq) that ``outputs`` (flag records) are of."""
+    return {(rec["stream"], rec["seq"]) for rec in (r.json() for r in outputs)}
 
 
 def uncovered(kafka: KafkaSettings, topic: str, expected: dict[tuple[str, int], int]) -> str:
     """Why ``covered`` is not yet true, for a timeout's message: how many expected (stream,
     seq) have no committed output, a few of them, and each partition's last stable offset
     against its high watermark (a transaction left open holds readers back)."""
-    seen = {(rec["stream"], rec["seq"]) for rec in (r.json() for r in read_topic(
-        kafka, topic, settle=0.5))}
-    missing = sorted(expected.keys() - seen)
+    missing = sorted(expected.keys() - events_of(read_topic(kafka, topic, settle=0.5)))
     ends = {}
     for isolation in ("read_committed", "read_uncommitted"):
         consumer = clients.consumer(kafka, group_id=None, enable_auto_commit=False,

@@ -17,6 +17,7 @@ from detector.kafka.registry import Registry, Version
 from detector.model.files import MODELS_DIR, sha256
 from detector.model.serving import ModelStep
 from detector.settings.kafka import KafkaSettings
+from detector.testing.harness import events_of
 from tests.support import (
     DetectorProcess,
     DetectorThread,
@@ -99,9 +100,8 @@ def test_a_promotion_under_load_with_a_replica_killed_right_after(kafka):
         dets.append(DetectorProcess(kafka, model="trend").start())
         started.append(dets[-1])
         feeder.join()
-        wait_for(lambda: len({(r.json()["stream"], r.json()["seq"]) for r in
-                              read_topic(kafka, kafka.flags, settle=0.5)}) >= len(records),
-                 180, every=1, what="every event to have an output")
+        wait_for(lambda: len(events_of(read_topic(kafka, kafka.flags, settle=0.5)))
+                 >= len(records), 180, every=1, what="every event to have an output")
         for d in dets:
             assert d.terminate() == 0
     finally:
